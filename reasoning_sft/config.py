@@ -1,0 +1,159 @@
+"""Config checks run before anything is built, and the run-dir files every stage writes.
+
+Every error names the config key and what was expected. `_target_` nodes are checked against the
+signature of the function they name (torchtune's habit): a misspelt key fails here, not an hour in.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+# Arguments the code passes itself when it instantiates a node (not set in YAML).
+RUNTIME_KWARGS = {
+    "reasoning_sft.models.build_tiny_model": {"tokenizer", "dtype", "seed"},
+    "reasoning_sft.models.load_pretrained_model": {"tokenizer", "dtype", "seed"},
+}
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work: the message names the key."""
+
+
+def _check(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+def check_targets(node: Any, key: str = "") -> None:
+    """Every `_target_` resolves and its keys match the target's signature."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            target = node["_target_"]
+            try:
+                fn = import_target(target)
+            except Exception as e:  # noqa: BLE001 - any import failure is a config error here
+                raise ConfigError(f"{key}._target_={target!r}: cannot be imported ({e})") from e
+            params = inspect.signature(fn).parameters
+            accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            given = {k for k in node.keys() if not str(k).startswith("_")}
+            if not accepts_any:
+                unknown = given - set(params)
+                if unknown:
+                    raise ConfigError(f"{key}.{sorted(unknown)[0]}: not a parameter of {target} "
+                                      f"(it takes {sorted(k for k in params if k != 'self')})")
+            runtime = RUNTIME_KWARGS.get(target, set())
+            required = {n for n, p in params.items() if p.default is p.empty
+                        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - runtime - {"self"}
+            if required - given:
+                raise ConfigError(f"{key}.{sorted(required - given)[0]}: required by {target} but not set")
+        for k in node.keys():
+            check_targets(node._get_node(k), f"{key}.{k}" if key else str(k))
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            check_targets(item, f"{key}[{i}]")
+
+
+def import_target(target: str) -> Any:
+    """Import `a.b.c` as an attribute path; classes (e.g. peft.LoraConfig) included."""
+    module, _, name = target.rpartition(".")
+    mod = __import__(module, fromlist=[name])
+    return getattr(mod, name)
+
+
+def _check_rates(node: Any, key: str = "") -> None:
+    """Any `rate`, `*_rate`, `*_prob` or `*_ratio` anywhere is a share: it must lie in [0, 1]."""
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            v = node._get_node(k)
+            sub = f"{key}.{k}" if key else str(k)
+            if isinstance(k, str) and (k == "rate" or k.endswith(("_rate", "_prob", "_ratio"))) \
+                    and not OmegaConf.is_missing(node, k) and not isinstance(v, (DictConfig, ListConfig)):
+                val = node[k]
+                if val is not None:
+                    _check(isinstance(val, (int, float)) and 0 <= val <= 1, sub, "a number in [0, 1]", val)
+            _check_rates(v, sub)
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            _check_rates(item, f"{key}[{i}]")
+
+
+def world_size(cfg: DictConfig) -> int:
+    return int(cfg.trainer.nproc_per_node) * int(cfg.trainer.nnodes)
+
+
+def grad_accumulation(cfg: DictConfig) -> int:
+    t = cfg.trainer
+    per_step = t.micro_batch_size * world_size(cfg)
+    if t.global_batch_size % per_step:
+        raise ConfigError(
+            f"trainer.global_batch_size={t.global_batch_size}: expected a multiple of "
+            f"trainer.micro_batch_size x nproc_per_node x nnodes = {per_step}")
+    return t.global_batch_size // per_step
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Everything that can be known wrong before a tokenizer, dataset or model is built."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]}: a required value is missing (set it on the command line, "
+                          f"e.g. {missing[0]}=...)" + (f"; also missing: {missing[1:]}" if missing[1:] else ""))
+    t = cfg.trainer
+    _check(isinstance(t.learning_rate, (int, float)) and t.learning_rate > 0,
+           "trainer.learning_rate", "a positive number", t.learning_rate)
+    _check(t.weight_decay >= 0, "trainer.weight_decay", "a number >= 0", t.weight_decay)
+    _check(0 <= t.adam_beta1 < 1, "trainer.adam_beta1", "a number in [0, 1)", t.adam_beta1)
+    _check(0 <= t.adam_beta2 < 1, "trainer.adam_beta2", "a number in [0, 1)", t.adam_beta2)
+    _check(t.max_grad_norm > 0, "trainer.max_grad_norm", "a positive number", t.max_grad_norm)
+    _check(t.num_epochs > 0 or t.max_steps > 0, "trainer.num_epochs",
+           "> 0 (or trainer.max_steps > 0)", t.num_epochs)
+    for k in ("micro_batch_size", "global_batch_size", "nproc_per_node", "nnodes", "logging_steps"):
+        _check(isinstance(t[k], int) and t[k] >= 1, f"trainer.{k}", "an integer >= 1", t[k])
+    _check(t.precision in PRECISIONS, "trainer.precision", f"one of {PRECISIONS}", t.precision)
+    _check(t.lr_scheduler in SCHEDULERS, "trainer.lr_scheduler", f"one of {SCHEDULERS}", t.lr_scheduler)
+    grad_accumulation(cfg)
+    d = cfg.data
+    _check(isinstance(d.max_seq_len, int) and d.max_seq_len >= 16, "data.max_seq_len",
+           "an integer >= 16", d.max_seq_len)
+    _check(d.overflow in ("drop", "truncate"), "data.overflow", "'drop' or 'truncate'", d.overflow)
+    from reasoning_sft.formatting import THINKING_STYLES
+    _check(d.format.thinking_style in THINKING_STYLES, "data.format.thinking_style",
+           f"one of {sorted(THINKING_STYLES)}", d.format.thinking_style)
+    _check_rates(cfg)
+    check_targets(cfg)
+
+
+def check_hardware(cfg: DictConfig) -> None:
+    """What this machine cannot run (kept apart so paper configs validate on a CPU machine)."""
+    if cfg.trainer.precision in ("bf16", "fp16") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.precision={cfg.trainer.precision!r}: needs a GPU; "
+                          "this machine has none (use trainer.precision=auto or fp32)")
+
+
+def training_dtype(cfg: DictConfig) -> tuple[str, torch.dtype]:
+    """(precision, dtype to load weights in). Without DeepSpeed weights stay fp32 and autocast does
+    bf16 (mixed precision); under DeepSpeed they load in bf16 and DeepSpeed keeps fp32 master copies."""
+    p = cfg.trainer.precision
+    if p == "auto":
+        p = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if p == "fp32":
+        return p, torch.float32
+    half = torch.bfloat16 if p == "bf16" else torch.float16
+    return p, half if cfg.deepspeed.config is not None else torch.float32
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.replace(path)   # a reader never sees half a summary
+
+
+def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)

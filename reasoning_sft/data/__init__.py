@@ -1,0 +1,1 @@
+"""Data sources: each `conf/data/*.yaml` names one through `source._target_`."""

@@ -1,0 +1,132 @@
+"""Loaders for the papers' datasets into canonical records.
+
+`path` is a local .jsonl / .json / .parquet file or a hub dataset name (read through `datasets`,
+which caches it; offline, a clear error says so). A row that lacks what the loader needs raises an
+error naming the file and the row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+from reasoning_sft.records import Record
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file and line (or row) and what was expected."""
+
+
+def read_rows(path: str, split: str = "train") -> Iterator[tuple[str, dict]]:
+    """Yield (where, row): `where` is `file:line` or `dataset[split][i]`, for error messages."""
+    p = Path(path)
+    if p.suffix in (".jsonl", ".json", ".parquet"):
+        if not p.is_file():
+            raise DataError(f"{path}: no such file")
+        if p.suffix == ".jsonl":
+            with open(p, encoding="utf-8", errors="strict") as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+                    if not isinstance(row, dict):
+                        raise DataError(f"{path}:{lineno}: expected a JSON object per line")
+                    yield f"{path}:{lineno}", row
+        elif p.suffix == ".json":
+            rows = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(rows, list):
+                raise DataError(f"{path}: expected a JSON list of objects")
+            for i, row in enumerate(rows):
+                yield f"{path}[{i}]", row
+        else:
+            import pyarrow.parquet as pq
+            for i, row in enumerate(pq.read_table(p).to_pylist()):
+                yield f"{path}[{i}]", row
+        return
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise DataError(f"data.source.path={path!r} is neither a local .jsonl/.json/.parquet file nor "
+                        "available offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set): download it "
+                        "on a machine with network access or point data.source.path at a local file")
+    import datasets
+    for i, row in enumerate(datasets.load_dataset(path, split=split)):
+        yield f"{path}[{split}][{i}]", row
+
+
+def _field(row: dict, name: str, where: str) -> str:
+    value = row.get(name)
+    if isinstance(value, list):   # s1K stores thinking_trajectories as a one-element list
+        value = "\n".join(v for v in value if isinstance(v, str))
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: field {name!r} is missing or empty (row has {sorted(row)})")
+    return value
+
+
+def load_s1k(path: str = "simplescaling/s1K", split: str = "train",
+             trajectory_field: str = "thinking_trajectories", attempt_field: str = "attempt") -> list[Record]:
+    """s1K (thinking_trajectories, attempt) and s1K-1.1 (gemini_/deepseek_thinking_trajectory, ...)."""
+    records = []
+    for i, (where, row) in enumerate(read_rows(path, split)):
+        records.append(Record(
+            id=f"s1k-{i}", question=_field(row, "question", where),
+            thinking=_field(row, trajectory_field, where), answer=_field(row, attempt_field, where),
+            source=str(row.get("source_type", "")), domain=str(row.get("cot_type", "")),
+            metadata={"solution": row.get("solution"), "source_type": row.get("source_type")},
+        ))
+    return records
+
+
+_SKY_THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>", re.S)
+_SKY_SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)<\|end_of_solution\|>", re.S)
+
+
+def load_sharegpt(path: str = "bespokelabs/Bespoke-Stratos-17k", split: str = "train") -> list[Record]:
+    """Sky-T1 / Bespoke-Stratos: `conversations[{from, value}]` with Sky-T1 thought markers."""
+    records = []
+    for i, (where, row) in enumerate(read_rows(path, split)):
+        turns = row.get("conversations")
+        if not isinstance(turns, list) or len(turns) < 2:
+            raise DataError(f"{where}: expected 'conversations' with a user and an assistant turn")
+        user = next((t.get("value") for t in turns if t.get("from") in ("user", "human")), None)
+        reply = next((t.get("value") for t in turns if t.get("from") in ("assistant", "gpt")), None)
+        thought = _SKY_THOUGHT.search(reply or "")
+        solution = _SKY_SOLUTION.search(reply or "")
+        if not user or not thought or not solution:
+            raise DataError(f"{where}: expected a user turn and an assistant turn with "
+                            "<|begin_of_thought|>...<|end_of_thought|> and "
+                            "<|begin_of_solution|>...<|end_of_solution|>")
+        records.append(Record(id=f"sharegpt-{i}", question=user.strip(),
+                              thinking=thought.group(1).strip(), answer=solution.group(1).strip(),
+                              source=Path(path).stem))
+    return records
+
+
+def split_r1_trace(trace: str) -> tuple[str, str]:
+    """(thinking, answer) of an R1-style output: around `</think>`, or, for a bare trace, the last
+    paragraph (which holds the boxed answer) is the answer."""
+    if "</think>" in trace:
+        thinking, answer = trace.split("</think>", 1)
+        return thinking.replace("<think>", "", 1).strip(), answer.strip()
+    paragraphs = trace.rstrip().split("\n\n")
+    if len(paragraphs) < 2:
+        return trace.strip(), ""
+    return "\n\n".join(paragraphs[:-1]).strip(), paragraphs[-1].strip()
+
+
+def load_r1(path: str, split: str = "train", question_field: str = "question",
+            trace_field: str = "solution", gold_field: str | None = "gold_answer") -> list[Record]:
+    """R1-style traces (OpenThoughts, Long1K, the R1-distill traces): `<think>` ... `</think>` answer."""
+    records = []
+    for i, (where, row) in enumerate(read_rows(path, split)):
+        thinking, answer = split_r1_trace(_field(row, trace_field, where))
+        if not thinking or not answer:
+            raise DataError(f"{where}: field {trace_field!r} has no separable thinking and answer")
+        meta = {"gold_answer": str(row[gold_field])} if gold_field and gold_field in row else {}
+        records.append(Record(id=str(row.get("id", f"r1-{i}")), question=_field(row, question_field, where),
+                              thinking=thinking, answer=answer, source=Path(path).stem, metadata=meta))
+    return records

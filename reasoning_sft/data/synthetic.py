@@ -1,0 +1,72 @@
+"""Synthetic long-CoT arithmetic: several steps, reflection phrases, numbers everywhere, a boxed answer.
+
+Small enough for a 1M-parameter model to learn on CPU in minutes, rich enough that every ablation
+(digit corruption, keyword removal, step shuffling...) has something to act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from reasoning_sft.records import Record
+
+QUESTION_TEMPLATES = [
+    "What is {expr}?",
+    "Compute {expr}.",
+    "Find the value of {expr}.",
+]
+# Reflections that re-check a step: true statements, so the trace stays correct.
+REFLECTIONS = [
+    "Wait, let me double-check: {total} - {term} = {prev}. Yes, that is right.",
+    "Hmm, let me verify this step: {prev} + {term} is {total}. Correct.",
+    "Alternatively, {term} + {prev} = {total}. Same result.",
+]
+
+
+def _split_of(expr: str) -> str:
+    # Held-out problems are chosen by a hash of the expression, so train and test never overlap,
+    # whatever the seed or the sample count.
+    return "test" if int(hashlib.md5(expr.encode()).hexdigest(), 16) % 10 == 0 else "train"
+
+
+def _make_record(terms: list[int], rng: random.Random, reflection_prob: float) -> Record:
+    expr = " + ".join(map(str, terms))
+    question = rng.choice(QUESTION_TEMPLATES).format(expr=expr)
+    lines = [f"I need to add {len(terms)} numbers one at a time.", f"Start with {terms[0]}."]
+    total = terms[0]
+    for step, term in enumerate(terms[1:], 1):
+        prev, total = total, total + term
+        lines.append(f"Step {step}: {prev} + {term} = {total}.")
+        if rng.random() < reflection_prob:
+            lines.append(rng.choice(REFLECTIONS).format(prev=prev, term=term, total=total))
+    lines.append(f"So the total is {total}.")
+    return Record(
+        id="", question=question, thinking="\n".join(lines),
+        answer=f"The answer is $\\boxed{{{total}}}$.",
+        source="synthetic", domain="arithmetic", metadata={"gold_answer": str(total)},
+    )
+
+
+def generate_records(num_samples: int, seed: int = 0, split: str = "train", num_terms: int = 3,
+                     digits: int = 2, reflection_prob: float = 0.5) -> list[Record]:
+    """`num_samples` distinct problems of one split; the same seed gives a prefix-stable list."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}: expected 'train' or 'test'")
+    rng = random.Random(f"{seed}-{split}")
+    lo, hi = 10 ** (digits - 1), 10 ** digits - 1
+    capacity = (hi - lo + 1) ** num_terms // 20   # a test split gets ~1/10: stay well under it
+    if num_samples > capacity:
+        raise ValueError(f"num_samples={num_samples}: {num_terms} terms of {digits} digits give "
+                         f"about {capacity} distinct problems per split at most")
+    records, seen = [], set()
+    while len(records) < num_samples:
+        terms = [rng.randint(lo, hi) for _ in range(num_terms)]
+        expr = " + ".join(map(str, terms))
+        if expr in seen or _split_of(expr) != split:
+            continue
+        seen.add(expr)
+        rec = _make_record(terms, rng, reflection_prob)
+        rec.id = f"synthetic-{split}-{len(records)}"
+        records.append(rec)
+    return records

@@ -1,0 +1,82 @@
+"""Generation and scoring shared by `train` (eval.after_train) and the `evaluate` stage.
+
+The held-out synthetic task lives here; the papers' benchmarks run through lm-evaluation-harness.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import mean, median
+
+import torch
+from omegaconf import DictConfig
+
+from reasoning_sft.data.synthetic import generate_records
+from reasoning_sft.formatting import render_prompt
+from reasoning_sft.grading import extract_answer, is_equivalent
+from reasoning_sft.metrics import accuracy_summary
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[tuple[str, int]]:
+    """Greedy, batched, KV-cached `generate`. Returns (text up to end of turn, generated tokens)."""
+    was_training = model.training
+    model.eval()
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    results = []
+    try:
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(model.device)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+            for row in out[:, enc["input_ids"].shape[1]:].tolist():
+                if tokenizer.eos_token_id in row:
+                    row = row[: row.index(tokenizer.eos_token_id)]
+                results.append((tokenizer.decode(row, skip_special_tokens=False), len(row)))
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return results
+
+
+def evaluate_synthetic(model, tokenizer, cfg: DictConfig) -> tuple[dict, list[dict]]:
+    """Held-out problems of the training generator's own kind (the `test` split never trained on)."""
+    src = cfg.data.source
+    records = generate_records(num_samples=cfg.eval.num_problems, seed=cfg.seed, split="test",
+                               num_terms=src.get("num_terms", 3), digits=src.get("digits", 2))
+    prompts = [render_prompt(r.question, tokenizer, cfg.data.format.system_prompt) for r in records]
+    outputs = generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    samples = []
+    for rec, prompt, (text, ntok) in zip(records, prompts, outputs):
+        pred = extract_answer(text)
+        gold = rec.metadata["gold_answer"]
+        samples.append({"task": "synthetic", "id": rec.id, "prompt": prompt, "generation": text,
+                        "generated_tokens": ntok, "extracted": pred, "gold": gold,
+                        "correct": is_equivalent(pred, gold)})
+    summary = accuracy_summary([s["correct"] for s in samples], cfg.eval.bootstrap_samples, cfg.seed)
+    lengths = [s["generated_tokens"] for s in samples]
+    summary.update(generated_tokens_mean=mean(lengths), generated_tokens_median=median(lengths),
+                   generated_tokens_max=max(lengths),
+                   no_answer=sum(s["extracted"] is None for s in samples),
+                   hit_max_new_tokens=sum(n >= cfg.eval.max_new_tokens for n in lengths))
+    return summary, samples
+
+
+TASKS = {"synthetic": evaluate_synthetic}
+
+
+def run_tasks(model, tokenizer, cfg: DictConfig, run_dir: Path) -> dict:
+    """Run every task of `eval.tasks`; per-sample results go to `eval_samples.jsonl`."""
+    unknown = [t for t in cfg.eval.tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"eval.tasks: unknown task {unknown[0]!r}; expected one of {sorted(TASKS)}")
+    results = {}
+    with open(run_dir / "eval_samples.jsonl", "w", encoding="utf-8") as f:
+        for task in cfg.eval.tasks:
+            summary, samples = TASKS[task](model, tokenizer, cfg)
+            results[task] = summary
+            for s in samples:
+                f.write(json.dumps(s, ensure_ascii=False) + "\n")
+    return results

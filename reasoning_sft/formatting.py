@@ -1,0 +1,106 @@
+"""Render records as chat text in a thinking style and tokenize them with assistant-only labels."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from reasoning_sft.records import Record
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class ThinkingStyle:
+    name: str
+    think_start: str      # opens the thinking
+    think_end: str        # closes it: budget forcing strips or forces exactly this delimiter
+    answer_prefix: str    # starts the final response
+    answer_end: str = ""  # closes the final response (Sky-T1)
+
+
+THINKING_STYLES = {
+    # s1: `<|im_start|>think` ... `<|im_start|>answer` (their train/sft.py and budget forcing code)
+    "s1": ThinkingStyle("s1", "<|im_start|>think\n", "\n<|im_start|>answer\n", "Answer: "),
+    # DeepSeek-R1 and its distillations, OpenThoughts, Long1K
+    "r1": ThinkingStyle("r1", "<think>\n", "\n</think>\n\n", ""),
+    # Sky-T1 / Bespoke-Stratos
+    "skyt1": ThinkingStyle(
+        "skyt1", "<|begin_of_thought|>\n\n", "\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n",
+        "", "\n\n<|end_of_solution|>",
+    ),
+}
+
+
+def get_style(name: str) -> ThinkingStyle:
+    if name not in THINKING_STYLES:
+        raise ValueError(f"data.format.thinking_style={name!r}: expected one of {sorted(THINKING_STYLES)}")
+    return THINKING_STYLES[name]
+
+
+def assistant_text(rec: Record, style: ThinkingStyle) -> str:
+    return (style.think_start + rec.thinking + style.think_end + style.answer_prefix + rec.answer
+            + style.answer_end)
+
+
+def prompt_messages(question: str, system_prompt: str | None = None) -> list[dict]:
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return msgs + [{"role": "user", "content": question}]
+
+
+def render_prompt(question: str, tokenizer: PreTrainedTokenizerBase,
+                  system_prompt: str | None = None) -> str:
+    """The chat text up to and including the assistant header: what generation starts from."""
+    return tokenizer.apply_chat_template(prompt_messages(question, system_prompt), tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def render_chat(rec: Record, tokenizer: PreTrainedTokenizerBase, style: ThinkingStyle,
+                system_prompt: str | None = None) -> tuple[str, str]:
+    """(prompt, completion): the completion is the assistant turn through its end-of-turn token."""
+    prompt = render_prompt(rec.question, tokenizer, system_prompt)
+    messages = prompt_messages(rec.question, system_prompt)
+    messages.append({"role": "assistant", "content": assistant_text(rec, style)})
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError(f"chat template of {tokenizer.name_or_path!r} does not render the prompt as a "
+                         "prefix of the conversation: cannot mask the prompt")
+    completion = full[len(prompt):]
+    # Supervise through the end-of-turn token, not the template's trailing newline after it.
+    eot = tokenizer.eos_token
+    if eot and eot in completion:
+        completion = completion[: completion.rindex(eot) + len(eot)]
+    return prompt, completion
+
+
+def tokenize_records(records: list[Record], tokenizer: PreTrainedTokenizerBase, style: ThinkingStyle,
+                     max_seq_len: int, overflow: str = "drop",
+                     system_prompt: str | None = None) -> tuple[list[dict], Counter]:
+    """Token ids with labels = -100 on the prompt. Returns the examples and a count of what happened.
+
+    overflow: 'drop' removes a sequence longer than max_seq_len, 'truncate' cuts it (the end of
+    the trace is lost); a sequence with no supervised token left is dropped either way.
+    """
+    if overflow not in ("drop", "truncate"):
+        raise ValueError(f"data.overflow={overflow!r}: expected 'drop' or 'truncate'")
+    counts: Counter = Counter()
+    examples = []
+    for rec in records:
+        prompt, completion = render_chat(rec, tokenizer, style, system_prompt)
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        ids, labels = p_ids + c_ids, [IGNORE_INDEX] * len(p_ids) + c_ids
+        if len(ids) > max_seq_len:
+            if overflow == "drop":
+                counts["dropped_too_long"] += 1
+                continue
+            ids, labels = ids[:max_seq_len], labels[:max_seq_len]
+            if all(x == IGNORE_INDEX for x in labels):
+                counts["dropped_prompt_too_long"] += 1
+                continue
+            counts["truncated"] += 1
+        counts["kept"] += 1
+        examples.append({"input_ids": ids, "labels": labels, "id": rec.id})
+    return examples, counts

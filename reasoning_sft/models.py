@@ -1,0 +1,152 @@
+"""Tokenizers and models: hub checkpoints for the cluster, tiny ones built locally for CPU.
+
+Every builder here is a `_target_` of a `conf/model/*.yaml` file. The tiny builders never touch the
+hub: the tokenizer is a byte-level BPE trained on the spot and the model is initialised from a config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+# Qwen2-Instruct's chat template (tools left out). Qwen2.5 differs only in its default system text.
+QWEN_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if not (message['role'] == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Thinking markers of the three styles: single tokens in the tiny vocabulary, as in the papers' models.
+MARKER_TOKENS = [
+    "<think>", "</think>",
+    "<|begin_of_thought|>", "<|end_of_thought|>", "<|begin_of_solution|>", "<|end_of_solution|>",
+]
+
+
+def _tokenizer_corpus(extra_files: Iterable[str], seed: int) -> list[str]:
+    from reasoning_sft.data.synthetic import generate_records
+    from reasoning_sft.formatting import THINKING_STYLES, assistant_text
+
+    texts = ["You are a helpful assistant."]
+    for i, rec in enumerate(generate_records(num_samples=2000, seed=seed)):
+        style = THINKING_STYLES[("s1", "r1", "skyt1")[i % 3]]
+        texts += [rec.question, assistant_text(rec, style)]
+    for path in extra_files:
+        texts += Path(path).read_text(encoding="utf-8").splitlines()
+    return texts
+
+
+def train_tiny_tokenizer(vocab_size: int = 512, corpus_files: list[str] | None = None,
+                         seed: int = 0) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with Qwen's special tokens and chat template, trained locally.
+
+    Digits are split one per token, as Qwen2's pre-tokenizer does: arithmetic stays learnable.
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_tokenizer_corpus(corpus_files or [], seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    fast.add_tokens(MARKER_TOKENS)
+    fast.chat_template = QWEN_CHAT_TEMPLATE
+    fast.padding_side = "right"
+    return fast
+
+
+def load_pretrained_tokenizer(name_or_path: str, trust_remote_code: bool = False,
+                              revision: str | None = None) -> PreTrainedTokenizerBase:
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                        revision=revision)
+    if tok.pad_token is None:
+        # Qwen has <|endoftext|>; Llama-style tokenizers have none: pad with eos (labels mask it anyway).
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok
+
+
+_ARCHITECTURES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
+
+
+def build_tiny_model(tokenizer: PreTrainedTokenizerBase, architecture: str = "qwen2",
+                     hidden_size: int = 128, num_hidden_layers: int = 4,
+                     num_attention_heads: int = 4, num_key_value_heads: int = 2,
+                     intermediate_size: int = 384, max_position_embeddings: int = 4096,
+                     tie_word_embeddings: bool = True, attn_implementation: str = "sdpa",
+                     dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised Qwen2 or Llama model sized for CPU tests and the demo."""
+    if architecture not in _ARCHITECTURES:
+        raise ValueError(f"model.network.architecture={architecture!r}: expected one of "
+                         f"{sorted(_ARCHITECTURES)}")
+    config_cls, model_cls = _ARCHITECTURES[architecture]
+    vocab = len(tokenizer)
+    config = config_cls(
+        vocab_size=(vocab + 63) // 64 * 64,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    return model_cls(config).to(dtype)
+
+
+def load_pretrained_model(tokenizer: PreTrainedTokenizerBase, name_or_path: str,
+                          attn_implementation: str = "sdpa", trust_remote_code: bool = False,
+                          revision: str | None = None, dtype: torch.dtype = torch.bfloat16,
+                          seed: int = 0) -> torch.nn.Module:
+    """A hub name or a local directory (e.g. a run dir's `final_model`)."""
+    del seed  # weights come from the checkpoint
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=dtype, attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code, revision=revision,
+    )
+    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

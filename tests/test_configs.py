@@ -1,0 +1,127 @@
+"""Every config composes and validates; the paper experiments carry their published settings;
+bad configs fail before anything is built, naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from conftest import CONF, ROOT
+from reasoning_sft.config import ConfigError, grad_accumulation, validate_train_config
+
+GROUPS = ["model", "data", "ablation", "trainer", "deepspeed", "peft", "logger", "eval", "paths"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+NEEDS_A_PATH = {("data", "long1k")}   # data.source.path is ??? on purpose: the user's own file
+
+
+def test_the_tree_has_what_the_pipeline_needs():
+    names = {(g, o) for g, o in OPTIONS}
+    for needed in [("deepspeed", "zero3"), ("deepspeed", "zero3_offload"), ("deepspeed", "zero2"),
+                   ("deepspeed", "none"), ("peft", "lora"), ("peft", "none"), ("logger", "wandb"),
+                   ("logger", "none"), ("ablation", "none"), ("model", "tiny"), ("model", "tiny_m"),
+                   ("model", "tiny_l"), ("model", "tiny_llama"), ("model", "qwen2.5_32b")]:
+        assert needed in names
+    assert {"demo", "s1k_qwen32b", "skyt1_qwen32b", "skyt1_qwen32b_lora", "long1k_qwen32b"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_group_option_composes_and_validates(make_cfg, group, option):
+    cfg = make_cfg([f"{group}={option}"])
+    OmegaConf.to_container(cfg, resolve=True)   # every interpolation resolves
+    if (group, option) in NEEDS_A_PATH:
+        with pytest.raises(ConfigError, match=r"data\.source\.path: a required value is missing"):
+            validate_train_config(cfg)
+        cfg = make_cfg([f"{group}={option}", "data.source.path=/data/long1k.jsonl"])
+    validate_train_config(cfg)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(make_cfg, name):
+    overrides = [f"experiment={name}"]
+    if name.startswith("long1k"):
+        overrides.append("data.source.path=/data/long1k.jsonl")
+    cfg = make_cfg(overrides)
+    validate_train_config(cfg)
+    assert cfg.experiment_name == name
+
+
+def test_s1_experiment_has_the_published_setup(make_cfg):
+    cfg = make_cfg(["experiment=s1k_qwen32b"])
+    t = cfg.trainer
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-32B-Instruct"
+    assert (t.learning_rate, t.lr_scheduler, t.warmup_ratio, t.weight_decay) == (1e-5, "cosine", 0.05, 1e-4)
+    assert (t.adam_beta1, t.adam_beta2, t.num_epochs, t.global_batch_size) == (0.9, 0.95, 5, 16)
+    assert cfg.data.max_seq_len == 32768 and t.precision == "bf16" and cfg.data.format.thinking_style == "s1"
+    assert cfg.deepspeed.config.zero_optimization.stage == 3
+    assert grad_accumulation(cfg) == 1          # 16 GPUs x micro batch 1
+
+
+def test_skyt1_experiments_have_the_published_setup(make_cfg):
+    full = make_cfg(["experiment=skyt1_qwen32b"])
+    t = full.trainer
+    assert (t.learning_rate, t.num_epochs, t.warmup_ratio, t.global_batch_size) == (1e-5, 3, 0.1, 96)
+    assert full.data.max_seq_len == 16384 and not full.peft.enabled
+    assert full.deepspeed.config.zero_optimization.offload_optimizer.device == "cpu"
+    assert grad_accumulation(full) == 12        # 8 GPUs x micro 1 x 12 = 96
+    lora = make_cfg(["experiment=skyt1_qwen32b_lora"])
+    assert lora.peft.enabled and lora.trainer.learning_rate == 1e-4
+    assert (lora.peft.config.r, lora.peft.config.lora_alpha, lora.peft.config.target_modules) == (64, 128, "all-linear")
+    assert lora.trainer.num_epochs == 3 and lora.data.max_seq_len == 16384   # the rest inherited
+
+
+def test_long1k_experiment(make_cfg):
+    cfg = make_cfg(["experiment=long1k_qwen32b", "data.source.path=/x.jsonl"])
+    assert cfg.data.name == "long1k" and cfg.trainer.learning_rate == 1e-5 and cfg.trainer.num_epochs == 5
+    assert cfg.deepspeed.config.zero_optimization.offload_param.device == "cpu"
+
+
+def test_unknown_group_option_names_the_group(make_cfg):
+    with pytest.raises(ConfigCompositionException, match=r"model.*qwen9"):
+        make_cfg(["model=qwen9"])
+
+
+@pytest.mark.parametrize("override,key", [
+    ("trainer.learning_rate=-1e-5", "trainer.learning_rate"),
+    ("trainer.warmup_ratio=1.5", "trainer.warmup_ratio"),
+    ("data.source.reflection_prob=-0.1", "data.source.reflection_prob"),
+    ("trainer.global_batch_size=10", "trainer.global_batch_size"),   # not a multiple of micro x world (4)
+    ("data.max_seq_len=4", "data.max_seq_len"),
+    ("data.overflow=keep", "data.overflow"),
+    ("data.format.thinking_style=o1", "data.format.thinking_style"),
+    ("+model.network.hidden_sizee=64", "model.network.hidden_sizee"),
+    ("data.source._target_=reasoning_sft.data.nowhere.load", "data.source._target_"),
+])
+def test_bad_values_are_rejected_naming_the_key(make_cfg, override, key):
+    cfg = make_cfg(["trainer.micro_batch_size=4", override])
+    with pytest.raises(ConfigError) as err:
+        validate_train_config(cfg)
+    assert str(err.value).startswith(key), str(err.value)
+
+
+def test_tiny_model_sizes(make_cfg, tiny_tokenizer):
+    from hydra.utils import instantiate
+    from reasoning_sft.models import count_parameters
+    sizes = {}
+    for name in ["tiny", "tiny_m", "tiny_l", "tiny_llama"]:
+        cfg = make_cfg([f"model={name}"])
+        tok = instantiate(cfg.model.tokenizer)
+        model = instantiate(cfg.model.network, tokenizer=tok)
+        sizes[name] = count_parameters(model)
+        assert model.config.vocab_size >= len(tok)
+    assert 0.5e6 < sizes["tiny"] < 1.5e6 and 3e6 < sizes["tiny_m"] < 8e6 and 15e6 < sizes["tiny_l"] < 30e6
+    assert 0.5e6 < sizes["tiny_llama"] < 1.5e6
+
+
+def test_cli_rejects_a_bad_value_before_building_anything(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "reasoning_sft.train", "trainer.learning_rate=-1", "logger=none",
+         f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "config error: trainer.learning_rate=-1" in proc.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists()   # failed before the run wrote anything
