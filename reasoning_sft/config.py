@@ -19,6 +19,7 @@ RUNTIME_KWARGS = {
     "reasoning_sft.models.build_tiny_model": {"tokenizer", "dtype", "seed"},
     "reasoning_sft.models.load_pretrained_model": {"tokenizer", "dtype", "seed"},
 }
+RUNTIME_KWARGS_BY_MODULE = {"reasoning_sft.ablation": {"records", "ctx"}}   # transforms: fn(records, ctx, ...)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts")
 
@@ -49,7 +50,7 @@ def check_targets(node: Any, key: str = "") -> None:
                 if unknown:
                     raise ConfigError(f"{key}.{sorted(unknown)[0]}: not a parameter of {target} "
                                       f"(it takes {sorted(k for k in params if k != 'self')})")
-            runtime = RUNTIME_KWARGS.get(target, set())
+            runtime = RUNTIME_KWARGS.get(target, RUNTIME_KWARGS_BY_MODULE.get(target.rpartition(".")[0], set()))
             required = {n for n, p in params.items() if p.default is p.empty
                         and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - runtime - {"self"}
             if required - given:
@@ -101,10 +102,7 @@ def grad_accumulation(cfg: DictConfig) -> int:
 
 def validate_train_config(cfg: DictConfig) -> None:
     """Everything that can be known wrong before a tokenizer, dataset or model is built."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"{missing[0]}: a required value is missing (set it on the command line, "
-                          f"e.g. {missing[0]}=...)" + (f"; also missing: {missing[1:]}" if missing[1:] else ""))
+    validate_prepare_config(cfg)   # first: missing values, data, ablation, every _target_
     t = cfg.trainer
     _check(isinstance(t.learning_rate, (int, float)) and t.learning_rate > 0,
            "trainer.learning_rate", "a positive number", t.learning_rate)
@@ -117,8 +115,18 @@ def validate_train_config(cfg: DictConfig) -> None:
     for k in ("micro_batch_size", "global_batch_size", "nproc_per_node", "nnodes", "logging_steps"):
         _check(isinstance(t[k], int) and t[k] >= 1, f"trainer.{k}", "an integer >= 1", t[k])
     _check(t.precision in PRECISIONS, "trainer.precision", f"one of {PRECISIONS}", t.precision)
+    _check(t.sampling in ("random", "group_by_length"), "trainer.sampling", "'random' or 'group_by_length'",
+           t.sampling)
     _check(t.lr_scheduler in SCHEDULERS, "trainer.lr_scheduler", f"one of {SCHEDULERS}", t.lr_scheduler)
     grad_accumulation(cfg)
+
+
+def validate_prepare_config(cfg: DictConfig) -> None:
+    """The data and ablation part of the checks (the `prepare` stage has no trainer)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]}: a required value is missing (set it on the command line, "
+                          f"e.g. {missing[0]}=...)" + (f"; also missing: {missing[1:]}" if missing[1:] else ""))
     d = cfg.data
     _check(isinstance(d.max_seq_len, int) and d.max_seq_len >= 16, "data.max_seq_len",
            "an integer >= 16", d.max_seq_len)
@@ -126,6 +134,12 @@ def validate_train_config(cfg: DictConfig) -> None:
     from reasoning_sft.formatting import THINKING_STYLES
     _check(d.format.thinking_style in THINKING_STYLES, "data.format.thinking_style",
            f"one of {sorted(THINKING_STYLES)}", d.format.thinking_style)
+    for k in ("num_samples", "min_trace_tokens", "max_trace_tokens", "samples_per_bucket"):
+        v = d.get(k)
+        _check(v is None or (isinstance(v, int) and v >= 0), f"data.{k}", "null or an integer >= 0", v)
+    for i, bucket in enumerate(d.get("length_buckets") or []):
+        _check(len(bucket) == 2 and 0 <= bucket[0] < bucket[1], f"data.length_buckets[{i}]",
+               "[low, high) token bounds with 0 <= low < high", list(bucket))
     _check_rates(cfg)
     check_targets(cfg)
 

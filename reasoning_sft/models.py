@@ -61,11 +61,13 @@ def train_tiny_tokenizer(vocab_size: int = 512, corpus_files: list[str] | None =
                          seed: int = 0) -> PreTrainedTokenizerFast:
     """Byte-level BPE with Qwen's special tokens and chat template, trained locally.
 
-    Digits are split one per token, as Qwen2's pre-tokenizer does: arithmetic stays learnable.
+    Digits are split one per token, as Qwen2's pre-tokenizer does, so arithmetic stays learnable; a
+    space before a number joins its first digit (" 64" -> " 6", "4"): shorter sequences, and a
+    number's start is a distinctive token to copy from.
     """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tok.decoder = decoders.ByteLevel()

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from statistics import mean, median
 
 import hydra
 import torch
@@ -24,35 +23,27 @@ from reasoning_sft.config import (ConfigError, check_hardware, grad_accumulation
                                   validate_train_config, write_json)
 from reasoning_sft.formatting import get_style, tokenize_records
 from reasoning_sft.models import count_parameters
+from reasoning_sft.prepare import prepare_records, token_stats
 from reasoning_sft.records import content_hash
 from reasoning_sft.wandb_logging import init_wandb
 
 
 def prepare_examples(cfg: DictConfig, tokenizer) -> tuple[list[dict], dict]:
-    """Records from `data.source`, tokenized with assistant-only labels; the data card counts all."""
-    records = instantiate(cfg.data.source)
-    if cfg.ablation.transforms:
-        raise ConfigError("ablation.transforms: ablations are not available yet (use ablation=none)")
+    """The prepare stage's records, tokenized with assistant-only labels; the card counts all."""
+    records, card = prepare_records(cfg, tokenizer)
     examples, counts = tokenize_records(records, tokenizer, get_style(cfg.data.format.thinking_style),
                                         cfg.data.max_seq_len, cfg.data.overflow,
                                         cfg.data.format.system_prompt)
     if not examples:
         raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len}: too small for any of the "
                           f"{len(records)} samples of data={cfg.data.name} ({dict(counts)})")
-    lengths = sorted(len(e["input_ids"]) for e in examples)
-    kept_ids = {e["id"] for e in examples}
-    card = {
-        "data": cfg.data.name, "records_loaded": len(records), **dict(counts),
-        "tokens": {"min": lengths[0], "median": median(lengths), "mean": round(mean(lengths), 1),
-                   "p90": lengths[int(0.9 * (len(lengths) - 1))], "max": lengths[-1],
-                   "total": sum(lengths),
-                   "supervised": sum(sum(x != -100 for x in e["labels"]) for e in examples)},
-        "domains": dict(sorted({r.domain: 0 for r in records}.items())),
-        "content_hash": content_hash(r for r in records if r.id in kept_ids),
-    }
-    for r in records:
-        if r.id in kept_ids:
-            card["domains"][r.domain] += 1
+    card["tokenization"] = dict(counts)
+    lengths = [len(e["input_ids"]) for e in examples]
+    card["sequence_tokens"] = token_stats(lengths)
+    card["supervised_tokens"] = sum(sum(x != -100 for x in e["labels"]) for e in examples)
+    card["examples"] = len(examples)
+    kept = {e["id"] for e in examples}   # names the exact training set (tokenization may drop some)
+    card["training_hash"] = content_hash(r for r in records if r.id in kept)
     return [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples], card
 
 
@@ -82,7 +73,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path, precision: str, report_to
         seed=cfg.seed, data_seed=cfg.seed,
         use_cpu=not torch.cuda.is_available(),
         deepspeed=ds_config,
-        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_num_workers=t.dataloader_num_workers, train_sampling_strategy=t.sampling,
         remove_unused_columns=False, disable_tqdm=not t.progress_bar,
     )
 
@@ -145,14 +136,14 @@ def run_training(cfg: DictConfig) -> dict:
             "data": card,
             "train": {"steps": trainer.state.global_step, "first_loss": losses[0], "final_loss": losses[-1],
                       "mean_train_loss": result.training_loss, "train_seconds": round(train_seconds, 1),
-                      "tokens_seen": card["tokens"]["total"] * trainer.state.num_train_epochs,
+                      "tokens_seen": card["sequence_tokens"]["total"] * trainer.state.num_train_epochs,
                       "precision": precision, "gradient_accumulation": grad_accumulation(cfg)},
             "eval": evaluation,
             "wandb": {"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None,
             "total_seconds": round(time.time() - t0, 1),
         }
         if wandb_run:
-            wandb_run.summary.update({"data_hash": card["content_hash"], "total_seconds": summary["total_seconds"]})
+            wandb_run.summary.update({"data_hash": card["training_hash"], "total_seconds": summary["total_seconds"]})
         write_json(run_dir / "summary.json", summary)
         return summary
     finally:

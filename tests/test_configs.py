@@ -125,3 +125,10 @@ def test_cli_rejects_a_bad_value_before_building_anything(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "config error: trainer.learning_rate=-1" in proc.stderr
     assert not (tmp_path / "run" / "config.yaml").exists()   # failed before the run wrote anything
+
+
+@pytest.mark.parametrize("stage", ["train", "prepare", "evaluate"])
+def test_every_stage_config_composes_and_resolves(make_cfg, stage):
+    cfg = make_cfg([], config_name=stage)
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.task_name == stage and cfg.paths.output_dir

@@ -30,14 +30,36 @@ def _split_of(expr: str) -> str:
     return "test" if int(hashlib.md5(expr.encode()).hexdigest(), 16) % 10 == 0 else "train"
 
 
-def _make_record(terms: list[int], rng: random.Random, reflection_prob: float) -> Record:
+COLUMNS = ["Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands"]
+
+
+def _column_steps(a: int, b: int) -> str:
+    """Column addition, ones first: `Ones: 8 + 4 = 12, carry 1. Tens: 7 + 6 + 1 = 14.`"""
+    da, db = str(a)[::-1], str(b)[::-1]
+    width = max(len(da), len(db))
+    parts, carry = [], 0
+    for i in range(width):
+        x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
+        total = x + y + carry
+        terms = f"{x} + {y}" if i == 0 else f"{x} + {y} + {carry}"
+        last = i == width - 1
+        parts.append(f"{COLUMNS[i]}: {terms} = {total}" + ("." if last else f", carry {total // 10}."))
+        carry = total // 10
+    return " ".join(parts)
+
+
+def _make_record(terms: list[int], rng: random.Random, reflection_prob: float,
+                 column_steps: bool = False) -> Record:
     expr = " + ".join(map(str, terms))
     question = rng.choice(QUESTION_TEMPLATES).format(expr=expr)
     lines = [f"I need to add {len(terms)} numbers one at a time.", f"Start with {terms[0]}."]
     total = terms[0]
     for step, term in enumerate(terms[1:], 1):
         prev, total = total, total + term
-        lines.append(f"Step {step}: {prev} + {term} = {total}.")
+        if column_steps:
+            lines.append(f"Step {step}: {prev} + {term}. {_column_steps(prev, term)} So {prev} + {term} = {total}.")
+        else:
+            lines.append(f"Step {step}: {prev} + {term} = {total}.")
         if rng.random() < reflection_prob:
             lines.append(rng.choice(REFLECTIONS).format(prev=prev, term=term, total=total))
     lines.append(f"So the total is {total}.")
@@ -49,8 +71,11 @@ def _make_record(terms: list[int], rng: random.Random, reflection_prob: float) -
 
 
 def generate_records(num_samples: int, seed: int = 0, split: str = "train", num_terms: int = 3,
-                     digits: int = 2, reflection_prob: float = 0.5) -> list[Record]:
-    """`num_samples` distinct problems of one split; the same seed gives a prefix-stable list."""
+                     digits: int = 2, reflection_prob: float = 0.5, column_steps: bool = False) -> list[Record]:
+    """`num_samples` distinct problems of one split; the same seed gives a prefix-stable list.
+
+    column_steps: spell each addition out column by column (with carries), a longer trace whose every
+    digit is a local sum; False gives one line per addition."""
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}: expected 'train' or 'test'")
     rng = random.Random(f"{seed}-{split}")
@@ -66,7 +91,7 @@ def generate_records(num_samples: int, seed: int = 0, split: str = "train", num_
         if expr in seen or _split_of(expr) != split:
             continue
         seen.add(expr)
-        rec = _make_record(terms, rng, reflection_prob)
+        rec = _make_record(terms, rng, reflection_prob, column_steps)
         rec.id = f"synthetic-{split}-{len(records)}"
         records.append(rec)
     return records

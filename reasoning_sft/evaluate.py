@@ -1,0 +1,79 @@
+"""Evaluation stage: `python -m reasoning_sft.evaluate model_path=RUN_DIR/final_model [eval=...]`.
+
+Evaluates a saved model (full, or a LoRA adapter over its base) or the `model` config's checkpoint.
+The run dir holds config.yaml, eval_samples.jsonl and summary.json.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from reasoning_sft.config import ConfigError, save_resolved_config, write_json
+from reasoning_sft.evaluation import run_tasks
+from reasoning_sft.models import load_pretrained_model, load_pretrained_tokenizer
+from reasoning_sft.wandb_logging import init_wandb
+
+
+def load_for_eval(cfg: DictConfig):
+    """(model, tokenizer) from `model_path` (a saved model or adapter dir) or from `model`."""
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if cfg.model_path:
+        path = Path(cfg.model_path)
+        if not path.is_dir():
+            raise ConfigError(f"model_path={cfg.model_path!r}: no such directory")
+        tokenizer = load_pretrained_tokenizer(str(path))
+        if (path / "adapter_config.json").exists():
+            from peft import AutoPeftModelForCausalLM
+            model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=dtype).merge_and_unload()
+        else:
+            model = load_pretrained_model(tokenizer, str(path), dtype=dtype)
+        return model, tokenizer
+    tokenizer = instantiate(cfg.model.tokenizer)
+    return instantiate(cfg.model.network, tokenizer=tokenizer, dtype=dtype, seed=cfg.seed), tokenizer
+
+
+def run_evaluation(cfg: DictConfig) -> dict:
+    t0 = time.time()
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(cfg, run_dir)
+    model, tokenizer = load_for_eval(cfg)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    wandb_run = init_wandb(cfg, run_dir, "evaluate")
+    try:
+        results = run_tasks(model, tokenizer, cfg, run_dir)
+        if wandb_run:
+            wandb_run.log({f"eval/{task}/{k}": v for task, m in results.items() for k, v in m.items()})
+        summary = {"stage": "evaluate", "run_dir": str(run_dir), "model": cfg.model_path or cfg.model.name,
+                   "eval": results, "total_seconds": round(time.time() - t0, 1),
+                   "wandb": {"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None}
+        write_json(run_dir / "summary.json", summary)
+        return summary
+    finally:
+        if wandb_run:
+            wandb_run.finish()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        summary = run_evaluation(cfg)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for task, m in summary["eval"].items():
+        print(f"eval/{task}: accuracy {m['accuracy']:.3f} (95% CI {m['ci95_low']:.3f}-{m['ci95_high']:.3f},"
+              f" n={m['num_problems']})")
+    print(f"run dir: {summary['run_dir']}")
+
+
+if __name__ == "__main__":
+    main()

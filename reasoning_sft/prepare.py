@@ -1,0 +1,122 @@
+"""Prepare stage: `python -m reasoning_sft.prepare data=... ablation=... [overrides]`.
+
+load (data.source) -> select (length filter, length buckets, num_samples) -> ablate (ablation.transforms)
+-> data card. Writes prepared.jsonl and data_card.json into its run dir, so a user can read exactly
+what a model is trained on; `train` calls the same `prepare_records`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections import Counter
+from pathlib import Path
+from statistics import mean, median
+from typing import Callable
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from reasoning_sft.ablation import apply_transforms, summarize
+from reasoning_sft.config import ConfigError, save_resolved_config, write_json
+from reasoning_sft.records import Record, content_hash, write_jsonl
+
+
+def _priority(seed: int, rec: Record) -> str:
+    # A fixed order per seed, independent of how many are taken: smaller subsets nest in larger ones.
+    return hashlib.sha256(f"{seed}:{rec.id}".encode()).hexdigest()
+
+
+def select_records(records: list[Record], data: DictConfig, seed: int,
+                   count_tokens: Callable[[str], int]) -> tuple[list[Record], dict]:
+    """Seeded selection for sweeps; returns the records and what each step kept or dropped."""
+    counts: dict = {}
+    ordered = sorted(records, key=lambda r: _priority(seed, r))
+    lo, hi = data.get("min_trace_tokens"), data.get("max_trace_tokens")
+    buckets = data.get("length_buckets")
+    if lo is not None or hi is not None or buckets:
+        lengths = {r.id: count_tokens(r.thinking) for r in ordered}
+    if lo is not None or hi is not None:
+        before = len(ordered)
+        ordered = [r for r in ordered if (lo is None or lengths[r.id] >= lo) and (hi is None or lengths[r.id] <= hi)]
+        counts["dropped_trace_length"] = before - len(ordered)
+    if buckets:
+        per = data.get("samples_per_bucket")
+        if not per:
+            raise ConfigError("data.samples_per_bucket: required with data.length_buckets")
+        chosen, counts["buckets"] = [], {}
+        for b_lo, b_hi in buckets:
+            members = [r for r in ordered if b_lo <= lengths[r.id] < b_hi]
+            if len(members) < per:
+                raise ConfigError(f"data.length_buckets: bucket [{b_lo}, {b_hi}) tokens has {len(members)} "
+                                  f"records, fewer than data.samples_per_bucket={per}")
+            chosen += members[:per]
+            counts["buckets"][f"{b_lo}-{b_hi}"] = per
+        counts["dropped_outside_buckets_or_over_quota"] = len(ordered) - len(chosen)
+        ordered = sorted(chosen, key=lambda r: _priority(seed, r))
+    n = data.get("num_samples")
+    if n is not None:
+        if n > len(ordered):
+            raise ConfigError(f"data.num_samples={n}: only {len(ordered)} records are left after selection")
+        counts["dropped_over_num_samples"] = len(ordered) - n
+        ordered = ordered[:n]
+    return ordered, counts
+
+
+def token_stats(lengths: list[int]) -> dict:
+    s = sorted(lengths)
+    return {"min": s[0], "median": median(s), "mean": round(mean(s), 1), "p90": s[int(0.9 * (len(s) - 1))],
+            "max": s[-1], "total": sum(s)}
+
+
+def prepare_records(cfg: DictConfig, tokenizer) -> tuple[list[Record], dict]:
+    """Everything between the source and tokenization, with a card that accounts for every record."""
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    records = instantiate(cfg.data.source)
+    card: dict = {"data": cfg.data.name, "records_loaded": len(records)}
+    records, card["selection"] = select_records(records, cfg.data, cfg.seed, count_tokens)
+    card["records_selected"] = len(records)
+    if cfg.ablation.transforms:
+        transforms = [instantiate(t) for t in cfg.ablation.transforms]
+        records, stages = apply_transforms(records, transforms, cfg.seed, count_tokens)
+        card["ablation"] = {"name": cfg.ablation.get("name"), "stages": stages, "changes": summarize(records)}
+    card["records_prepared"] = len(records)
+    card["domains"] = dict(sorted(Counter(r.domain for r in records).items()))
+    card["trace_tokens"] = token_stats([count_tokens(r.thinking) for r in records]) if records else {}
+    card["content_hash"] = content_hash(records)
+    return records, card
+
+
+def run_prepare(cfg: DictConfig) -> dict:
+    from reasoning_sft.config import validate_prepare_config
+    validate_prepare_config(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(cfg, run_dir)
+    tokenizer = instantiate(cfg.model.tokenizer)
+    records, card = prepare_records(cfg, tokenizer)
+    write_jsonl(records, run_dir / "prepared.jsonl")
+    write_json(run_dir / "data_card.json", card)
+    summary = {"stage": "prepare", "run_dir": str(run_dir), "data_card": card}
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    try:
+        summary = run_prepare(cfg)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    card = summary["data_card"]
+    print(f"records: loaded {card['records_loaded']}, selected {card['records_selected']}, "
+          f"prepared {card['records_prepared']}  hash {card['content_hash']}")
+    print(f"run dir: {summary['run_dir']}  (prepared.jsonl, data_card.json)")
+
+
+if __name__ == "__main__":
+    main()

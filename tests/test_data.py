@@ -1,0 +1,93 @@
+"""Synthetic generator and the loaders, on the real files in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasoning_sft.data.loaders import DataError, load_r1, load_s1k, load_sharegpt
+from reasoning_sft.data.synthetic import generate_records
+from reasoning_sft.grading import last_boxed
+from reasoning_sft.records import content_hash, read_jsonl, write_jsonl
+
+
+def test_synthetic_is_seeded_prefix_stable_and_held_out():
+    a, b = generate_records(300, seed=7), generate_records(300, seed=7)
+    assert [r.question for r in a] == [r.question for r in b]
+    assert content_hash(a) == content_hash(b) != content_hash(generate_records(300, seed=8))
+    assert [r.question for r in generate_records(100, seed=7)] == [r.question for r in a[:100]]
+    test = generate_records(300, seed=7, split="test")
+    assert len({_terms(r.question) for r in test}) == 300
+    assert not {_terms(r.question) for r in a} & {_terms(r.question) for r in test}
+
+
+def _terms(question: str) -> tuple[int, ...]:
+    return tuple(int(t.strip("?.")) for t in question.split() if t.strip("?.").isdigit())
+
+
+def test_synthetic_traces_give_every_ablation_something_to_act_on():
+    recs = generate_records(200, seed=0, num_terms=4)
+    for r in recs:
+        assert last_boxed(r.answer) == r.metadata["gold_answer"]
+        assert sum(c.isdigit() for c in r.thinking) > 10
+        assert r.thinking.count("Step ") == 3
+    with_reflection = [r for r in recs if any(k in r.thinking for k in ("Wait", "Hmm", "Alternatively"))]
+    assert 0.7 < len(with_reflection) / len(recs) < 0.95   # P(any of 3 steps reflects) = 1 - 0.5^3
+
+
+def test_synthetic_answers_are_correct_sums():
+    for r in generate_records(100, seed=2):
+        assert int(r.metadata["gold_answer"]) == sum(_terms(r.question))
+
+
+def test_records_round_trip(tmp_path):
+    recs = generate_records(10, seed=0)
+    assert write_jsonl(recs, tmp_path / "r.jsonl") == 10
+    assert read_jsonl(tmp_path / "r.jsonl") == recs
+
+
+def test_load_s1k_sample(shared_data):
+    recs = load_s1k(str(shared_data / "s1k_sample.jsonl"), trajectory_field="gemini_thinking_trajectory",
+                    attempt_field="gemini_attempt")
+    assert len(recs) == 5
+    assert all(len(r.thinking) > 500 and r.answer and r.question for r in recs)
+    assert {r.domain for r in recs} <= {"math", "science", "crossword"}
+
+
+def test_load_r1_traces_split_thinking_from_the_boxed_answer(shared_data):
+    recs = load_r1(str(shared_data / "r1_distill_qwen32b_aime_traces.jsonl"))
+    assert len(recs) == 291
+    for r in recs:
+        assert last_boxed(r.answer) is not None, r.id
+        assert len(r.thinking) > len(r.answer)
+        assert r.metadata["gold_answer"]
+
+
+def test_load_sharegpt(tmp_path):
+    row = {"system": "sys", "conversations": [
+        {"from": "user", "value": "What is 1+1?"},
+        {"from": "assistant", "value": "<|begin_of_thought|>\n\n1+1 is 2.\n\n<|end_of_thought|>\n\n"
+                                       "<|begin_of_solution|>\n\n\\boxed{2}\n\n<|end_of_solution|>"}]}
+    path = tmp_path / "sky.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (rec,) = load_sharegpt(str(path))
+    assert (rec.question, rec.thinking, rec.answer) == ("What is 1+1?", "1+1 is 2.", "\\boxed{2}")
+
+
+def test_bad_input_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "q", "solution": "a\\n\\nb \\\\boxed{1}"}\n{not json\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: not valid JSON"):
+        load_r1(str(path), gold_field=None)
+    path.write_text('{"question": "q", "solution": ""}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:1: field 'solution' is missing or empty"):
+        load_r1(str(path), gold_field=None)
+    with pytest.raises(DataError, match=r"nowhere\.jsonl: no such file"):
+        load_r1(str(tmp_path / "nowhere.jsonl"))
+
+
+def test_hub_name_offline_says_so(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="offline"):
+        load_s1k("simplescaling/s1K")

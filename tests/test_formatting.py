@@ -1,0 +1,65 @@
+"""Chat rendering in every thinking style and assistant-only labels."""
+
+from __future__ import annotations
+
+import pytest
+
+from reasoning_sft.data.synthetic import generate_records
+from reasoning_sft.formatting import (IGNORE_INDEX, THINKING_STYLES, assistant_text, render_prompt,
+                                      tokenize_records)
+
+
+@pytest.mark.parametrize("style", sorted(THINKING_STYLES))
+def test_loss_is_on_exactly_the_assistant_turn(tiny_tokenizer, style):
+    recs = generate_records(20, seed=3)
+    examples, counts = tokenize_records(recs, tiny_tokenizer, THINKING_STYLES[style], 1024)
+    assert counts["kept"] == 20
+    for rec, ex in zip(recs, examples):
+        supervised = [t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != IGNORE_INDEX]
+        masked = [t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab == IGNORE_INDEX]
+        # The supervised span decodes to the assistant turn and its end-of-turn token, nothing else.
+        assert tiny_tokenizer.decode(supervised) == assistant_text(rec, THINKING_STYLES[style]) + "<|im_end|>"
+        assert tiny_tokenizer.decode(masked) == render_prompt(rec.question, tiny_tokenizer)
+        # Labels are the inputs themselves (the model shifts them); one contiguous supervised suffix.
+        first = next(i for i, lab in enumerate(ex["labels"]) if lab != IGNORE_INDEX)
+        assert ex["labels"][first:] == ex["input_ids"][first:]
+        assert all(lab == IGNORE_INDEX for lab in ex["labels"][:first])
+
+
+def test_styles_render_the_papers_markers(tiny_tokenizer):
+    rec = generate_records(1, seed=0)[0]
+    s1 = assistant_text(rec, THINKING_STYLES["s1"])
+    assert s1.startswith("<|im_start|>think\n") and "\n<|im_start|>answer\nAnswer: " in s1
+    r1 = assistant_text(rec, THINKING_STYLES["r1"])
+    assert r1.startswith("<think>\n") and "\n</think>\n\n" in r1
+    sky = assistant_text(rec, THINKING_STYLES["skyt1"])
+    assert sky.startswith("<|begin_of_thought|>") and sky.endswith("<|end_of_solution|>")
+    assert "<|end_of_thought|>\n\n<|begin_of_solution|>" in sky
+    # Markers are single tokens of the tiny vocabulary, as in the papers' models.
+    for marker in ["<think>", "</think>", "<|begin_of_thought|>", "<|end_of_solution|>", "<|im_start|>"]:
+        assert len(tiny_tokenizer(marker, add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_tiny_tokenizer_splits_digits_and_round_trips(tiny_tokenizer):
+    ids = tiny_tokenizer("Step 1: 134 + 49 = 183.", add_special_tokens=False)["input_ids"]
+    tokens = tiny_tokenizer.convert_ids_to_tokens(ids)
+    assert all(len(t.lstrip("Ġ")) <= 1 for t in tokens if any(c.isdigit() for c in t))
+    text = "Ünïcödé ∑ x² — 日本 \\boxed{\\frac{1}{2}}"
+    assert tiny_tokenizer.decode(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_overflow_drop_and_truncate_are_counted(tiny_tokenizer):
+    recs = generate_records(50, seed=1)
+    full, _ = tokenize_records(recs, tiny_tokenizer, THINKING_STYLES["s1"], 4096)
+    lengths = sorted(len(e["input_ids"]) for e in full)
+    limit = lengths[25]
+    longer = sum(n > limit for n in lengths)
+    assert longer > 0
+    kept, counts = tokenize_records(recs, tiny_tokenizer, THINKING_STYLES["s1"], limit, "drop")
+    assert counts["dropped_too_long"] == longer and len(kept) == 50 - longer
+    cut, counts = tokenize_records(recs, tiny_tokenizer, THINKING_STYLES["s1"], limit, "truncate")
+    assert counts["truncated"] == longer and len(cut) == 50
+    assert max(len(e["input_ids"]) for e in cut) == limit
+    # A limit inside the prompt leaves nothing to learn: dropped, and counted as such.
+    _, counts = tokenize_records(recs, tiny_tokenizer, THINKING_STYLES["s1"], 16, "truncate")
+    assert counts["dropped_prompt_too_long"] == 50

@@ -1,0 +1,65 @@
+"""Answer extraction and math-verify equivalence on the real gold answers in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasoning_sft.grading import extract_answer, is_equivalent, last_boxed
+from reasoning_sft.metrics import accuracy_summary, bootstrap_ci
+
+
+def _rows(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+
+
+def test_last_boxed_handles_nesting_and_cut_off_output():
+    assert last_boxed(r"so \boxed{1} then \boxed{\frac{\sqrt{3}}{2}}.") == r"\frac{\sqrt{3}}{2}"
+    assert last_boxed(r"\boxed{\left( 3, \frac{\pi}{2} \right)}") == r"\left( 3, \frac{\pi}{2} \right)"
+    assert last_boxed(r"\boxed{\frac{1}{2") is None
+    assert extract_answer("thinking...\nFinal Answer: 42.") == "42"
+    assert extract_answer("no answer here") is None
+
+
+def test_math500_gold_answers_match_themselves_and_their_boxed_solutions(shared_data):
+    rows = _rows(shared_data / "math500.jsonl")
+    agree_with_solution = 0
+    for row in rows:
+        assert is_equivalent(row["answer"], row["answer"]), row["unique_id"]
+        agree_with_solution += is_equivalent(last_boxed(row["solution"]), row["answer"])
+    # The reference solutions box the same answer (a handful differ only in presentation).
+    assert agree_with_solution >= 490
+
+
+def test_amc_float_answers_grade_as_numbers(shared_data):
+    for row in _rows(shared_data / "amc23.jsonl"):
+        gold = str(row["answer"])                           # e.g. "27.0"
+        integer = str(int(float(gold))) if float(gold).is_integer() else gold
+        assert is_equivalent(integer, gold), gold
+        assert not is_equivalent(str(float(gold) + 1), gold)
+
+
+def test_aime_answers_reject_wrong_ones(shared_data):
+    for row in _rows(shared_data / "aime24.jsonl") + _rows(shared_data / "aime25.jsonl"):
+        gold = str(row["answer"])
+        assert is_equivalent(gold, gold)
+        assert is_equivalent(f"0{gold}" if len(gold) < 3 else gold, gold)   # AIME's 3-digit form
+        assert not is_equivalent(str(int(gold) + 1), gold)
+
+
+@pytest.mark.parametrize("pred,gold,ok", [
+    (r"\frac{1}{2}", "0.5", True), (r"\frac{\sqrt{3}}{2}", r"\frac{\sqrt3}{2}", True),
+    ("(1, 2)", r"\left(1,2\right)", True), ("[0, 1)", r"[0,1)", True),
+    ("3", "4", False), ("", "4", False), (None, "4", False), ("__import__('os')", "4", False),
+])
+def test_equivalence(pred, gold, ok):
+    assert is_equivalent(pred, gold) is ok
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_n():
+    small = [True] * 15 + [False] * 15
+    lo, hi = bootstrap_ci([float(x) for x in small])
+    assert lo < 0.5 < hi and 0.25 < hi - lo < 0.45        # 30 problems: about +-18 points
+    big = accuracy_summary(small * 20)
+    assert big["accuracy"] == 0.5 and big["ci95_high"] - big["ci95_low"] < hi - lo

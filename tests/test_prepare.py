@@ -1,0 +1,73 @@
+"""The prepare stage: selection for sweeps and the data card, on the real R1 traces."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from reasoning_sft.config import ConfigError
+from reasoning_sft.data.loaders import load_r1
+from reasoning_sft.prepare import run_prepare
+
+
+def _prepare(make_cfg, overrides):
+    return run_prepare(make_cfg(["data=r1_traces"] + overrides, config_name="prepare"))["data_card"]
+
+
+def _ids(tmp_path):
+    return [json.loads(line)["id"] for line in open(tmp_path / "run" / "prepared.jsonl")]
+
+
+def test_num_samples_nest_and_follow_the_seed(make_cfg, tmp_path):
+    _prepare(make_cfg, ["data.num_samples=50"])
+    small = _ids(tmp_path)
+    card = _prepare(make_cfg, ["data.num_samples=200"])
+    large = _ids(tmp_path)
+    assert len(small) == 50 and len(large) == 200 and set(small) <= set(large)
+    assert card["selection"]["dropped_over_num_samples"] == 91 and card["records_loaded"] == 291
+    _prepare(make_cfg, ["data.num_samples=50", "seed=7"])
+    assert set(_ids(tmp_path)) != set(small)
+    _prepare(make_cfg, ["data.num_samples=50"])
+    assert _ids(tmp_path) == small                                     # same seed, same set, same order
+
+
+def test_length_buckets_are_balanced_and_filters_counted(make_cfg, tmp_path, shared_data):
+    card = _prepare(make_cfg, ["data.length_buckets=[[0,3000],[3000,6000],[6000,100000]]",
+                               "data.samples_per_bucket=20"])
+    assert card["records_prepared"] == 60
+    assert card["selection"]["buckets"] == {"0-3000": 20, "3000-6000": 20, "6000-100000": 20}
+    assert card["selection"]["dropped_outside_buckets_or_over_quota"] == 291 - 60
+    card = _prepare(make_cfg, ["data.min_trace_tokens=3000", "data.max_trace_tokens=6000"])
+    assert card["trace_tokens"]["min"] >= 3000 and card["trace_tokens"]["max"] <= 6000
+    assert card["records_prepared"] + card["selection"]["dropped_trace_length"] == 291
+    with pytest.raises(ConfigError, match=r"data\.length_buckets: bucket \[0, 10\) tokens has 0 records"):
+        _prepare(make_cfg, ["data.length_buckets=[[0,10]]", "data.samples_per_bucket=1"])
+    with pytest.raises(ConfigError, match=r"data\.num_samples=1000: only 291 records"):
+        _prepare(make_cfg, ["data.num_samples=1000"])
+
+
+def test_card_reports_the_ablation_and_records_line_up(make_cfg, tmp_path, shared_data):
+    card = _prepare(make_cfg, ["ablation=digit_corruption", "ablation.rate=0.7"])
+    changes = card["ablation"]["changes"]["digit_corruption"]
+    assert abs(changes["replaced_share"] - 0.7) < 0.02 and changes["samples"] == 291
+    originals = {r.id: r for r in load_r1(str(shared_data / "r1_distill_qwen32b_aime_traces.jsonl"))}
+    for line in open(tmp_path / "run" / "prepared.jsonl"):
+        rec = json.loads(line)
+        assert rec["question"] == originals[rec["id"]].question
+        assert rec["answer"] == originals[rec["id"]].answer
+    assert len(card["content_hash"]) == 16 and card["records_prepared"] == 291
+
+
+def test_prepare_cli(tmp_path, shared_data):
+    proc = subprocess.run(
+        [sys.executable, "-m", "reasoning_sft.prepare", "data=r1_traces", "ablation=step_shuffle",
+         "ablation.rate=0.33", "data.num_samples=20", f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "prepared 20" in proc.stdout
+    card = json.loads((tmp_path / "run" / "data_card.json").read_text())
+    assert card["ablation"]["stages"] == [{"transform": "step_shuffle", "records_in": 20, "records_out": 20}]

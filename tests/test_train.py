@@ -1,0 +1,112 @@
+"""Real tiny training runs through `run_training`: loss falls, the run dir is complete, the saved
+model reloads exactly, and the offline W&B run holds the logged losses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import ROOT
+from reasoning_sft.config import ConfigError
+from reasoning_sft.train import run_training
+from reasoning_sft.wandb_logging import find_offline_run_file, read_offline_run
+
+SMALL = ["data.source.num_samples=256", "data.max_seq_len=256", "trainer.learning_rate=3e-3",
+         "trainer.global_batch_size=16", "trainer.micro_batch_size=8", "trainer.num_epochs=1",
+         "trainer.logging_steps=2", "trainer.warmup_ratio=0.1"]
+
+
+@pytest.mark.slow
+def test_tiny_run_learns_writes_its_run_dir_and_logs_to_wandb(make_cfg, tmp_path):
+    cfg = make_cfg(SMALL + ["experiment_name=unit", "logger.tags=[unit]"])
+    summary = run_training(cfg)
+    run_dir = tmp_path / "run"
+
+    # Loss falls well below its start (random init: ~ln(vocab)).
+    assert summary["train"]["steps"] == 16     # 256 samples / global batch 16
+    assert summary["train"]["final_loss"] < 0.5 * summary["train"]["first_loss"]
+    for name in ["config.yaml", "data_card.json", "metrics.jsonl", "summary.json", "final_model"]:
+        assert (run_dir / name).exists(), name
+    assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary, default=str))
+    card = summary["data"]
+    assert card["records_loaded"] == 256 and card["tokenization"]["kept"] == 256
+    assert card["training_hash"] == card["content_hash"] and len(card["content_hash"]) == 16
+    assert "${" not in (run_dir / "config.yaml").read_text()          # saved resolved
+
+    # The final model reloads in a fresh object and gives the same logits.
+    tok = AutoTokenizer.from_pretrained(run_dir / "final_model")
+    reloaded = AutoModelForCausalLM.from_pretrained(run_dir / "final_model")
+    ids = tok("<|im_start|>user\nWhat is 12 + 34 + 56?<|im_end|>\n", return_tensors="pt")["input_ids"]
+    from hydra.utils import instantiate
+    fresh = instantiate(cfg.model.network, tokenizer=tok)            # same init, untrained
+    with torch.no_grad():
+        logits = reloaded(ids).logits
+        assert not torch.allclose(logits, fresh(ids).logits, atol=1e-3)    # it was trained
+        assert torch.equal(logits, AutoModelForCausalLM.from_pretrained(run_dir / "final_model")(ids).logits)
+
+    # W&B: the offline run file holds every logged loss, the resolved config, group and name.
+    logged = read_offline_run(find_offline_run_file(run_dir))
+    wandb_losses = [h["train/loss"] for h in logged["history"] if "train/loss" in h]
+    metric_losses = [json.loads(line)["loss"] for line in open(run_dir / "metrics.jsonl")
+                     if "loss" in json.loads(line)]
+    assert wandb_losses == pytest.approx(metric_losses) and len(wandb_losses) == 9   # steps 1,2,4..16
+    assert logged["run"]["group"] == "unit" and "unit" in logged["run"]["tags"]
+    assert logged["config"]["trainer"]["learning_rate"] == 3e-3
+    assert logged["config"]["data_card"]["training_hash"] == card["training_hash"]
+
+
+@pytest.mark.slow
+def test_lora_run_trains_only_the_adapter_and_saves_it(make_cfg, tmp_path):
+    cfg = make_cfg(SMALL + ["peft=lora", "peft.config.r=8", "peft.config.lora_alpha=16",
+                            "peft.merge_after_train=true", "logger=none", "data.source.num_samples=64"])
+    summary = run_training(cfg)
+    assert summary["trainable_parameters"] < 0.25 * summary["num_parameters"]
+    run_dir = tmp_path / "run"
+    assert (run_dir / "final_model" / "adapter_config.json").exists()
+    from peft import PeftModel
+    from hydra.utils import instantiate
+    tok = AutoTokenizer.from_pretrained(run_dir / "final_model")
+    base = instantiate(cfg.model.network, tokenizer=tok, seed=cfg.seed)
+    merged_from_adapter = PeftModel.from_pretrained(base, run_dir / "final_model").merge_and_unload()
+    merged_saved = AutoModelForCausalLM.from_pretrained(run_dir / "merged_model")
+    ids = tok("Compute 10 + 20 + 30.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(merged_from_adapter(ids).logits, merged_saved(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_max_seq_len_too_small_for_any_sample_fails_before_the_model(make_cfg, tmp_path):
+    cfg = make_cfg(["data.source.num_samples=8", "data.max_seq_len=20", "logger=none"])
+    with pytest.raises(ConfigError, match=r"data\.max_seq_len=20: too small for any of the 8 samples"):
+        run_training(cfg)
+    assert not (tmp_path / "run" / "final_model").exists()
+
+
+@pytest.mark.slow
+def test_cli_demo_shape_end_to_end(tmp_path):
+    """The `make demo` command, shortened: Hydra app, run dir, evaluation, printed locations."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "reasoning_sft.train", "experiment=demo", "data.source.num_samples=128",
+         "eval.num_problems=10", "eval.max_new_tokens=64", f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"run dir:     {tmp_path}/run" in proc.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    samples = [json.loads(line) for line in open(tmp_path / "run" / "eval_samples.jsonl")]
+    assert len(samples) == 10 == summary["eval"]["synthetic"]["num_problems"]
+    assert summary["eval"]["synthetic"]["accuracy"] == sum(s["correct"] for s in samples) / 10
+    assert (tmp_path / "run" / ".hydra" / "overrides.yaml").exists()
+    assert "wandb:" in proc.stdout
+
+    # The evaluate stage on the saved model reproduces the after-train evaluation exactly (greedy).
+    proc = subprocess.run(
+        [sys.executable, "-m", "reasoning_sft.evaluate", f"model_path={tmp_path}/run/final_model",
+         "eval.num_problems=10", "eval.max_new_tokens=64", "logger=none", f"hydra.run.dir={tmp_path}/eval"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = [json.loads(line) for line in open(tmp_path / "eval" / "eval_samples.jsonl")]
+    assert [s["generation"] for s in again] == [s["generation"] for s in samples]
