@@ -134,6 +134,8 @@ def validate_prepare_config(cfg: DictConfig) -> None:
     from reasoning_sft.formatting import THINKING_STYLES
     _check(d.format.thinking_style in THINKING_STYLES, "data.format.thinking_style",
            f"one of {sorted(THINKING_STYLES)}", d.format.thinking_style)
+    on_error = d.source.get("on_error", "raise")
+    _check(on_error in ("raise", "skip"), "data.source.on_error", "'raise' or 'skip'", on_error)
     for k in ("num_samples", "min_trace_tokens", "max_trace_tokens", "samples_per_bucket"):
         v = d.get(k)
         _check(v is None or (isinstance(v, int) and v >= 0), f"data.{k}", "null or an integer >= 0", v)

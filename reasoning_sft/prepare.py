@@ -76,7 +76,8 @@ def prepare_records(cfg: DictConfig, tokenizer) -> tuple[list[Record], dict]:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     records = instantiate(cfg.data.source)
-    card: dict = {"data": cfg.data.name, "records_loaded": len(records)}
+    card: dict = {"data": cfg.data.name, "records_loaded": len(records),
+                  "skipped_by_loader": getattr(records, "skipped", {})}
     records, card["selection"] = select_records(records, cfg.data, cfg.seed, count_tokens)
     card["records_selected"] = len(records)
     if cfg.ablation.transforms:

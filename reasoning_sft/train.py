@@ -67,7 +67,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path, precision: str, report_to
         weight_decay=t.weight_decay, adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2,
         max_grad_norm=t.max_grad_norm,
         bf16=precision == "bf16", fp16=precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         logging_steps=t.logging_steps, logging_first_step=True,
         save_strategy="no", report_to=report_to, run_name=cfg.experiment_name,
         seed=cfg.seed, data_seed=cfg.seed,

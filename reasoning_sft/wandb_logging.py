@@ -88,6 +88,8 @@ def read_offline_run(run_file: str | Path) -> dict[str, Any]:
             for i in rec.config.update:
                 out["config"][i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
         elif kind == "run":
+            for i in rec.run.config.update:   # the config given to wandb.init travels with the run
+                out["config"][i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
             out["run"] = {"id": rec.run.run_id, "group": rec.run.run_group, "name": rec.run.display_name,
                           "job_type": rec.run.job_type, "tags": list(rec.run.tags)}
     return out

@@ -91,3 +91,38 @@ def test_hub_name_offline_says_so(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="offline"):
         load_s1k("simplescaling/s1K")
+
+
+def test_on_error_skip_counts_every_bad_line(tmp_path):
+    good = '{"question": "q%d", "solution": "think\\n\\nso \\\\boxed{1}"}\n'
+    path = tmp_path / "mixed.jsonl"
+    with open(path, "wb") as f:
+        f.write((good % 1).encode())
+        f.write(b"{broken\n")                                         # line 2: bad JSON
+        f.write(b'{"question": "caf\xe9", "solution": "x"}\n')        # line 3: latin-1, not UTF-8
+        f.write(b'{"question": "q4", "solution": ""}\n')              # line 4: empty trace
+        f.write((good % 5).encode())
+    with pytest.raises(DataError, match=r"mixed\.jsonl:2: not valid JSON"):
+        load_r1(str(path), gold_field=None)
+    loaded = load_r1(str(path), gold_field=None, on_error="skip")
+    assert [r.question for r in loaded] == ["q1", "q5"]
+    assert loaded.skipped["count"] == 3
+    assert [e.split(": ")[0] for e in loaded.skipped["first"]] == [f"{path}:2", f"{path}:3", f"{path}:4"]
+    assert "not valid UTF-8" in loaded.skipped["first"][1]
+
+
+def test_table_loader_maps_columns_and_the_card_counts_skips(make_cfg, tmp_path):
+    from reasoning_sft.prepare import run_prepare
+    path = tmp_path / "mine.jsonl"
+    rows = [{"problem": f"p{i}", "reasoning": f"r{i} " * 5, "response": f"\\boxed{{{i}}}", "subject": "algebra"}
+            for i in range(6)] + [{"problem": "p6", "reasoning": "", "response": "x"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overrides = ["data=jsonl", f"data.source.path={path}", "data.source.fields.question=problem",
+                 "data.source.fields.thinking=reasoning", "data.source.fields.answer=response",
+                 "data.source.fields.domain=subject", "data.source.on_error=skip"]
+    card = run_prepare(make_cfg(overrides, config_name="prepare"))["data_card"]
+    assert card["records_loaded"] == 6 and card["skipped_by_loader"]["count"] == 1
+    assert "mine.jsonl:7: field 'reasoning' is missing or empty" in card["skipped_by_loader"]["first"][0]
+    assert card["domains"] == {"algebra": 6}
+    with pytest.raises(Exception, match=r"data\.source\.on_error='ignore'"):
+        run_prepare(make_cfg(overrides[:-1] + ["data.source.on_error=ignore"], config_name="prepare"))

@@ -35,14 +35,20 @@ def test_num_samples_nest_and_follow_the_seed(make_cfg, tmp_path):
     assert _ids(tmp_path) == small                                     # same seed, same set, same order
 
 
-def test_length_buckets_are_balanced_and_filters_counted(make_cfg, tmp_path, shared_data):
-    card = _prepare(make_cfg, ["data.length_buckets=[[0,3000],[3000,6000],[6000,100000]]",
+def test_length_buckets_are_balanced_and_filters_counted(make_cfg, tmp_path, shared_data, tiny_tokenizer):
+    lengths = sorted(len(tiny_tokenizer(r.thinking, add_special_tokens=False)["input_ids"])
+                     for r in load_r1(str(shared_data / "r1_distill_qwen32b_aime_traces.jsonl")))
+    t1, t2 = lengths[97], lengths[194]                                   # terciles of the real traces
+    card = _prepare(make_cfg, [f"data.length_buckets=[[0,{t1}],[{t1},{t2}],[{t2},1000000]]",
                                "data.samples_per_bucket=20"])
     assert card["records_prepared"] == 60
-    assert card["selection"]["buckets"] == {"0-3000": 20, "3000-6000": 20, "6000-100000": 20}
+    assert card["selection"]["buckets"] == {f"0-{t1}": 20, f"{t1}-{t2}": 20, f"{t2}-1000000": 20}
     assert card["selection"]["dropped_outside_buckets_or_over_quota"] == 291 - 60
-    card = _prepare(make_cfg, ["data.min_trace_tokens=3000", "data.max_trace_tokens=6000"])
-    assert card["trace_tokens"]["min"] >= 3000 and card["trace_tokens"]["max"] <= 6000
+    prepared = [len(tiny_tokenizer(json.loads(line)["thinking"], add_special_tokens=False)["input_ids"])
+                for line in open(tmp_path / "run" / "prepared.jsonl")]
+    assert sum(n < t1 for n in prepared) == sum(t1 <= n < t2 for n in prepared) == sum(n >= t2 for n in prepared) == 20
+    card = _prepare(make_cfg, [f"data.min_trace_tokens={t1}", f"data.max_trace_tokens={t2}"])
+    assert card["trace_tokens"]["min"] >= t1 and card["trace_tokens"]["max"] <= t2
     assert card["records_prepared"] + card["selection"]["dropped_trace_length"] == 291
     with pytest.raises(ConfigError, match=r"data\.length_buckets: bucket \[0, 10\) tokens has 0 records"):
         _prepare(make_cfg, ["data.length_buckets=[[0,10]]", "data.samples_per_bucket=1"])

@@ -19,8 +19,9 @@ EXTRA = {"long1k_lengths": ["data.source.path=/data/openthoughts_math.jsonl"]}
 
 def _compose(name: str, overrides: list[str]):
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=name, overrides=[f"hydra.searchpath=[file://{ROOT / 'sweeps'}]"] + overrides,
+    # As `--config-dir sweeps` does on the command line: sweeps first, conf/ behind it.
+    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+        return compose(config_name=name, overrides=[f"hydra.searchpath=[file://{CONF}]"] + overrides,
                        return_hydra_config=True)
 
 

@@ -16,7 +16,7 @@ from reasoning_sft.config import ConfigError
 from reasoning_sft.train import run_training
 from reasoning_sft.wandb_logging import find_offline_run_file, read_offline_run
 
-SMALL = ["data.source.num_samples=256", "data.max_seq_len=256", "trainer.learning_rate=3e-3",
+SMALL = ["data.source.num_samples=640", "data.max_seq_len=256", "trainer.learning_rate=3e-3",
          "trainer.global_batch_size=16", "trainer.micro_batch_size=8", "trainer.num_epochs=1",
          "trainer.logging_steps=2", "trainer.warmup_ratio=0.1"]
 
@@ -28,13 +28,13 @@ def test_tiny_run_learns_writes_its_run_dir_and_logs_to_wandb(make_cfg, tmp_path
     run_dir = tmp_path / "run"
 
     # Loss falls well below its start (random init: ~ln(vocab)).
-    assert summary["train"]["steps"] == 16     # 256 samples / global batch 16
+    assert summary["train"]["steps"] == 40     # 640 samples / global batch 16
     assert summary["train"]["final_loss"] < 0.5 * summary["train"]["first_loss"]
     for name in ["config.yaml", "data_card.json", "metrics.jsonl", "summary.json", "final_model"]:
         assert (run_dir / name).exists(), name
     assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary, default=str))
     card = summary["data"]
-    assert card["records_loaded"] == 256 and card["tokenization"]["kept"] == 256
+    assert card["records_loaded"] == 640 and card["tokenization"]["kept"] == 640
     assert card["training_hash"] == card["content_hash"] and len(card["content_hash"]) == 16
     assert "${" not in (run_dir / "config.yaml").read_text()          # saved resolved
 
@@ -54,7 +54,7 @@ def test_tiny_run_learns_writes_its_run_dir_and_logs_to_wandb(make_cfg, tmp_path
     wandb_losses = [h["train/loss"] for h in logged["history"] if "train/loss" in h]
     metric_losses = [json.loads(line)["loss"] for line in open(run_dir / "metrics.jsonl")
                      if "loss" in json.loads(line)]
-    assert wandb_losses == pytest.approx(metric_losses) and len(wandb_losses) == 9   # steps 1,2,4..16
+    assert wandb_losses == pytest.approx(metric_losses) and len(wandb_losses) == 21   # steps 1,2,4..40
     assert logged["run"]["group"] == "unit" and "unit" in logged["run"]["tags"]
     assert logged["config"]["trainer"]["learning_rate"] == 3e-3
     assert logged["config"]["data_card"]["training_hash"] == card["training_hash"]

@@ -11,7 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from reasoning_sft.records import Record
 
@@ -20,23 +20,50 @@ class DataError(ValueError):
     """Bad input data: the message names the file and line (or row) and what was expected."""
 
 
-def read_rows(path: str, split: str = "train") -> Iterator[tuple[str, dict]]:
-    """Yield (where, row): `where` is `file:line` or `dataset[split][i]`, for error messages."""
+class Loaded(list):
+    """The records a loader produced, and what it skipped under `on_error=skip`, so the data card
+    accounts for every input row."""
+
+    def __init__(self, records=(), skipped: dict | None = None):
+        super().__init__(records)
+        self.skipped = skipped or {}
+
+
+def _fail(error: DataError, on_error: str, skipped: list[str] | None) -> None:
+    if on_error == "raise" or skipped is None:
+        raise error
+    skipped.append(str(error))
+
+
+def read_rows(path: str, split: str = "train", on_error: str = "raise",
+              skipped: list[str] | None = None) -> Iterator[tuple[str, dict]]:
+    """Yield (where, row): `where` is `file:line` or `dataset[split][i]`, for error messages.
+    With on_error='skip', a malformed line is recorded in `skipped` and passed over."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"data.source.on_error={on_error!r}: expected 'raise' or 'skip'")
     p = Path(path)
     if p.suffix in (".jsonl", ".json", ".parquet"):
         if not p.is_file():
             raise DataError(f"{path}: no such file")
         if p.suffix == ".jsonl":
-            with open(p, encoding="utf-8", errors="strict") as f:
-                for lineno, line in enumerate(f, 1):
+            with open(p, "rb") as f:
+                for lineno, raw in enumerate(f, 1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        _fail(DataError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})"),
+                              on_error, skipped)
+                        continue
                     if not line.strip():
                         continue
                     try:
                         row = json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+                        _fail(DataError(f"{path}:{lineno}: not valid JSON ({e.msg})"), on_error, skipped)
+                        continue
                     if not isinstance(row, dict):
-                        raise DataError(f"{path}:{lineno}: expected a JSON object per line")
+                        _fail(DataError(f"{path}:{lineno}: expected a JSON object per line"), on_error, skipped)
+                        continue
                     yield f"{path}:{lineno}", row
         elif p.suffix == ".json":
             rows = json.loads(p.read_text(encoding="utf-8"))
@@ -58,6 +85,20 @@ def read_rows(path: str, split: str = "train") -> Iterator[tuple[str, dict]]:
         yield f"{path}[{split}][{i}]", row
 
 
+def load_rows(path: str, split: str, on_error: str, make: Callable[[int, str, dict], Record]) -> Loaded:
+    """`make(index, where, row)` on every row; its DataError raises or, with on_error='skip', is counted."""
+    skipped: list[str] = []
+    out = Loaded()
+    for where, row in read_rows(path, split, on_error, skipped):
+        try:
+            out.append(make(len(out), where, row))
+        except DataError as e:
+            _fail(e, on_error, skipped)
+    if skipped:
+        out.skipped = {"count": len(skipped), "first": skipped[:5]}
+    return out
+
+
 def _field(row: dict, name: str, where: str) -> str:
     value = row.get(name)
     if isinstance(value, list):   # s1K stores thinking_trajectories as a one-element list
@@ -68,27 +109,27 @@ def _field(row: dict, name: str, where: str) -> str:
 
 
 def load_s1k(path: str = "simplescaling/s1K", split: str = "train",
-             trajectory_field: str = "thinking_trajectories", attempt_field: str = "attempt") -> list[Record]:
+             trajectory_field: str = "thinking_trajectories", attempt_field: str = "attempt",
+             on_error: str = "raise") -> Loaded:
     """s1K (thinking_trajectories, attempt) and s1K-1.1 (gemini_/deepseek_thinking_trajectory, ...)."""
-    records = []
-    for i, (where, row) in enumerate(read_rows(path, split)):
-        records.append(Record(
+    def make(i: int, where: str, row: dict) -> Record:
+        return Record(
             id=f"s1k-{i}", question=_field(row, "question", where),
             thinking=_field(row, trajectory_field, where), answer=_field(row, attempt_field, where),
             source=str(row.get("source_type", "")), domain=str(row.get("cot_type", "")),
             metadata={"solution": row.get("solution"), "source_type": row.get("source_type")},
-        ))
-    return records
+        )
+    return load_rows(path, split, on_error, make)
 
 
 _SKY_THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>", re.S)
 _SKY_SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)<\|end_of_solution\|>", re.S)
 
 
-def load_sharegpt(path: str = "bespokelabs/Bespoke-Stratos-17k", split: str = "train") -> list[Record]:
+def load_sharegpt(path: str = "bespokelabs/Bespoke-Stratos-17k", split: str = "train",
+                  on_error: str = "raise") -> Loaded:
     """Sky-T1 / Bespoke-Stratos: `conversations[{from, value}]` with Sky-T1 thought markers."""
-    records = []
-    for i, (where, row) in enumerate(read_rows(path, split)):
+    def make(i: int, where: str, row: dict) -> Record:
         turns = row.get("conversations")
         if not isinstance(turns, list) or len(turns) < 2:
             raise DataError(f"{where}: expected 'conversations' with a user and an assistant turn")
@@ -96,14 +137,14 @@ def load_sharegpt(path: str = "bespokelabs/Bespoke-Stratos-17k", split: str = "t
         reply = next((t.get("value") for t in turns if t.get("from") in ("assistant", "gpt")), None)
         thought = _SKY_THOUGHT.search(reply or "")
         solution = _SKY_SOLUTION.search(reply or "")
-        if not user or not thought or not solution:
-            raise DataError(f"{where}: expected a user turn and an assistant turn with "
+        if not user or not thought or not solution or not thought.group(1).strip():
+            raise DataError(f"{where}: expected a user turn and an assistant turn with a non-empty "
                             "<|begin_of_thought|>...<|end_of_thought|> and "
                             "<|begin_of_solution|>...<|end_of_solution|>")
-        records.append(Record(id=f"sharegpt-{i}", question=user.strip(),
-                              thinking=thought.group(1).strip(), answer=solution.group(1).strip(),
-                              source=Path(path).stem))
-    return records
+        return Record(id=f"sharegpt-{i}", question=user.strip(), thinking=thought.group(1).strip(),
+                      answer=solution.group(1).strip(), source=Path(path).stem,
+                      metadata={"system": row.get("system")})
+    return load_rows(path, split, on_error, make)
 
 
 def split_r1_trace(trace: str) -> tuple[str, str]:
@@ -119,14 +160,33 @@ def split_r1_trace(trace: str) -> tuple[str, str]:
 
 
 def load_r1(path: str, split: str = "train", question_field: str = "question",
-            trace_field: str = "solution", gold_field: str | None = "gold_answer") -> list[Record]:
+            trace_field: str = "solution", gold_field: str | None = "gold_answer",
+            on_error: str = "raise") -> Loaded:
     """R1-style traces (OpenThoughts, Long1K, the R1-distill traces): `<think>` ... `</think>` answer."""
-    records = []
-    for i, (where, row) in enumerate(read_rows(path, split)):
+    def make(i: int, where: str, row: dict) -> Record:
         thinking, answer = split_r1_trace(_field(row, trace_field, where))
         if not thinking or not answer:
             raise DataError(f"{where}: field {trace_field!r} has no separable thinking and answer")
         meta = {"gold_answer": str(row[gold_field])} if gold_field and gold_field in row else {}
-        records.append(Record(id=str(row.get("id", f"r1-{i}")), question=_field(row, question_field, where),
-                              thinking=thinking, answer=answer, source=Path(path).stem, metadata=meta))
-    return records
+        return Record(id=str(row.get("id", f"r1-{i}")), question=_field(row, question_field, where),
+                      thinking=thinking, answer=answer, source=Path(path).stem, metadata=meta)
+    return load_rows(path, split, on_error, make)
+
+
+def load_table(path: str, fields: dict, split: str = "train", on_error: str = "raise",
+               source: str | None = None) -> Loaded:
+    """Any jsonl / json / parquet (or hub) table with a column mapping onto the canonical record:
+    `fields.question`, `fields.thinking`, `fields.answer` (required), `fields.id`, `fields.domain`,
+    `fields.gold_answer`, `fields.solution` (optional)."""
+    missing = [k for k in ("question", "thinking", "answer") if not fields.get(k)]
+    if missing:
+        raise ValueError(f"data.source.fields.{missing[0]}: required (the column holding the {missing[0]})")
+
+    def make(i: int, where: str, row: dict) -> Record:
+        meta = {k: row.get(fields[k]) for k in ("gold_answer", "solution") if fields.get(k)}
+        return Record(
+            id=str(row.get(fields["id"], i)) if fields.get("id") else f"{Path(path).stem}-{i}",
+            question=_field(row, fields["question"], where), thinking=_field(row, fields["thinking"], where),
+            answer=_field(row, fields["answer"], where), source=source or Path(path).stem,
+            domain=str(row.get(fields["domain"], "")) if fields.get("domain") else "", metadata=meta)
+    return load_rows(path, split, on_error, make)
