@@ -1,0 +1,81 @@
+"""s1 curation on the real s1K question pool against the bundled evaluation sets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasoning_sft.curate import EvalIndex, quality_issue, run_curate
+from reasoning_sft.records import Record
+
+POOL = ["data=jsonl", "data.source.path=${paths.data_dir}/s1k_questions_no_traces.jsonl",
+        "data.source.fields.question=question", "data.source.fields.thinking=solution",
+        "data.source.fields.answer=solution", "data.source.fields.id=id"]
+# Read by hand from the matches: 4 verbatim MATH-500 / OlympiadBench problems, and 3 near-verbatim
+# (an ellipse problem reworded, the same problem with more context, the same F(z) set-up asking for a+b).
+CONTAMINATED = {"124", "81", "631", "181", "255", "191", "498"}
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory, shared_data):
+    from conftest import compose_config
+    out = tmp_path_factory.mktemp("curate")
+    cfg = compose_config(POOL + ["curation.diversity.num_samples=200"], "curate", out / "run")
+    summary = run_curate(cfg)
+    return summary["data_card"], [json.loads(line) for line in open(out / "run" / "removed.jsonl")], out / "run"
+
+
+def test_decontamination_removes_exactly_the_real_duplicates(curated):
+    card, removed, _ = curated
+    contaminated = {r["id"]: r for r in removed if r["reason"] == "contamination"}
+    assert set(contaminated) == CONTAMINATED
+    assert contaminated["124"]["matches"][0]["eval_item"] == "math500.jsonl:286"
+    assert contaminated["124"]["matches"][0]["overlap"] == 1.0
+    assert contaminated["255"]["matches"][0]["eval_item"] == "olympiadbench.jsonl:518"
+
+
+def test_boilerplate_alone_is_not_contamination():
+    index = EvalIndex.build([
+        (f"aime:{i}", f"Let x be the {w} value. It can be written as $\\frac{{m}}{{n}}$, where $m$ and $n$ are "
+                      f"relatively prime positive integers. Find $m+n$.") for i, w in enumerate(
+            ["largest", "smallest", "expected", "average", "median"])], 8)
+    text = ("A bag holds 3 red and 4 blue balls. The chance of two reds is $\\frac{m}{n}$, where $m$ and $n$ "
+            "are relatively prime positive integers. Find $m+n$.")
+    assert index.matches(text, 8, max_item_frequency=2, min_shared=10, min_overlap=0.4) == []
+    same = "Let x be the largest value. It can be written as $\\frac{m}{n}$, where $m$ and $n$ are relatively"
+    assert index.matches(same + " prime positive integers. Find $m+n$.", 8, 5, 5, 0.4)[0]["overlap"] == 1.0
+
+
+def test_every_record_is_accounted_for(curated):
+    card, removed, run_dir = curated
+    assert card["records_loaded"] == 1000
+    assert card["records_curated"] == 200 == sum(1 for _ in open(run_dir / "curated.jsonl"))
+    assert card["records_loaded"] == card["records_curated"] + len(removed)
+    stages = {s["stage"]: s for s in card["stages"]}
+    assert list(stages) == ["quality", "dedup", "decontamination", "difficulty", "diversity"]
+    for a, b in zip(card["stages"], card["stages"][1:]):
+        assert a["out"] == b["in"]
+    assert stages["quality"]["in"] - stages["quality"]["out"] == sum(stages["quality"]["removed_by_reason"].values())
+    assert len(card["domains"]) >= 4                     # the keyword classifier spread the pool
+
+
+def test_quality_filters():
+    rec = lambda q, src="": Record(id="x", question=q, thinking="t", answer="a", source=src)
+    assert quality_issue(rec("See ![fig](a.png). Find x."), ["aime"]) == "image reference"
+    assert quality_issue(rec("[asy] draw((0,0)--(1,1)); [/asy] Find x."), ["aime"]) == "[asy] diagram"
+    assert quality_issue(rec("[asy] draw((0,0)--(1,1)); [/asy] Find x.", "AIME 2020"), ["aime"]) is None
+    assert quality_issue(rec("3. Find the sum of the roots."), []) == "question-numbering artefact"
+    assert quality_issue(rec("Compute:\n1. x\n2. y\n4. z"), []) == "inconsistent numbering"
+    assert quality_issue(rec("Error code: 429 rate limit exceeded"), []) == "API error text"
+    assert quality_issue(rec("+-----+\n|     |\n+-----+\nFind the area."), []) == "ASCII-art diagram"
+    assert quality_issue(rec("Find all primes p with p+2 prime."), []) is None
+
+
+def test_diversity_prefers_long_traces_within_a_domain():
+    import random
+    from reasoning_sft.curate import diversity_sample
+    recs = [Record(id=str(i), question="triangle area", thinking="w " * (i + 1), answer="a", domain="geometry")
+            for i in range(40)]
+    picks = [diversity_sample(recs, 1, random.Random(s), lambda t: len(t.split()))[0].id for s in range(300)]
+    assert picks.count("39") > 120 and picks.count("38") > 50   # P = 1/2, 1/4 for the two longest
