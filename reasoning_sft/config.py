@@ -171,5 +171,16 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)   # a reader never sees half a summary
 
 
-def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
+def open_run_dir(cfg: DictConfig) -> Path:
+    """The stage's run dir (`paths.output_dir`), created, holding the resolved config.yaml."""
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    return run_dir
+
+
+def finish_stage(run_dir: Path, stage: str, **results: Any) -> dict:
+    """Write and return the stage's machine-readable summary.json."""
+    summary = {"stage": stage, "run_dir": str(run_dir), **results}
+    write_json(run_dir / "summary.json", summary)
+    return summary

@@ -19,7 +19,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from reasoning_sft.config import ConfigError, save_resolved_config, validate_prepare_config, write_json
+from reasoning_sft.config import ConfigError, finish_stage, open_run_dir, validate_prepare_config, write_json
 from reasoning_sft.records import Record, content_hash, write_jsonl
 
 # --- quality --------------------------------------------------------------------------------------
@@ -226,9 +226,7 @@ def curate(records: list[Record], cfg: DictConfig, count_tokens) -> tuple[list[R
 
 def run_curate(cfg: DictConfig) -> dict:
     validate_prepare_config(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, run_dir)
+    run_dir = open_run_dir(cfg)
     tokenizer = instantiate(cfg.model.tokenizer)
     records = instantiate(cfg.data.source)
     final, card, removed = curate(
@@ -239,9 +237,7 @@ def run_curate(cfg: DictConfig) -> dict:
         for row in removed:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     write_json(run_dir / "data_card.json", card)
-    summary = {"stage": "curate", "run_dir": str(run_dir), "data_card": card}
-    write_json(run_dir / "summary.json", summary)
-    return summary
+    return finish_stage(run_dir, "curate", data_card=card)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="curate")

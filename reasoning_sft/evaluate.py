@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from reasoning_sft.config import ConfigError, save_resolved_config, write_json
+from reasoning_sft.config import ConfigError, finish_stage, open_run_dir
 from reasoning_sft.evaluation import run_tasks
 from reasoning_sft.models import load_pretrained_model, load_pretrained_tokenizer
 from reasoning_sft.wandb_logging import init_wandb
@@ -41,9 +41,7 @@ def load_for_eval(cfg: DictConfig):
 
 def run_evaluation(cfg: DictConfig) -> dict:
     t0 = time.time()
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, run_dir)
+    run_dir = open_run_dir(cfg)
     model, tokenizer = load_for_eval(cfg)
     if torch.cuda.is_available():
         model = model.cuda()
@@ -52,11 +50,9 @@ def run_evaluation(cfg: DictConfig) -> dict:
         results = run_tasks(model, tokenizer, cfg, run_dir)
         if wandb_run:
             wandb_run.log({f"eval/{task}/{k}": v for task, m in results.items() for k, v in m.items()})
-        summary = {"stage": "evaluate", "run_dir": str(run_dir), "model": cfg.model_path or cfg.model.name,
-                   "eval": results, "total_seconds": round(time.time() - t0, 1),
-                   "wandb": {"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None}
-        write_json(run_dir / "summary.json", summary)
-        return summary
+        return finish_stage(run_dir, "evaluate", model=cfg.model_path or cfg.model.name, eval=results,
+                            total_seconds=round(time.time() - t0, 1),
+                            wandb={"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None)
     finally:
         if wandb_run:
             wandb_run.finish()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections import Counter
-from pathlib import Path
 from statistics import mean, median
 from typing import Callable
 
@@ -19,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from reasoning_sft.ablation import apply_transforms, summarize
-from reasoning_sft.config import ConfigError, save_resolved_config, write_json
+from reasoning_sft.config import ConfigError, finish_stage, open_run_dir, write_json
 from reasoning_sft.records import Record, content_hash, write_jsonl
 
 
@@ -94,16 +93,12 @@ def prepare_records(cfg: DictConfig, tokenizer) -> tuple[list[Record], dict]:
 def run_prepare(cfg: DictConfig) -> dict:
     from reasoning_sft.config import validate_prepare_config
     validate_prepare_config(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, run_dir)
+    run_dir = open_run_dir(cfg)
     tokenizer = instantiate(cfg.model.tokenizer)
     records, card = prepare_records(cfg, tokenizer)
     write_jsonl(records, run_dir / "prepared.jsonl")
     write_json(run_dir / "data_card.json", card)
-    summary = {"stage": "prepare", "run_dir": str(run_dir), "data_card": card}
-    write_json(run_dir / "summary.json", summary)
-    return summary
+    return finish_stage(run_dir, "prepare", data_card=card)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")

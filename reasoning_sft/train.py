@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-from reasoning_sft.config import (ConfigError, check_hardware, grad_accumulation, save_resolved_config, training_dtype,
-                                  validate_train_config, write_json)
+from reasoning_sft.config import (ConfigError, check_hardware, grad_accumulation, open_run_dir, training_dtype,
+                                  finish_stage, validate_train_config, write_json)
 from reasoning_sft.formatting import get_style, tokenize_records
 from reasoning_sft.models import count_parameters
 from reasoning_sft.prepare import prepare_records, token_stats
@@ -83,9 +83,7 @@ def run_training(cfg: DictConfig) -> dict:
     t0 = time.time()
     validate_train_config(cfg)
     check_hardware(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, run_dir)
+    run_dir = open_run_dir(cfg)
     set_seed(cfg.seed)
 
     tokenizer = instantiate(cfg.model.tokenizer)
@@ -130,8 +128,8 @@ def run_training(cfg: DictConfig) -> dict:
             if wandb_run:
                 wandb_run.log({f"eval/{task}/{k}": v for task, m in evaluation.items() for k, v in m.items()})
 
-        summary = {
-            "stage": "train", "run_dir": str(run_dir), "experiment": cfg.experiment_name,
+        results = {
+            "experiment": cfg.experiment_name,
             "model": cfg.model.name, "num_parameters": num_params, "trainable_parameters": trainable,
             "data": card,
             "train": {"steps": trainer.state.global_step, "first_loss": losses[0], "final_loss": losses[-1],
@@ -143,9 +141,8 @@ def run_training(cfg: DictConfig) -> dict:
             "total_seconds": round(time.time() - t0, 1),
         }
         if wandb_run:
-            wandb_run.summary.update({"data_hash": card["training_hash"], "total_seconds": summary["total_seconds"]})
-        write_json(run_dir / "summary.json", summary)
-        return summary
+            wandb_run.summary.update({"data_hash": card["training_hash"], "total_seconds": results["total_seconds"]})
+        return finish_stage(run_dir, "train", **results)
     finally:
         if wandb_run:
             wandb_run.finish()   # in `finally`: a failed multirun job must not leak into the next
