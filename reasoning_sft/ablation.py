@@ -181,17 +181,10 @@ class LLMSplitter:
 
     def __call__(self, text: str) -> tuple[list[str], str]:
         import json
-        import os
-        import urllib.request
 
-        body = json.dumps({"model": self.model, "temperature": 0,
-                           "messages": [{"role": "user", "content": self.prompt.format(trace=text)}]}).encode()
-        request = urllib.request.Request(
-            self.base_url.rstrip("/") + "/chat/completions", data=body,
-            headers={"Content-Type": "application/json",
-                     "Authorization": f"Bearer {os.environ.get(self.api_key_env, 'none')}"})
-        with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
-            content = json.loads(response.read())["choices"][0]["message"]["content"]
+        from reasoning_sft.llm_client import chat_completion
+        content = chat_completion(self.base_url, self.model, self.prompt.format(trace=text),
+                                  self.api_key_env, self.timeout_seconds)
         try:
             steps = json.loads(content[content.index("["): content.rindex("]") + 1])
         except ValueError as e:

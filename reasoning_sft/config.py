@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 RUNTIME_KWARGS = {
     "reasoning_sft.models.build_tiny_model": {"tokenizer", "dtype", "seed"},
     "reasoning_sft.models.load_pretrained_model": {"tokenizer", "dtype", "seed"},
+    "reasoning_sft.curate.keyword_domain": {"rec"},
 }
 RUNTIME_KWARGS_BY_MODULE = {"reasoning_sft.ablation": {"records", "ctx"}}   # transforms: fn(records, ctx, ...)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")

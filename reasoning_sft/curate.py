@@ -12,7 +12,7 @@ import random
 import re
 import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hydra
@@ -141,13 +141,34 @@ def keyword_domain(rec: Record) -> str:
     return best if scores[best] else "other"
 
 
-def diversity_sample(records: list[Record], num_samples: int, rng: random.Random,
-                     count_tokens, domain_weights: dict | None = None) -> list[Record]:
+@dataclass
+class LLMDomainClassifier:
+    """A chat model behind an OpenAI-compatible endpoint names each question's domain (s1 used
+    Claude with the Mathematics Subject Classification). A reply outside `domains` becomes 'other'."""
+    base_url: str
+    model: str
+    domains: list[str]
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_seconds: float = 60.0
+
+    def __call__(self, rec: Record) -> str:
+        from reasoning_sft.llm_client import chat_completion
+        prompt = (f"Classify the question into exactly one of these domains: {', '.join(self.domains)}. "
+                  f"Reply with the domain name only.\n\nQuestion: {rec.question}")
+        reply = chat_completion(self.base_url, self.model, prompt, self.api_key_env, self.timeout_seconds)
+        by_name = {d.lower(): d for d in self.domains}
+        return by_name.get(reply.strip().strip(".").lower(), "other")
+
+
+def diversity_sample(records: list[Record], num_samples: int, rng: random.Random, count_tokens,
+                     domain_weights: dict | None = None, classify=keyword_domain) -> list[Record]:
     """s1: draw a domain (uniformly, or by weight), then a record in it with probability
-    proportional to 2^-(rank by trace length, longest first), until `num_samples`."""
+    proportional to 2^-(rank by trace length, longest first), until `num_samples`. A record
+    without a domain gets one from `classify`."""
     by_domain: dict[str, list[Record]] = defaultdict(list)
     for rec in records:
-        by_domain[rec.domain or keyword_domain(rec)].append(rec)
+        rec = rec if rec.domain else replace(rec, domain=classify(rec))   # kept in curated.jsonl
+        by_domain[rec.domain].append(rec)
     for recs in by_domain.values():
         recs.sort(key=lambda r: -count_tokens(r.thinking))
     chosen = []
@@ -214,12 +235,13 @@ def curate(records: list[Record], cfg: DictConfig, count_tokens) -> tuple[list[R
         stage("difficulty", reasons)
     if c.diversity.enabled:
         keep = diversity_sample(current, c.diversity.num_samples, random.Random(cfg.seed), count_tokens,
-                                dict(c.diversity.domain_weights) if c.diversity.domain_weights else None)
+                                dict(c.diversity.domain_weights) if c.diversity.domain_weights else None,
+                                instantiate(c.diversity.classifier))
         kept_ids = {r.id for r in keep}
         stage("diversity", {r.id: {"reason": "not sampled"} for r in current if r.id not in kept_ids}, keep)
     final = current
     card["records_curated"] = len(final)
-    card["domains"] = dict(Counter(r.domain or keyword_domain(r) for r in final).most_common())
+    card["domains"] = dict(Counter(r.domain or "unclassified" for r in final).most_common())
     card["content_hash"] = content_hash(final)
     return final, card, removed
 

@@ -55,3 +55,41 @@ def shared_data() -> Path:
 def tiny_tokenizer():
     from reasoning_sft.models import train_tiny_tokenizer
     return train_tiny_tokenizer(512)
+
+
+@pytest.fixture
+def chat_endpoint():
+    """start(reply) -> base_url: a real HTTP server on loopback that answers OpenAI-compatible
+    `POST /v1/chat/completions` with `reply(prompt, model)`; it records every request it served."""
+    import http.server
+    import json
+    import threading
+
+    servers = []
+
+    def start(reply):
+        requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                requests.append({"path": self.path, **body})
+                data = json.dumps({"choices": [{"message": {
+                    "content": reply(body["messages"][0]["content"], body["model"])}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        start.requests = requests
+        return f"http://127.0.0.1:{server.server_port}/v1"
+
+    yield start
+    for server in servers:
+        server.shutdown()

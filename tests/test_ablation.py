@@ -186,46 +186,27 @@ def test_unknown_transform_is_a_config_error(make_cfg):
         validate_prepare_config(cfg)
 
 
-def test_llm_splitter_speaks_the_openai_protocol_and_refuses_rewrites(traces):
-    """A real HTTP exchange on loopback with a server that answers like an OpenAI-compatible endpoint."""
-    import http.server
-    import threading
-
+def test_llm_splitter_speaks_the_openai_protocol_and_refuses_rewrites(traces, chat_endpoint):
     from reasoning_sft.ablation import LLMSplitter
 
     rewrite = {"on": False}
 
-    class Endpoint(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.path == "/v1/chat/completions" and body["model"] == "llama-3.3-70b"
-            trace = body["messages"][0]["content"].split("\n\n", 1)[1]
-            steps = [p for p in trace.split("\n\n") if p.strip()]
-            if rewrite["on"]:
-                steps[0] = "A different first step."
-            reply = {"choices": [{"message": {"content": "Steps:\n" + json.dumps(steps)}}]}
-            data = json.dumps(reply).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def reply(prompt, model):
+        steps = [p for p in prompt.split("\n\n", 1)[1].split("\n\n") if p.strip()]
+        if rewrite["on"]:
+            steps[0] = "A different first step."
+        return "Steps:\n" + json.dumps(steps)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        splitter = LLMSplitter(base_url=f"http://127.0.0.1:{server.server_port}/v1", model="llama-3.3-70b")
-        steps, sep = splitter(traces[0].thinking)
-        assert sep.join(steps).split() == traces[0].thinking.split() and len(steps) > 5
-        out = step_delete(traces[:2], ctx(), 0.5, splitter)
-        assert out[0].metadata["ablation"][-1]["deleted"] == int(round(0.5 * len(steps)))
-        rewrite["on"] = True
-        with pytest.raises(ValueError, match="do not reproduce the trace"):
-            splitter(traces[0].thinking)
-    finally:
-        server.shutdown()
+    splitter = LLMSplitter(base_url=chat_endpoint(reply), model="llama-3.3-70b")
+    steps, sep = splitter(traces[0].thinking)
+    assert sep.join(steps).split() == traces[0].thinking.split() and len(steps) > 5
+    assert chat_endpoint.requests[0]["path"] == "/v1/chat/completions"
+    assert chat_endpoint.requests[0]["model"] == "llama-3.3-70b"
+    out = step_delete(traces[:2], ctx(), 0.5, splitter)
+    assert out[0].metadata["ablation"][-1]["deleted"] == int(round(0.5 * len(steps)))
+    rewrite["on"] = True
+    with pytest.raises(ValueError, match="do not reproduce the trace"):
+        splitter(traces[0].thinking)
 
 
 def test_llm_splitter_is_a_config_choice(make_cfg):

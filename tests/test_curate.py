@@ -79,3 +79,24 @@ def test_diversity_prefers_long_traces_within_a_domain():
             for i in range(40)]
     picks = [diversity_sample(recs, 1, random.Random(s), lambda t: len(t.split()))[0].id for s in range(300)]
     assert picks.count("39") > 120 and picks.count("38") > 50   # P = 1/2, 1/4 for the two longest
+
+
+def test_domains_from_an_llm_classifier(chat_endpoint, tmp_path, shared_data):
+    from conftest import compose_config
+
+    def reply(prompt, model):
+        question = prompt.split("Question: ", 1)[1].lower()
+        return "Geometry." if "triangle" in question else ("number theory" if "prime" in question else "poetry")
+
+    url = chat_endpoint(reply)
+    cfg = compose_config(POOL + ["data.num_samples=60", "curation.decontamination.enabled=false",
+                                 "curation.diversity.num_samples=60",
+                                 "curation.diversity.classifier._target_=reasoning_sft.curate.LLMDomainClassifier",
+                                 "~curation.diversity.classifier._partial_",
+                                 f"+curation.diversity.classifier.base_url={url}",
+                                 "+curation.diversity.classifier.model=judge",
+                                 "+curation.diversity.classifier.domains=[geometry,number theory,algebra]"],
+                         "curate", tmp_path / "run")
+    card = run_curate(cfg)["data_card"]
+    assert set(card["domains"]) <= {"geometry", "number theory", "other"} and "other" in card["domains"]
+    assert len(chat_endpoint.requests) == card["stages"][-1]["in"]     # one call per record to classify
