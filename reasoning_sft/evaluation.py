@@ -13,7 +13,8 @@ import torch
 from omegaconf import DictConfig
 
 from reasoning_sft.data.synthetic import generate_records
-from reasoning_sft.formatting import render_prompt
+from reasoning_sft.budget_forcing import BudgetForcing, generate_with_budget
+from reasoning_sft.formatting import get_style, render_prompt
 from reasoning_sft.grading import extract_answer, is_equivalent
 from reasoning_sft.metrics import accuracy_summary
 
@@ -47,21 +48,38 @@ def evaluate_synthetic(model, tokenizer, cfg: DictConfig) -> tuple[dict, list[di
     records = generate_records(num_samples=cfg.eval.num_problems, seed=cfg.seed, split="test",
                                num_terms=src.get("num_terms", 3), digits=src.get("digits", 2))
     prompts = [render_prompt(r.question, tokenizer, cfg.data.format.system_prompt) for r in records]
-    outputs = generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    outputs = generate_for_eval(model, tokenizer, prompts, cfg)
     samples = []
-    for rec, prompt, (text, ntok) in zip(records, prompts, outputs):
-        pred = extract_answer(text)
+    for rec, prompt, out in zip(records, prompts, outputs):
+        pred = extract_answer(out["generation"])
         gold = rec.metadata["gold_answer"]
-        samples.append({"task": "synthetic", "id": rec.id, "prompt": prompt, "generation": text,
-                        "generated_tokens": ntok, "extracted": pred, "gold": gold,
-                        "correct": is_equivalent(pred, gold)})
+        samples.append({"task": "synthetic", "id": rec.id, "prompt": prompt, **out, "extracted": pred,
+                        "gold": gold, "correct": is_equivalent(pred, gold)})
     summary = accuracy_summary([s["correct"] for s in samples], cfg.eval.bootstrap_samples, cfg.seed)
     lengths = [s["generated_tokens"] for s in samples]
     summary.update(generated_tokens_mean=mean(lengths), generated_tokens_median=median(lengths),
                    generated_tokens_max=max(lengths),
                    no_answer=sum(s["extracted"] is None for s in samples),
                    hit_max_new_tokens=sum(n >= cfg.eval.max_new_tokens for n in lengths))
+    if "thinking_tokens" in samples[0]:
+        thinking = [s["thinking_tokens"] for s in samples]
+        summary.update(thinking_tokens_mean=mean(thinking), thinking_tokens_median=median(thinking),
+                       thinking_tokens_max=max(thinking), waits_appended=sum(s["waits"] for s in samples),
+                       capped_share=sum(s["capped"] for s in samples) / len(samples))
     return summary, samples
+
+
+def generate_for_eval(model, tokenizer, prompts: list[str], cfg: DictConfig) -> list[dict]:
+    """Plain greedy generation, or budget-forced when `eval.budget_forcing.enabled`."""
+    bf_cfg = cfg.eval.get("budget_forcing")
+    if not bf_cfg or not bf_cfg.enabled:
+        return [{"generation": text, "generated_tokens": n}
+                for text, n in generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)]
+    bf = BudgetForcing(**{k: v for k, v in bf_cfg.items() if k != "enabled"})
+    outs = generate_with_budget(model, tokenizer, prompts, get_style(cfg.data.format.thinking_style), bf,
+                                cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    return [{"generation": o.text, "generated_tokens": o.thinking_tokens + o.answer_tokens,
+             "thinking_tokens": o.thinking_tokens, "waits": o.waits, "capped": o.capped} for o in outs]
 
 
 TASKS = {"synthetic": evaluate_synthetic}

@@ -19,17 +19,19 @@ class ThinkingStyle:
     think_end: str        # closes it: budget forcing strips or forces exactly this delimiter
     answer_prefix: str    # starts the final response
     answer_end: str = ""  # closes the final response (Sky-T1)
+    think_stop: str = ""  # what the model emits to end its thinking (where generation stops)
 
 
 THINKING_STYLES = {
     # s1: `<|im_start|>think` ... `<|im_start|>answer` (their train/sft.py and budget forcing code)
-    "s1": ThinkingStyle("s1", "<|im_start|>think\n", "\n<|im_start|>answer\n", "Answer: "),
+    "s1": ThinkingStyle("s1", "<|im_start|>think\n", "\n<|im_start|>answer\n", "Answer: ",
+                        think_stop="<|im_start|>"),
     # DeepSeek-R1 and its distillations, OpenThoughts, Long1K
-    "r1": ThinkingStyle("r1", "<think>\n", "\n</think>\n\n", ""),
+    "r1": ThinkingStyle("r1", "<think>\n", "\n</think>\n\n", "", think_stop="</think>"),
     # Sky-T1 / Bespoke-Stratos
     "skyt1": ThinkingStyle(
         "skyt1", "<|begin_of_thought|>\n\n", "\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n",
-        "", "\n\n<|end_of_solution|>",
+        "", "\n\n<|end_of_solution|>", think_stop="<|end_of_thought|>",
     ),
 }
 

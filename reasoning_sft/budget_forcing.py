@@ -1,0 +1,111 @@
+"""Budget forcing (s1) on the Hugging Face `generate` backend, for every thinking style.
+
+Thinking is generated from the prompt plus the style's opening marker and stops at the style's stop
+marker (s1: `<|im_start|>`, R1: `</think>`, Sky-T1: `<|end_of_thought|>`):
+- cap: at `max_thinking_tokens` thinking is cut, and the end-of-thinking delimiter and the answer
+  prefix are appended; the answer gets its own budget (`max_answer_tokens`);
+- extend: when the model ends its thinking early, the stop marker is dropped, `wait_string` is
+  appended and thinking continues, `num_wait` times or until `min_thinking_tokens`.
+Token ids are kept throughout (never re-tokenized text), so budgets are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from reasoning_sft.formatting import ThinkingStyle
+
+
+@dataclass
+class BudgetForcing:
+    max_thinking_tokens: int | None = None    # None: eval.max_new_tokens caps it
+    min_thinking_tokens: int = 0
+    num_wait: int = 0
+    wait_string: str = "Wait"
+    max_answer_tokens: int = 256
+
+
+@dataclass
+class ForcedGeneration:
+    text: str               # the assistant output: opening marker, thinking, delimiter, answer
+    thinking_tokens: int
+    answer_tokens: int
+    waits: int
+    capped: bool            # thinking was cut at the budget
+
+
+@torch.no_grad()
+def generate_ids(model, tokenizer, contexts: list[list[int]], max_new_tokens: int,
+                 stop_strings: list[str] | None = None) -> list[tuple[list[int], bool]]:
+    """Greedy continuation of each context (left-padded batch, KV cache). Returns per row the new ids
+    without padding or end-of-turn token, and whether the row ended with the end-of-turn token."""
+    pad = tokenizer.pad_token_id
+    width = max(len(c) for c in contexts)
+    input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=model.device)
+    mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=model.device)
+    out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                         do_sample=False, use_cache=True, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=pad, stop_strings=stop_strings,
+                         tokenizer=tokenizer if stop_strings else None)
+    rows = []
+    for row in out[:, width:].tolist():
+        ended = tokenizer.eos_token_id in row
+        if ended:
+            row = row[: row.index(tokenizer.eos_token_id)]
+        while row and row[-1] == pad:         # rows that stopped early are filled with padding
+            row.pop()
+        rows.append((row, ended))
+    return rows
+
+
+def _cut_at_stop(tokenizer, ids: list[int], stop: str) -> tuple[list[int], bool]:
+    """(the ids before the stop marker, whether the marker was generated)."""
+    if stop not in tokenizer.decode(ids, skip_special_tokens=False):
+        return ids, False
+    k = len(ids)
+    while k > 0 and stop in tokenizer.decode(ids[:k], skip_special_tokens=False):
+        k -= 1
+    return ids[:k], True
+
+
+def generate_with_budget(model, tokenizer, prompts: list[str], style: ThinkingStyle, bf: BudgetForcing,
+                         default_max_thinking: int, batch_size: int) -> list[ForcedGeneration]:
+    """Budget-forced generation for chat-rendered `prompts` (ending with the assistant header)."""
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    cap = bf.max_thinking_tokens or default_max_thinking
+    wait_ids, tail_ids = ids(bf.wait_string), ids(style.think_end + style.answer_prefix)
+    results = []
+    for start in range(0, len(prompts), batch_size):
+        prefix = [ids(p + style.think_start) for p in prompts[start:start + batch_size]]
+        thinking = [[] for _ in prefix]
+        waits, capped = [0] * len(prefix), [False] * len(prefix)
+        active = list(range(len(prefix)))
+        while active:
+            budget = max(cap - len(thinking[i]) for i in active)
+            outs = generate_ids(model, tokenizer, [prefix[i] + thinking[i] for i in active], budget,
+                                [style.think_stop])
+            still = []
+            for i, (new, ended_turn) in zip(active, outs):
+                new = new[: cap - len(thinking[i])]            # each row's own budget
+                before, stopped = _cut_at_stop(tokenizer, new, style.think_stop)
+                thinking[i] += before
+                if not (stopped or ended_turn):                # ran out of budget: cap
+                    capped[i] = len(thinking[i]) >= cap
+                    continue
+                wants_more = waits[i] < bf.num_wait or len(thinking[i]) < bf.min_thinking_tokens
+                if wants_more and len(thinking[i]) + len(wait_ids) < cap:   # extend: drop the stop, Wait
+                    thinking[i] += wait_ids
+                    waits[i] += 1
+                    still.append(i)
+            active = still
+        answers = generate_ids(model, tokenizer, [prefix[i] + thinking[i] + tail_ids for i in range(len(prefix))],
+                               bf.max_answer_tokens)
+        for i, (answer, _) in enumerate(answers):
+            text = (style.think_start + tokenizer.decode(thinking[i], skip_special_tokens=False)
+                    + style.think_end + style.answer_prefix + tokenizer.decode(answer, skip_special_tokens=False))
+            results.append(ForcedGeneration(text, len(thinking[i]), len(answer), waits[i], capped[i]))
+    return results

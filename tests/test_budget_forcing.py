@@ -1,0 +1,89 @@
+"""Budget forcing on a real tiny Qwen2 model with the HF generate backend."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reasoning_sft.budget_forcing import BudgetForcing, generate_with_budget
+from reasoning_sft.data.synthetic import generate_records
+from reasoning_sft.formatting import THINKING_STYLES, render_prompt
+from reasoning_sft.models import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def model(tiny_tokenizer):
+    return build_tiny_model(tiny_tokenizer, seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_tokenizer):
+    return [render_prompt(r.question, tiny_tokenizer) for r in generate_records(6, seed=0, split="test")]
+
+
+def _stops_at_once(model, tokenizer, marker: str):
+    """Make the real model end its thinking at every step: a forward hook on its output layer
+    raises the logit of the style's stop marker (a model that "stops early")."""
+    stop_id = tokenizer.convert_tokens_to_ids(marker)
+
+    def hook(module, inputs, output):
+        output = output.clone()
+        output[..., stop_id] += 1e4
+        return output
+    return model.lm_head.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("style", ["s1", "r1", "skyt1"])
+def test_cap_never_exceeds_the_budget_and_forces_the_delimiter(model, tiny_tokenizer, prompts, style):
+    st = THINKING_STYLES[style]
+    suppress = tiny_tokenizer.convert_tokens_to_ids(st.think_stop)
+    handle = model.lm_head.register_forward_hook(   # never stop on its own: the cap must act
+        lambda m, i, out: out.index_fill(-1, torch.tensor([suppress, tiny_tokenizer.eos_token_id]), -1e4))
+    try:
+        outs = generate_with_budget(model, tiny_tokenizer, prompts, st, BudgetForcing(max_thinking_tokens=24,
+                                    max_answer_tokens=8), default_max_thinking=512, batch_size=4)
+    finally:
+        handle.remove()
+    for o in outs:
+        assert o.thinking_tokens == 24 and o.capped and o.waits == 0
+        assert o.text.startswith(st.think_start)
+        thinking, rest = o.text[len(st.think_start):].split(st.think_end, 1)   # the answer phase starts
+        assert len(tiny_tokenizer(thinking, add_special_tokens=False)["input_ids"]) <= 24   # with the delimiter
+        assert rest.startswith(st.answer_prefix) and o.answer_tokens <= 8
+
+
+@pytest.mark.parametrize("style", ["s1", "r1", "skyt1"])
+def test_extend_appends_exactly_num_wait_waits(model, tiny_tokenizer, prompts, style):
+    st = THINKING_STYLES[style]
+    handle = _stops_at_once(model, tiny_tokenizer, st.think_stop)
+    try:
+        outs = generate_with_budget(model, tiny_tokenizer, prompts, st,
+                                    BudgetForcing(max_thinking_tokens=100, num_wait=2, max_answer_tokens=4),
+                                    default_max_thinking=512, batch_size=4)
+        floor = generate_with_budget(model, tiny_tokenizer, prompts[:2], st,
+                                     BudgetForcing(max_thinking_tokens=100, min_thinking_tokens=9,
+                                                   wait_string=" Hmm", max_answer_tokens=4),
+                                     default_max_thinking=512, batch_size=2)
+    finally:
+        handle.remove()
+    for o in outs:
+        thinking = o.text[len(st.think_start):].split(st.think_end, 1)[0]
+        assert o.waits == 2 and thinking.count("Wait") == 2 and thinking == "WaitWait"
+        assert not o.capped
+    hmm = len(tiny_tokenizer(" Hmm", add_special_tokens=False)["input_ids"])
+    for o in floor:   # extended until min_thinking_tokens, one " Hmm" at a time
+        assert o.thinking_tokens >= 9 and o.waits == -(-9 // hmm)
+
+
+def test_forcing_off_is_plain_generate(make_cfg, model, tiny_tokenizer, prompts):
+    from reasoning_sft.evaluation import generate_for_eval
+    cfg = make_cfg(["eval=synthetic", "eval.max_new_tokens=20", "eval.batch_size=3"])
+    assert not cfg.eval.budget_forcing.enabled
+    ours = [o["generation"] for o in generate_for_eval(model, tiny_tokenizer, prompts, cfg)]
+    for prompt, text in zip(prompts, ours):
+        ids = tiny_tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        plain = model.generate(ids, max_new_tokens=20, do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id,
+                               eos_token_id=tiny_tokenizer.eos_token_id)[0, ids.shape[1]:].tolist()
+        if tiny_tokenizer.eos_token_id in plain:
+            plain = plain[: plain.index(tiny_tokenizer.eos_token_id)]
+        assert text == tiny_tokenizer.decode(plain, skip_special_tokens=False)
