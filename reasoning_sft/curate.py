@@ -19,6 +19,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from reasoning_sft.grading import extract_answer, is_equivalent
 from reasoning_sft.config import ConfigError, finish_stage, open_run_dir, validate_prepare_config, write_json
 from reasoning_sft.records import Record, content_hash, write_jsonl
 
@@ -226,8 +227,12 @@ def curate(records: list[Record], cfg: DictConfig, count_tokens) -> tuple[list[R
         stage("decontamination", reasons)
     if c.difficulty.enabled:
         fields, reasons = list(c.difficulty.solved_by_fields), {}
+        answer_fields = list(c.difficulty.get("solver_answer_fields") or [])
         for rec in current:
             solved = [f for f in fields if rec.metadata.get(f) is True]
+            gold = rec.metadata.get("gold_answer")
+            solved += [f for f in answer_fields if gold is not None and rec.metadata.get(f) is not None
+                       and is_equivalent(extract_answer(str(rec.metadata[f])) or str(rec.metadata[f]), str(gold))]
             if solved:
                 reasons[rec.id] = {"reason": "solved by a solver model", "solved_by": solved}
             elif c.difficulty.min_trace_tokens and count_tokens(rec.thinking) < c.difficulty.min_trace_tokens:

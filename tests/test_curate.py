@@ -100,3 +100,24 @@ def test_domains_from_an_llm_classifier(chat_endpoint, tmp_path, shared_data):
     card = run_curate(cfg)["data_card"]
     assert set(card["domains"]) <= {"geometry", "number theory", "other"} and "other" in card["domains"]
     assert len(chat_endpoint.requests) == card["stages"][-1]["in"]     # one call per record to classify
+
+
+def test_difficulty_drops_what_a_solver_answered_correctly(tmp_path):
+    from conftest import compose_config
+    rows = [{"id": i, "q": f"What is {i} + {i}?", "t": "think " * 10, "a": f"\\boxed{{{2 * i}}}", "gold": str(2 * i),
+             "qwen7b": f"The answer is \\boxed{{{2 * i if i % 3 == 0 else 2 * i + 1}}}", "qwen32b_ok": i % 5 == 0}
+            for i in range(1, 31)]
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose_config(["data=jsonl", f"data.source.path={path}", "data.source.fields.question=q",
+                          "data.source.fields.thinking=t", "data.source.fields.answer=a", "data.source.fields.id=id",
+                          "data.source.fields.gold_answer=gold", "data.source.fields.extra=[qwen7b,qwen32b_ok]",
+                          "curation.decontamination.enabled=false", "curation.diversity.enabled=false",
+                          "curation.difficulty.solver_answer_fields=[qwen7b]",
+                          "curation.difficulty.solved_by_fields=[qwen32b_ok]"], "curate", tmp_path / "run")
+    card = run_curate(cfg)["data_card"]
+    solved = {i for i in range(1, 31) if i % 3 == 0 or i % 5 == 0}
+    assert card["records_curated"] == 30 - len(solved)
+    removed = {json.loads(line)["id"]: json.loads(line) for line in open(tmp_path / "run" / "removed.jsonl")}
+    assert {int(k) for k in removed} == solved
+    assert removed["15"]["solved_by"] == ["qwen32b_ok", "qwen7b"]

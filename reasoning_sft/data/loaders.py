@@ -184,6 +184,7 @@ def load_table(path: str, fields: dict, split: str = "train", on_error: str = "r
 
     def make(i: int, where: str, row: dict) -> Record:
         meta = {k: row.get(fields[k]) for k in ("gold_answer", "solution") if fields.get(k)}
+        meta.update({col: row.get(col) for col in (fields.get("extra") or [])})   # e.g. solver answers
         return Record(
             id=str(row.get(fields["id"], i)) if fields.get("id") else f"{Path(path).stem}-{i}",
             question=_field(row, fields["question"], where), thinking=_field(row, fields["thinking"], where),
