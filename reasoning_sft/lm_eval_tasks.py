@@ -1,0 +1,103 @@
+"""The papers' benchmarks through lm-evaluation-harness, with the project's generation and grading.
+
+Tasks are lm-eval task configs built here (dicts with callables), so they read the files under
+`eval.data_dir` wherever that is; `ReasoningLM` is an lm-eval model (registered as `reasoning_sft`)
+that renders the chat template and runs plain or budget-forced generation, while lm-eval's own
+Hugging Face model serves log-likelihood tasks (any built-in task such as `mmlu` also works).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from reasoning_sft.grading import extract_answer, is_equivalent
+
+# name -> (file in eval.data_dir, question field, gold answer field)
+BENCHMARKS = {
+    "aime24": ("aime24.jsonl", "problem", "answer"),
+    "aime25": ("aime25.jsonl", "problem", "answer"),
+    "amc23": ("amc23.jsonl", "problem", "answer"),
+    "math500": ("math500.jsonl", "problem", "answer"),
+    "olympiadbench": ("olympiadbench.jsonl", "question", "final_answer"),
+}
+# s1's prompt: the question, step by step, a boxed answer.
+PROMPT = "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+def gold_of(doc: dict, field: str) -> str:
+    gold = doc[field]
+    if isinstance(gold, list):          # OlympiadBench: a list of final answers, "$...$"-wrapped
+        gold = ", ".join(str(g).strip("$") for g in gold)
+    return str(gold)
+
+
+def task_config(name: str, data_dir: str, max_new_tokens: int) -> dict:
+    file, question, answer = BENCHMARKS[name]
+    path = Path(data_dir) / file
+    if not path.is_file():
+        raise FileNotFoundError(f"eval.tasks: {name} reads {path}, which does not exist (set eval.data_dir)")
+
+    def process_results(doc: dict, results: list[str]) -> dict:
+        return {"exact_match": float(is_equivalent(extract_answer(results[0]), gold_of(doc, answer)))}
+
+    return {
+        "task": f"rsft_{name}", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
+        "test_split": "test", "output_type": "generate_until",
+        "doc_to_text": lambda doc: PROMPT.format(question=doc[question]),
+        "doc_to_target": lambda doc: gold_of(doc, answer),
+        "process_results": process_results,
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        "generation_kwargs": {"until": [], "max_gen_toks": max_new_tokens, "do_sample": False},
+        "metadata": {"version": 1.0},
+    }
+
+
+def make_lm(model, tokenizer, cfg: DictConfig):
+    """An lm-eval LM over an already loaded model: our generation, lm-eval's log-likelihoods."""
+    from lm_eval.models.huggingface import HFLM
+
+    from reasoning_sft.evaluation import generate_for_eval
+    from reasoning_sft.formatting import render_prompt
+
+    class ReasoningLM(HFLM):
+        def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+            prompts = [render_prompt(r.args[0], tokenizer, cfg.data.format.system_prompt) for r in requests]
+            outs = generate_for_eval(model, tokenizer, prompts, cfg)
+            for r, prompt, out in zip(requests, prompts, outs):
+                self.details[r.args[0]] = {"prompt": prompt, **out}
+            return [o["generation"] for o in outs]
+
+    lm = ReasoningLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.eval.batch_size,
+                     device=str(model.device))
+    lm.details = {}
+    return lm
+
+
+def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str]) -> tuple[dict, list[dict]]:
+    """lm-eval's `simple_evaluate` on the tasks; returns per-task summaries and per-sample rows."""
+    import lm_eval
+
+    from reasoning_sft.metrics import accuracy_summary
+
+    lm = make_lm(model, tokenizer, cfg)
+    configs = [task_config(t, cfg.eval.data_dir, cfg.eval.max_new_tokens) if t in BENCHMARKS else t for t in tasks]
+    out = lm_eval.simple_evaluate(model=lm, tasks=configs, limit=cfg.eval.get("limit"), log_samples=True,
+                                  bootstrap_iters=0)
+    summaries, rows = {}, []
+    for task in tasks:
+        key = f"rsft_{task}" if task in BENCHMARKS else task
+        samples = sorted(out["samples"].get(key, []), key=lambda s: s["doc_id"])
+        for s in samples:
+            details = lm.details.get(s["arguments"][0][0] if isinstance(s["arguments"][0], (list, tuple))
+                                     else s["arguments"]["gen_args_0"]["arg_0"], {})
+            gen = s["resps"][0][0] if s["resps"] and s["resps"][0] else ""
+            rows.append({"task": task, "id": s["doc_id"], **details, "generation": gen,
+                         "extracted": extract_answer(gen), "gold": s["target"],
+                         "correct": bool(s["exact_match"])})
+        mine = [r["correct"] for r in rows if r["task"] == task]
+        summary = accuracy_summary(mine, cfg.eval.bootstrap_samples, cfg.seed)
+        summary["lm_eval"] = {k: v for k, v in out["results"][key].items() if isinstance(v, (int, float))}
+        summaries[task] = summary
+    return summaries, rows

@@ -1,0 +1,81 @@
+"""The papers' benchmarks through real lm-evaluation-harness runs on a tiny model, offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasoning_sft.models import build_tiny_model
+
+
+def _always_answers(model, tokenizer, text: str):
+    """Steer the real model (a forward hook on its output layer) to write `text` then end its turn."""
+    forced = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    step = {"n": 0}
+
+    def restart(module, inputs):
+        if inputs[0].shape[1] > 1:     # the embeddings see the whole prompt: a new generation starts
+            step["n"] = 0
+
+    def steer(module, inputs, output):
+        out = output.clone()
+        out[:, -1, forced[min(step["n"], len(forced) - 1)]] += 1e4
+        step["n"] += 1
+        return out
+    handles = [model.get_input_embeddings().register_forward_pre_hook(restart),
+               model.lm_head.register_forward_hook(steer)]
+
+    class Handles:
+        def remove(self):
+            for h in handles:
+                h.remove()
+    return Handles()
+
+
+@pytest.mark.slow
+def test_lm_eval_accuracy_matches_our_recount(make_cfg, tiny_tokenizer, shared_data, tmp_path):
+    from reasoning_sft.evaluation import run_tasks
+    model = build_tiny_model(tiny_tokenizer).eval()
+    cfg = make_cfg(["eval=benchmarks", "eval.tasks=[amc23,aime24,math500]", "eval.limit=3",
+                    "eval.max_new_tokens=32", f"eval.data_dir={shared_data}"])
+    handle = _always_answers(model, tiny_tokenizer, "So the answer is $\\boxed{27}$.")
+    try:
+        results = run_tasks(model, tiny_tokenizer, cfg, tmp_path)
+    finally:
+        handle.remove()
+    rows = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
+    assert [r["correct"] for r in rows if r["task"] == "amc23"] == [True, False, False]   # gold "27.0"
+    assert not any(r["correct"] for r in rows if r["task"] != "amc23")
+    for task, summary in results.items():
+        assert summary["num_problems"] == 3
+        assert summary["accuracy"] == summary["lm_eval"]["exact_match,none"]      # lm-eval agrees
+    for r in rows:                                                                 # and each verdict
+        assert r["extracted"] == "27" and r["generation"].endswith("\\boxed{27}$.")
+        assert r["prompt"].endswith("put your final answer within \\boxed{}.<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.slow
+def test_evaluate_stage_on_every_bundled_task(tmp_path, tiny_tokenizer, shared_data):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    model = build_tiny_model(tiny_tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    proc = subprocess.run(
+        [sys.executable, "-m", "reasoning_sft.evaluate", f"model_path={tmp_path}/model", "eval=benchmarks",
+         "eval.tasks=[aime24,aime25,amc23,math500,olympiadbench]", "eval.limit=2", "eval.max_new_tokens=8",
+         "eval.budget_forcing.enabled=true", "eval.budget_forcing.max_thinking_tokens=6",
+         "eval.budget_forcing.max_answer_tokens=4", f"eval.data_dir={shared_data}", "logger=none",
+         f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary["eval"]) == {"aime24", "aime25", "amc23", "math500", "olympiadbench"}
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "eval_samples.jsonl")]
+    assert len(rows) == 10
+    for r in rows:    # budget forcing ran inside lm-eval: thinking capped at 6 tokens, delimiter forced
+        assert r["thinking_tokens"] <= 6 and "<|im_start|>answer\nAnswer: " in r["generation"]
