@@ -38,7 +38,7 @@ class ForcedGeneration:
 
 @torch.no_grad()
 def generate_ids(model, tokenizer, contexts: list[list[int]], max_new_tokens: int,
-                 stop_strings: list[str] | None = None) -> list[tuple[list[int], bool]]:
+                 stop_strings: list[str] | None = None, sampling: dict | None = None) -> list[tuple[list[int], bool]]:
     """Greedy continuation of each context (left-padded batch, KV cache). Returns per row the new ids
     without padding or end-of-turn token, and whether the row ended with the end-of-turn token."""
     pad = tokenizer.pad_token_id
@@ -46,9 +46,9 @@ def generate_ids(model, tokenizer, contexts: list[list[int]], max_new_tokens: in
     input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=model.device)
     mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=model.device)
     out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                         do_sample=False, use_cache=True, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=pad, stop_strings=stop_strings,
-                         tokenizer=tokenizer if stop_strings else None)
+                         use_cache=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad,
+                         stop_strings=stop_strings, tokenizer=tokenizer if stop_strings else None,
+                         **(sampling or {"do_sample": False}))
     rows = []
     for row in out[:, width:].tolist():
         ended = tokenizer.eos_token_id in row
@@ -71,7 +71,8 @@ def _cut_at_stop(tokenizer, ids: list[int], stop: str) -> tuple[list[int], bool]
 
 
 def generate_with_budget(model, tokenizer, prompts: list[str], style: ThinkingStyle, bf: BudgetForcing,
-                         default_max_thinking: int, batch_size: int) -> list[ForcedGeneration]:
+                         default_max_thinking: int, batch_size: int,
+                         sampling: dict | None = None) -> list[ForcedGeneration]:
     """Budget-forced generation for chat-rendered `prompts` (ending with the assistant header)."""
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -87,7 +88,7 @@ def generate_with_budget(model, tokenizer, prompts: list[str], style: ThinkingSt
         while active:
             budget = max(cap - len(thinking[i]) for i in active)
             outs = generate_ids(model, tokenizer, [prefix[i] + thinking[i] for i in active], budget,
-                                [style.think_stop])
+                                [style.think_stop], sampling)
             still = []
             for i, (new, ended_turn) in zip(active, outs):
                 new = new[: cap - len(thinking[i])]            # each row's own budget
@@ -103,7 +104,7 @@ def generate_with_budget(model, tokenizer, prompts: list[str], style: ThinkingSt
                     still.append(i)
             active = still
         answers = generate_ids(model, tokenizer, [prefix[i] + thinking[i] + tail_ids for i in range(len(prefix))],
-                               bf.max_answer_tokens)
+                               bf.max_answer_tokens, sampling=sampling)
         for i, (answer, _) in enumerate(answers):
             text = (style.think_start + tokenizer.decode(thinking[i], skip_special_tokens=False)
                     + style.think_end + style.answer_prefix + tokenizer.decode(answer, skip_special_tokens=False))

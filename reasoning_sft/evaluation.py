@@ -16,12 +16,14 @@ from reasoning_sft.data.synthetic import generate_records
 from reasoning_sft.budget_forcing import BudgetForcing, generate_with_budget
 from reasoning_sft.formatting import get_style, render_prompt
 from reasoning_sft.grading import extract_answer, is_equivalent
-from reasoning_sft.metrics import accuracy_summary
+from reasoning_sft.metrics import sampled_summary
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[tuple[str, int]]:
-    """Greedy, batched, KV-cached `generate`. Returns (text up to end of turn, generated tokens)."""
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+             sampling: dict | None = None) -> list[tuple[str, int]]:
+    """Batched, KV-cached `generate`, greedy unless `sampling` (do_sample, temperature, top_p).
+    Returns (text up to the end of turn, generated tokens)."""
     was_training = model.training
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -30,8 +32,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
         for i in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(model.device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, use_cache=True,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                 **(sampling or {"do_sample": False}))
             for row in out[:, enc["input_ids"].shape[1]:].tolist():
                 if tokenizer.eos_token_id in row:
                     row = row[: row.index(tokenizer.eos_token_id)]
@@ -48,36 +51,57 @@ def evaluate_synthetic(model, tokenizer, cfg: DictConfig) -> tuple[dict, list[di
     records = generate_records(num_samples=cfg.eval.num_problems, seed=cfg.seed, split="test",
                                num_terms=src.get("num_terms", 3), digits=src.get("digits", 2))
     prompts = [render_prompt(r.question, tokenizer, cfg.data.format.system_prompt) for r in records]
+    n = cfg.eval.get("num_samples", 1)
     outputs = generate_for_eval(model, tokenizer, prompts, cfg)
     samples = []
-    for rec, prompt, out in zip(records, prompts, outputs):
-        pred = extract_answer(out["generation"])
+    for i, out in enumerate(outputs):
+        rec, pred = records[i // n], extract_answer(out["generation"])
         gold = rec.metadata["gold_answer"]
-        samples.append({"task": "synthetic", "id": rec.id, "prompt": prompt, **out, "extracted": pred,
-                        "gold": gold, "correct": is_equivalent(pred, gold)})
-    summary = accuracy_summary([s["correct"] for s in samples], cfg.eval.bootstrap_samples, cfg.seed)
-    lengths = [s["generated_tokens"] for s in samples]
-    summary.update(generated_tokens_mean=mean(lengths), generated_tokens_median=median(lengths),
-                   generated_tokens_max=max(lengths),
-                   no_answer=sum(s["extracted"] is None for s in samples),
-                   hit_max_new_tokens=sum(n >= cfg.eval.max_new_tokens for n in lengths))
+        samples.append({"task": "synthetic", "id": rec.id, "sample": i % n, "prompt": prompts[i // n], **out,
+                        "extracted": pred, "gold": gold, "correct": is_equivalent(pred, gold)})
+    return summarize_samples(samples, n, cfg), samples
+
+
+def summarize_samples(samples: list[dict], n: int, cfg: DictConfig) -> dict:
+    """Accuracy (mean pass@1) with its interval, pass@k / maj@k, token and forcing statistics."""
+    per_problem = [samples[i:i + n] for i in range(0, len(samples), n)]
+    summary = sampled_summary(per_problem, list(cfg.eval.get("ks", [1])), cfg.eval.bootstrap_samples, cfg.seed)
+    lengths = [s["generated_tokens"] for s in samples if "generated_tokens" in s]
+    if lengths:
+        summary.update(generated_tokens_mean=mean(lengths), generated_tokens_median=median(lengths),
+                       generated_tokens_max=max(lengths),
+                       hit_max_new_tokens=sum(x >= cfg.eval.max_new_tokens for x in lengths))
+    summary["no_answer"] = sum(s["extracted"] is None for s in samples)
     if "thinking_tokens" in samples[0]:
         thinking = [s["thinking_tokens"] for s in samples]
         summary.update(thinking_tokens_mean=mean(thinking), thinking_tokens_median=median(thinking),
                        thinking_tokens_max=max(thinking), waits_appended=sum(s["waits"] for s in samples),
                        capped_share=sum(s["capped"] for s in samples) / len(samples))
-    return summary, samples
+    return summary
 
 
-def generate_for_eval(model, tokenizer, prompts: list[str], cfg: DictConfig) -> list[dict]:
-    """Plain greedy generation, or budget-forced when `eval.budget_forcing.enabled`."""
+def sampling_kwargs(cfg: DictConfig) -> dict | None:
+    """`generate` kwargs for `eval.temperature` > 0 (seeded by `seed`), None for greedy."""
+    temperature = cfg.eval.get("temperature", 0.0)
+    if not temperature:
+        return None
+    torch.manual_seed(cfg.seed)
+    return {"do_sample": True, "temperature": temperature, "top_p": cfg.eval.get("top_p", 1.0)}
+
+
+def generate_for_eval(model, tokenizer, prompts: list[str], cfg: DictConfig, repeats: int | None = None) -> list[dict]:
+    """`eval.num_samples` generations per prompt (problem-major), plain or budget-forced
+    (`eval.budget_forcing.enabled`), greedy or sampled (`eval.temperature`, `eval.top_p`)."""
+    n = cfg.eval.get("num_samples", 1) if repeats is None else repeats
+    prompts = [p for p in prompts for _ in range(n)]
+    sampling = sampling_kwargs(cfg)
     bf_cfg = cfg.eval.get("budget_forcing")
     if not bf_cfg or not bf_cfg.enabled:
-        return [{"generation": text, "generated_tokens": n}
-                for text, n in generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)]
+        return [{"generation": text, "generated_tokens": k} for text, k in
+                generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, sampling)]
     bf = BudgetForcing(**{k: v for k, v in bf_cfg.items() if k != "enabled"})
     outs = generate_with_budget(model, tokenizer, prompts, get_style(cfg.data.format.thinking_style), bf,
-                                cfg.eval.max_new_tokens, cfg.eval.batch_size)
+                                cfg.eval.max_new_tokens, cfg.eval.batch_size, sampling)
     return [{"generation": o.text, "generated_tokens": o.thinking_tokens + o.answer_tokens,
              "thinking_tokens": o.thinking_tokens, "waits": o.waits, "capped": o.capped} for o in outs]
 

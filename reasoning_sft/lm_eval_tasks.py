@@ -33,14 +33,16 @@ def gold_of(doc: dict, field: str) -> str:
     return str(gold)
 
 
-def task_config(name: str, data_dir: str, max_new_tokens: int) -> dict:
+def task_config(name: str, data_dir: str, max_new_tokens: int, repeats: int = 1) -> dict:
     file, question, answer = BENCHMARKS[name]
     path = Path(data_dir) / file
     if not path.is_file():
         raise FileNotFoundError(f"eval.tasks: {name} reads {path}, which does not exist (set eval.data_dir)")
 
-    def process_results(doc: dict, results: list[str]) -> dict:
-        return {"exact_match": float(is_equivalent(extract_answer(results[0]), gold_of(doc, answer)))}
+    def process_results(doc: dict, results: list) -> dict:   # mean pass@1 over the repeats
+        gold = gold_of(doc, answer)
+        gens = results[0] if results and isinstance(results[0], (list, tuple)) else results
+        return {"exact_match": sum(is_equivalent(extract_answer(g), gold) for g in gens) / len(gens)}
 
     return {
         "task": f"rsft_{name}", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
@@ -50,7 +52,9 @@ def task_config(name: str, data_dir: str, max_new_tokens: int) -> dict:
         "process_results": process_results,
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
         "generation_kwargs": {"until": [], "max_gen_toks": max_new_tokens, "do_sample": False},
-        "metadata": {"version": 1.0},
+        "repeats": repeats, "metadata": {"version": 1.0},
+        # lm-eval's default filter keeps the first generation only: keep all `repeats`
+        "filter_list": [{"name": "none", "filter": [{"function": "take_first_k", "k": repeats}]}],
     }
 
 
@@ -63,10 +67,11 @@ def make_lm(model, tokenizer, cfg: DictConfig):
 
     class ReasoningLM(HFLM):
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+            # lm-eval already repeats each request `repeats` times: one generation per request here.
             prompts = [render_prompt(r.args[0], tokenizer, cfg.data.format.system_prompt) for r in requests]
-            outs = generate_for_eval(model, tokenizer, prompts, cfg)
+            outs = generate_for_eval(model, tokenizer, prompts, cfg, repeats=1)
             for r, prompt, out in zip(requests, prompts, outs):
-                self.details[r.args[0]] = {"prompt": prompt, **out}
+                self.details.setdefault(r.args[0], []).append({"prompt": prompt, **out})
             return [o["generation"] for o in outs]
 
     lm = ReasoningLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.eval.batch_size,
@@ -79,25 +84,36 @@ def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str]) -> tuple[di
     """lm-eval's `simple_evaluate` on the tasks; returns per-task summaries and per-sample rows."""
     import lm_eval
 
-    from reasoning_sft.metrics import accuracy_summary
+    from reasoning_sft.evaluation import summarize_samples
 
+    n = cfg.eval.get("num_samples", 1)
     lm = make_lm(model, tokenizer, cfg)
-    configs = [task_config(t, cfg.eval.data_dir, cfg.eval.max_new_tokens) if t in BENCHMARKS else t for t in tasks]
+    configs = [task_config(t, cfg.eval.data_dir, cfg.eval.max_new_tokens, n) if t in BENCHMARKS else t
+               for t in tasks]
     out = lm_eval.simple_evaluate(model=lm, tasks=configs, limit=cfg.eval.get("limit"), log_samples=True,
                                   bootstrap_iters=0)
     summaries, rows = {}, []
     for task in tasks:
-        key = f"rsft_{task}" if task in BENCHMARKS else task
-        samples = sorted(out["samples"].get(key, []), key=lambda s: s["doc_id"])
-        for s in samples:
-            details = lm.details.get(s["arguments"][0][0] if isinstance(s["arguments"][0], (list, tuple))
-                                     else s["arguments"]["gen_args_0"]["arg_0"], {})
-            gen = s["resps"][0][0] if s["resps"] and s["resps"][0] else ""
-            rows.append({"task": task, "id": s["doc_id"], **details, "generation": gen,
-                         "extracted": extract_answer(gen), "gold": s["target"],
-                         "correct": bool(s["exact_match"])})
-        mine = [r["correct"] for r in rows if r["task"] == task]
-        summary = accuracy_summary(mine, cfg.eval.bootstrap_samples, cfg.seed)
+        if task not in BENCHMARKS:   # a built-in lm-eval task: its own metrics, as lm-eval reports them
+            summaries[task] = {"lm_eval": {k: v for k, v in out["results"][task].items()
+                                           if isinstance(v, (int, float))}}
+            continue
+        key = f"rsft_{task}"
+        task_rows = []
+        for s in sorted(out["samples"].get(key, []), key=lambda s: s["doc_id"]):
+            first = s["arguments"][0] if isinstance(s["arguments"], list) else s["arguments"]["gen_args_0"]
+            context = first[0] if isinstance(first, (list, tuple)) else first["arg_0"]
+            details = lm.details.get(context, [])
+            # one request per document; its `repeats` generations are listed inside it
+            generations = [g for resp in s["resps"] for g in (resp if isinstance(resp, (list, tuple)) else [resp])]
+            for j, gen in enumerate(generations):
+                extracted = extract_answer(gen)
+                task_rows.append({"task": task, "id": s["doc_id"], "sample": j,
+                                  **(details[j] if j < len(details) else {}), "generation": gen,
+                                  "extracted": extracted, "gold": s["target"],
+                                  "correct": is_equivalent(extracted, str(s["target"]))})
+        summary = summarize_samples(task_rows, n, cfg)
         summary["lm_eval"] = {k: v for k, v in out["results"][key].items() if isinstance(v, (int, float))}
         summaries[task] = summary
+        rows += task_rows
     return summaries, rows

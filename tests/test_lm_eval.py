@@ -9,9 +9,14 @@ import pytest
 from reasoning_sft.models import build_tiny_model
 
 
-def _always_answers(model, tokenizer, text: str):
-    """Steer the real model (a forward hook on its output layer) to write `text` then end its turn."""
+def _always_answers(model, tokenizer, text: str, either: tuple[str, str] | None = None):
+    """Steer the real model (a forward hook on its output layer) to write `text` then end its turn.
+    With `either=(a, b)`, token a of the text is raised together with token b: sampling picks one."""
     forced = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    forced = [[t] for t in forced]
+    if either:
+        a, b = (tokenizer.convert_tokens_to_ids(x) for x in either)
+        forced[max(i for i, t in enumerate(forced) if t == [a])].append(b)
     step = {"n": 0}
 
     def restart(module, inputs):
@@ -20,7 +25,8 @@ def _always_answers(model, tokenizer, text: str):
 
     def steer(module, inputs, output):
         out = output.clone()
-        out[:, -1, forced[min(step["n"], len(forced) - 1)]] += 1e4
+        for token in forced[min(step["n"], len(forced) - 1)]:
+            out[:, -1, token] += 1e4
         step["n"] += 1
         return out
     handles = [model.get_input_embeddings().register_forward_pre_hook(restart),
@@ -79,3 +85,29 @@ def test_evaluate_stage_on_every_bundled_task(tmp_path, tiny_tokenizer, shared_d
     assert len(rows) == 10
     for r in rows:    # budget forcing ran inside lm-eval: thinking capped at 6 tokens, delimiter forced
         assert r["thinking_tokens"] <= 6 and "<|im_start|>answer\nAnswer: " in r["generation"]
+
+
+@pytest.mark.slow
+def test_sampled_metrics_through_lm_eval(make_cfg, tiny_tokenizer, shared_data, tmp_path):
+    from math import comb
+
+    from reasoning_sft.evaluation import run_tasks
+    model = build_tiny_model(tiny_tokenizer).eval()
+    cfg = make_cfg(["eval=benchmarks", "eval.tasks=[amc23]", "eval.limit=2", "eval.max_new_tokens=32",
+                    "eval.num_samples=8", "eval.temperature=1.0", "eval.ks=[1,4,8]", f"eval.data_dir={shared_data}"])
+    handle = _always_answers(model, tiny_tokenizer, "So the answer is $\\boxed{27}$.", either=("7", "8"))
+    try:
+        first = run_tasks(model, tiny_tokenizer, cfg, tmp_path)["amc23"]
+        rows = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
+        again = run_tasks(model, tiny_tokenizer, cfg, tmp_path)["amc23"]
+    finally:
+        handle.remove()
+    assert first == again and [json.loads(x)["generation"] for x in open(tmp_path / "eval_samples.jsonl")] == \
+        [r["generation"] for r in rows]                                  # seeded: the same samples again
+    doc0 = [r for r in rows if r["id"] == 0]
+    assert len(doc0) == 8 and {r["extracted"] for r in doc0} == {"27", "28"}   # really sampled
+    c = sum(r["correct"] for r in doc0)                                 # gold 27.0; doc 1 (gold 36) never
+    assert first["accuracy"] == pytest.approx(c / 8 / 2) == pytest.approx(first["lm_eval"]["exact_match,none"])
+    assert first["pass@4"] == pytest.approx((1 - comb(8 - c, 4) / comb(8, 4)) / 2)
+    assert first["pass@8"] == 0.5 and first["samples_per_problem"] == 8
+    assert first["maj@8"] in (0.0, 0.5)
