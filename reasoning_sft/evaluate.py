@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from reasoning_sft.config import ConfigError, finish_stage, open_run_dir
 from reasoning_sft.evaluation import run_tasks
 from reasoning_sft.models import load_pretrained_model, load_pretrained_tokenizer
-from reasoning_sft.wandb_logging import init_wandb
+from reasoning_sft.wandb_logging import init_wandb, log_eval
 
 
 def load_for_eval(cfg: DictConfig):
@@ -49,7 +49,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
     try:
         results = run_tasks(model, tokenizer, cfg, run_dir)
         if wandb_run:
-            wandb_run.log({f"eval/{task}/{k}": v for task, m in results.items() for k, v in m.items()})
+            log_eval(wandb_run, results, run_dir)
         return finish_stage(run_dir, "evaluate", model=cfg.model_path or cfg.model.name, eval=results,
                             total_seconds=round(time.time() - t0, 1),
                             wandb={"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None)

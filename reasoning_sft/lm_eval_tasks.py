@@ -22,6 +22,7 @@ BENCHMARKS = {
     "math500": ("math500.jsonl", "problem", "answer"),
     "olympiadbench": ("olympiadbench.jsonl", "question", "final_answer"),
 }
+OURS = set(BENCHMARKS) | {"gpqa_diamond"}
 # s1's prompt: the question, step by step, a boxed answer.
 PROMPT = "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
@@ -31,6 +32,58 @@ def gold_of(doc: dict, field: str) -> str:
     if isinstance(gold, list):          # OlympiadBench: a list of final answers, "$...$"-wrapped
         gold = ", ".join(str(g).strip("$") for g in gold)
     return str(gold)
+
+
+GPQA_PROMPT = ("{question}\n\n{choices}\n\nPlease reason step by step, and put the letter of the correct "
+               "choice within \\boxed{{}}.")
+LETTERS = "ABCD"
+
+
+def gpqa_choices(doc: dict, seed: int) -> tuple[list[str], str]:
+    """The four choices in a seeded order fixed per question, and the correct letter."""
+    import hashlib
+    import random
+    choices = [doc["Correct Answer"], doc["Incorrect Answer 1"], doc["Incorrect Answer 2"], doc["Incorrect Answer 3"]]
+    rng = random.Random(f"{seed}-{hashlib.sha256(doc['Question'].encode()).hexdigest()}")
+    order = list(range(4))
+    rng.shuffle(order)
+    return [str(choices[i]).strip() for i in order], LETTERS[order.index(0)]
+
+
+def extract_letter(text: str) -> str | None:
+    answer = extract_answer(text)
+    if answer is None:
+        return None
+    letters = [c for c in answer.replace("\\text", "") if c in LETTERS]
+    return letters[0] if len(letters) == 1 else None     # "B" or "(B)"; "A or B" is no answer
+
+
+def gpqa_task_config(path: str, seed: int, max_new_tokens: int, repeats: int = 1) -> dict:
+    """GPQA-Diamond from the user's copy (the official CSV: Question, Correct Answer, Incorrect
+    Answer 1-3). Its authors ask that examples not be posted in plain text: it is never bundled."""
+    if not path or not Path(path).is_file():
+        raise FileNotFoundError(f"eval.gpqa_path={path!r}: GPQA-Diamond is read only from your own copy "
+                                "(gpqa_diamond.csv); set eval.gpqa_path")
+
+    def doc_to_text(doc: dict) -> str:
+        choices, _ = gpqa_choices(doc, seed)
+        return GPQA_PROMPT.format(question=doc["Question"].strip(),
+                                  choices="\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices)))
+
+    def process_results(doc: dict, results: list) -> dict:
+        gold = gpqa_choices(doc, seed)[1]
+        gens = results[0] if results and isinstance(results[0], (list, tuple)) else results
+        return {"exact_match": sum(extract_letter(g) == gold for g in gens) / len(gens)}
+
+    return {
+        "task": "rsft_gpqa_diamond", "dataset_path": "csv", "dataset_kwargs": {"data_files": {"test": str(path)}},
+        "test_split": "test", "output_type": "generate_until", "doc_to_text": doc_to_text,
+        "doc_to_target": lambda doc: gpqa_choices(doc, seed)[1], "process_results": process_results,
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        "generation_kwargs": {"until": [], "max_gen_toks": max_new_tokens, "do_sample": False},
+        "repeats": repeats, "metadata": {"version": 1.0},
+        "filter_list": [{"name": "none", "filter": [{"function": "take_first_k", "k": repeats}]}],
+    }
 
 
 def task_config(name: str, data_dir: str, max_new_tokens: int, repeats: int = 1) -> dict:
@@ -88,17 +141,22 @@ def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str]) -> tuple[di
 
     n = cfg.eval.get("num_samples", 1)
     lm = make_lm(model, tokenizer, cfg)
-    configs = [task_config(t, cfg.eval.data_dir, cfg.eval.max_new_tokens, n) if t in BENCHMARKS else t
-               for t in tasks]
+    def config(t: str):
+        if t == "gpqa_diamond":
+            return gpqa_task_config(cfg.eval.get("gpqa_path"), cfg.seed, cfg.eval.max_new_tokens, n)
+        return task_config(t, cfg.eval.data_dir, cfg.eval.max_new_tokens, n) if t in BENCHMARKS else t
+    configs = [config(t) for t in tasks]
     out = lm_eval.simple_evaluate(model=lm, tasks=configs, limit=cfg.eval.get("limit"), log_samples=True,
                                   bootstrap_iters=0)
     summaries, rows = {}, []
     for task in tasks:
-        if task not in BENCHMARKS:   # a built-in lm-eval task: its own metrics, as lm-eval reports them
+        if task not in OURS:         # a built-in lm-eval task: its own metrics, as lm-eval reports them
             summaries[task] = {"lm_eval": {k: v for k, v in out["results"][task].items()
                                            if isinstance(v, (int, float))}}
             continue
         key = f"rsft_{task}"
+        grade = (lambda gen, gold: extract_letter(gen) == gold) if task == "gpqa_diamond" else \
+            (lambda gen, gold: is_equivalent(extract_answer(gen), str(gold)))
         task_rows = []
         for s in sorted(out["samples"].get(key, []), key=lambda s: s["doc_id"]):
             first = s["arguments"][0] if isinstance(s["arguments"], list) else s["arguments"]["gen_args_0"]
@@ -107,11 +165,10 @@ def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str]) -> tuple[di
             # one request per document; its `repeats` generations are listed inside it
             generations = [g for resp in s["resps"] for g in (resp if isinstance(resp, (list, tuple)) else [resp])]
             for j, gen in enumerate(generations):
-                extracted = extract_answer(gen)
+                extracted = extract_letter(gen) if task == "gpqa_diamond" else extract_answer(gen)
                 task_rows.append({"task": task, "id": s["doc_id"], "sample": j,
                                   **(details[j] if j < len(details) else {}), "generation": gen,
-                                  "extracted": extracted, "gold": s["target"],
-                                  "correct": is_equivalent(extracted, str(s["target"]))})
+                                  "extracted": extracted, "gold": s["target"], "correct": grade(gen, s["target"])})
         summary = summarize_samples(task_rows, n, cfg)
         summary["lm_eval"] = {k: v for k, v in out["results"][key].items() if isinstance(v, (int, float))}
         summaries[task] = summary

@@ -25,7 +25,7 @@ from reasoning_sft.formatting import get_style, tokenize_records
 from reasoning_sft.models import count_parameters
 from reasoning_sft.prepare import prepare_records, token_stats
 from reasoning_sft.records import content_hash
-from reasoning_sft.wandb_logging import init_wandb
+from reasoning_sft.wandb_logging import init_wandb, log_eval
 
 
 def prepare_examples(cfg: DictConfig, tokenizer) -> tuple[list[dict], dict]:
@@ -126,7 +126,7 @@ def run_training(cfg: DictConfig) -> dict:
             from reasoning_sft.evaluation import run_tasks
             evaluation = run_tasks(trainer.model, tokenizer, cfg, run_dir)
             if wandb_run:
-                wandb_run.log({f"eval/{task}/{k}": v for task, m in evaluation.items() for k, v in m.items()})
+                log_eval(wandb_run, evaluation, run_dir)
 
         results = {
             "experiment": cfg.experiment_name,

@@ -100,3 +100,18 @@ def find_offline_run_file(run_dir: str | Path) -> Path:
     if not files:
         raise FileNotFoundError(f"{run_dir}: no offline W&B run under wandb/")
     return files[-1]
+
+
+SAMPLE_COLUMNS = ["task", "id", "sample", "prompt", "generation", "extracted", "gold", "correct",
+                  "thinking_tokens", "waits", "capped"]
+
+
+def log_eval(run, results: dict, run_dir: Path) -> None:
+    """Evaluation metrics (eval/<task>/<metric>) and a table of every sample (eval/samples)."""
+    import wandb
+    run.log({f"eval/{task}/{k}": v for task, metrics in results.items() for k, v in metrics.items()
+             if isinstance(v, (int, float))})
+    with open(run_dir / "eval_samples.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    run.log({"eval/samples": wandb.Table(columns=SAMPLE_COLUMNS,
+                                         data=[[r.get(c) for c in SAMPLE_COLUMNS] for r in rows])})

@@ -111,3 +111,52 @@ def test_sampled_metrics_through_lm_eval(make_cfg, tiny_tokenizer, shared_data, 
     assert first["pass@4"] == pytest.approx((1 - comb(8 - c, 4) / comb(8, 4)) / 2)
     assert first["pass@8"] == 0.5 and first["samples_per_problem"] == 8
     assert first["maj@8"] in (0.0, 0.5)
+
+
+def _gpqa_file(tmp_path):
+    """A file in the official GPQA CSV layout, with made-up questions (GPQA itself is never bundled)."""
+    import csv
+    path = tmp_path / "gpqa_diamond.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Record ID", "Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
+                    "Incorrect Answer 3"])
+        for i in range(6):
+            w.writerow([f"r{i}", f"Which value does test question {i} expect?", f"right {i}", f"wrong {i}a",
+                        f"wrong {i}b", f"wrong {i}c"])
+    return path
+
+
+@pytest.mark.slow
+def test_gpqa_shuffles_choices_by_seed_and_grades_letters(make_cfg, tiny_tokenizer, tmp_path):
+    import re
+
+    from reasoning_sft.evaluation import run_tasks
+    path = _gpqa_file(tmp_path)
+    model = build_tiny_model(tiny_tokenizer).eval()
+    cfg = make_cfg(["eval=benchmarks", "eval.tasks=[gpqa_diamond]", f"eval.gpqa_path={path}", "eval.max_new_tokens=16"])
+    handle = _always_answers(model, tiny_tokenizer, "The answer is \\\\boxed{B}.")
+    try:
+        result = run_tasks(model, tiny_tokenizer, cfg, tmp_path)["gpqa_diamond"]
+        rows = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
+        other_seed = make_cfg(["eval=benchmarks", "eval.tasks=[gpqa_diamond]", f"eval.gpqa_path={path}",
+                               "eval.max_new_tokens=16", "seed=7"])
+        run_tasks(model, tiny_tokenizer, other_seed, tmp_path)
+        reseeded = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
+    finally:
+        handle.remove()
+    gold_letters = []
+    for r in rows:   # find the correct choice's letter in the rendered prompt itself
+        (letter,) = re.findall(r"\(([ABCD])\) right \d", r["prompt"])
+        gold_letters.append(letter)
+        assert r["gold"] == letter and r["extracted"] == "B" and r["correct"] == (letter == "B")
+        assert sorted(re.findall(r"\(([ABCD])\) ", r["prompt"])) == ["A", "B", "C", "D"]
+    assert len(set(gold_letters)) > 1                                    # really shuffled
+    assert [r["gold"] for r in reseeded] != gold_letters                 # by the seed
+    assert result["accuracy"] == gold_letters.count("B") / 6 == result["lm_eval"]["exact_match,none"]
+
+
+def test_gpqa_needs_the_users_copy(make_cfg, tiny_tokenizer):
+    from reasoning_sft.lm_eval_tasks import gpqa_task_config
+    with pytest.raises(FileNotFoundError, match="eval.gpqa_path=None: GPQA-Diamond is read only from your own copy"):
+        gpqa_task_config(None, 0, 16)

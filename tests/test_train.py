@@ -105,8 +105,18 @@ def test_cli_demo_shape_end_to_end(tmp_path):
     # The evaluate stage on the saved model reproduces the after-train evaluation exactly (greedy).
     proc = subprocess.run(
         [sys.executable, "-m", "reasoning_sft.evaluate", f"model_path={tmp_path}/run/final_model",
-         "eval.num_problems=10", "eval.max_new_tokens=64", "logger=none", f"hydra.run.dir={tmp_path}/eval"],
+         "eval.num_problems=10", "eval.max_new_tokens=64", f"hydra.run.dir={tmp_path}/eval"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = [json.loads(line) for line in open(tmp_path / "eval" / "eval_samples.jsonl")]
     assert [s["generation"] for s in again] == [s["generation"] for s in samples]
+    # W&B (offline): the evaluation metrics and a table of the samples
+    logged = read_offline_run(find_offline_run_file(tmp_path / "eval"))
+    accuracy = [h["eval/synthetic/accuracy"] for h in logged["history"] if "eval/synthetic/accuracy" in h]
+    assert accuracy == [json.loads((tmp_path / "eval" / "summary.json").read_text())["eval"]["synthetic"]["accuracy"]]
+    (table,) = [h for h in logged["history"] if "eval/samples/_type" in h]
+    assert table["eval/samples/_type"] == "table-file" and table["eval/samples/nrows"] == 10
+    table_file = find_offline_run_file(tmp_path / "eval").parent / "files" / table["eval/samples/path"]
+    data = json.loads(table_file.read_text())
+    assert [row[4] for row in data["data"]] == [s["generation"] for s in again]    # the generations
+    assert logged["run"]["job_type"] == "evaluate"
