@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -178,6 +179,22 @@ def open_run_dir(cfg: DictConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     return run_dir
+
+
+def run_cli(run: Callable[[DictConfig], dict], cfg: DictConfig, report: Callable[[dict], None]) -> None:
+    """A stage's command line: a bad config or bad data ends in one line naming it, and exit code 2."""
+    from hydra.errors import InstantiationException
+
+    from reasoning_sft.data.loaders import DataError
+    try:
+        summary = run(cfg)
+    except (ConfigError, DataError, InstantiationException) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) else e   # a loader's error
+        if not isinstance(cause, (ConfigError, DataError)):
+            raise
+        print(f"{'config' if isinstance(cause, ConfigError) else 'data'} error: {cause}", file=sys.stderr)
+        sys.exit(2)
+    report(summary)
 
 
 def finish_stage(run_dir: Path, stage: str, **results: Any) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from reasoning_sft.grading import extract_answer, is_equivalent
-from reasoning_sft.config import ConfigError, finish_stage, open_run_dir, validate_prepare_config, write_json
+from reasoning_sft.config import run_cli, ConfigError, finish_stage, open_run_dir, validate_prepare_config, write_json
 from reasoning_sft.records import Record, content_hash, write_jsonl
 
 # --- quality --------------------------------------------------------------------------------------
@@ -267,16 +266,15 @@ def run_curate(cfg: DictConfig) -> dict:
     return finish_stage(run_dir, "curate", data_card=card)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="curate")
-def main(cfg: DictConfig) -> None:
-    try:
-        summary = run_curate(cfg)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+def report(summary: dict) -> None:
     for s in summary["data_card"]["stages"]:
         print(f"{s['stage']:>16}: {s['in']} -> {s['out']}  {s['removed_by_reason']}")
     print(f"run dir: {summary['run_dir']}  (curated.jsonl, removed.jsonl, data_card.json)")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="curate")
+def main(cfg: DictConfig) -> None:
+    run_cli(run_curate, cfg, report)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ The run dir holds config.yaml, eval_samples.jsonl and summary.json.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from reasoning_sft.config import ConfigError, finish_stage, open_run_dir
+from reasoning_sft.config import run_cli, ConfigError, finish_stage, open_run_dir
 from reasoning_sft.evaluation import run_tasks
 from reasoning_sft.models import load_pretrained_model, load_pretrained_tokenizer
 from reasoning_sft.wandb_logging import init_wandb, log_eval
@@ -58,17 +57,19 @@ def run_evaluation(cfg: DictConfig) -> dict:
             wandb_run.finish()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    try:
-        summary = run_evaluation(cfg)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        sys.exit(2)
+def report(summary: dict) -> None:
     for task, m in summary["eval"].items():
+        if "accuracy" not in m:          # a built-in lm-eval task: its own metrics
+            print(f"eval/{task}: {m['lm_eval']}")
+            continue
         print(f"eval/{task}: accuracy {m['accuracy']:.3f} (95% CI {m['ci95_low']:.3f}-{m['ci95_high']:.3f},"
               f" n={m['num_problems']})")
     print(f"run dir: {summary['run_dir']}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run_cli(run_evaluation, cfg, report)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from reasoning_sft.config import ConfigError
 from reasoning_sft.grading import extract_answer, is_equivalent
 
 # name -> (file in eval.data_dir, question field, gold answer field)
@@ -62,7 +63,7 @@ def gpqa_task_config(path: str, seed: int, max_new_tokens: int, repeats: int = 1
     """GPQA-Diamond from the user's copy (the official CSV: Question, Correct Answer, Incorrect
     Answer 1-3). Its authors ask that examples not be posted in plain text: it is never bundled."""
     if not path or not Path(path).is_file():
-        raise FileNotFoundError(f"eval.gpqa_path={path!r}: GPQA-Diamond is read only from your own copy "
+        raise ConfigError(f"eval.gpqa_path={path!r}: GPQA-Diamond is read only from your own copy "
                                 "(gpqa_diamond.csv); set eval.gpqa_path")
 
     def doc_to_text(doc: dict) -> str:
@@ -90,7 +91,7 @@ def task_config(name: str, data_dir: str, max_new_tokens: int, repeats: int = 1)
     file, question, answer = BENCHMARKS[name]
     path = Path(data_dir) / file
     if not path.is_file():
-        raise FileNotFoundError(f"eval.tasks: {name} reads {path}, which does not exist (set eval.data_dir)")
+        raise ConfigError(f"eval.tasks: {name} reads {path}, which does not exist (set eval.data_dir)")
 
     def process_results(doc: dict, results: list) -> dict:   # mean pass@1 over the repeats
         gold = gold_of(doc, answer)

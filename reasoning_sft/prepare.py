@@ -8,7 +8,6 @@ what a model is trained on; `train` calls the same `prepare_records`.
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections import Counter
 from statistics import mean, median
 from typing import Callable
@@ -18,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from reasoning_sft.ablation import apply_transforms, summarize
-from reasoning_sft.config import ConfigError, finish_stage, open_run_dir, write_json
+from reasoning_sft.config import run_cli, ConfigError, finish_stage, open_run_dir, write_json
 from reasoning_sft.records import Record, content_hash, write_jsonl
 
 
@@ -101,17 +100,16 @@ def run_prepare(cfg: DictConfig) -> dict:
     return finish_stage(run_dir, "prepare", data_card=card)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
-def main(cfg: DictConfig) -> None:
-    try:
-        summary = run_prepare(cfg)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+def report(summary: dict) -> None:
     card = summary["data_card"]
     print(f"records: loaded {card['records_loaded']}, selected {card['records_selected']}, "
           f"prepared {card['records_prepared']}  hash {card['content_hash']}")
     print(f"run dir: {summary['run_dir']}  (prepared.jsonl, data_card.json)")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    run_cli(run_prepare, cfg, report)
 
 
 if __name__ == "__main__":

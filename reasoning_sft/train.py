@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
 from reasoning_sft.config import (ConfigError, check_hardware, grad_accumulation, open_run_dir, training_dtype,
-                                  finish_stage, validate_train_config, write_json)
+                                  finish_stage, run_cli, validate_train_config, write_json)
 from reasoning_sft.formatting import get_style, tokenize_records
 from reasoning_sft.models import count_parameters
 from reasoning_sft.prepare import prepare_records, token_stats
@@ -156,6 +155,9 @@ def print_summary(summary: dict) -> None:
     print(f"train:       {tr['steps']} steps, loss {tr['first_loss']:.3f} -> {tr['final_loss']:.3f} "
           f"in {tr['train_seconds']}s")
     for task, m in summary["eval"].items():
+        if "accuracy" not in m:
+            print(f"eval/{task}: {m['lm_eval']}")
+            continue
         print(f"eval/{task}: accuracy {m['accuracy']:.3f} (95% CI {m['ci95_low']:.3f}-{m['ci95_high']:.3f},"
               f" n={m['num_problems']})  samples: {run_dir}/eval_samples.jsonl")
     if summary["wandb"]:
@@ -165,11 +167,7 @@ def print_summary(summary: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
-        print_summary(run_training(cfg))
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(run_training, cfg, print_summary)
 
 
 if __name__ == "__main__":

@@ -126,3 +126,19 @@ def test_table_loader_maps_columns_and_the_card_counts_skips(make_cfg, tmp_path)
     assert card["domains"] == {"algebra": 6}
     with pytest.raises(Exception, match=r"data\.source\.on_error='ignore'"):
         run_prepare(make_cfg(overrides[:-1] + ["data.source.on_error=ignore"], config_name="prepare"))
+
+
+def test_cli_reports_bad_data_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"question": "q", "thinking": "t", "answer": "a"}\n{oops\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "reasoning_sft.prepare", "data=jsonl", f"data.source.path={path}",
+         f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith(f"data error: {path}:2: not valid JSON (Expecting property name "
+                                        "enclosed in double quotes)")
+    assert "Traceback" not in proc.stderr

@@ -158,5 +158,6 @@ def test_gpqa_shuffles_choices_by_seed_and_grades_letters(make_cfg, tiny_tokeniz
 
 def test_gpqa_needs_the_users_copy(make_cfg, tiny_tokenizer):
     from reasoning_sft.lm_eval_tasks import gpqa_task_config
-    with pytest.raises(FileNotFoundError, match="eval.gpqa_path=None: GPQA-Diamond is read only from your own copy"):
+    from reasoning_sft.config import ConfigError
+    with pytest.raises(ConfigError, match="eval.gpqa_path=None: GPQA-Diamond is read only from your own copy"):
         gpqa_task_config(None, 0, 16)
