@@ -227,6 +227,9 @@ def curate(records: list[Record], cfg: DictConfig, count_tokens) -> tuple[list[R
     if c.difficulty.enabled:
         fields, reasons = list(c.difficulty.solved_by_fields), {}
         answer_fields = list(c.difficulty.get("solver_answer_fields") or [])
+        for path in c.difficulty.get("solver_models") or []:   # run the evaluation engine on the pool
+            current = solve_with_model(current, path, cfg)
+            answer_fields.append(f"solver:{path}")
         for rec in current:
             solved = [f for f in fields if rec.metadata.get(f) is True]
             gold = rec.metadata.get("gold_answer")
@@ -248,6 +251,28 @@ def curate(records: list[Record], cfg: DictConfig, count_tokens) -> tuple[list[R
     card["domains"] = dict(Counter(r.domain or "unclassified" for r in final).most_common())
     card["content_hash"] = content_hash(final)
     return final, card, removed
+
+
+def solve_with_model(records: list[Record], model_path: str, cfg: DictConfig) -> list[Record]:
+    """Greedy answers of a solver model (a saved model dir) to every question, kept in
+    metadata['solver:<path>'] so the difficulty stage grades them like any solver-answer column."""
+    import torch
+
+    from reasoning_sft.evaluation import generate
+    from reasoning_sft.formatting import render_prompt
+    from reasoning_sft.lm_eval_tasks import PROMPT
+    from reasoning_sft.models import load_pretrained_model, load_pretrained_tokenizer
+
+    if not Path(model_path).is_dir():
+        raise ConfigError(f"curation.difficulty.solver_models: {model_path} is not a saved model directory")
+    tokenizer = load_pretrained_tokenizer(model_path)
+    model = load_pretrained_model(tokenizer, model_path, dtype=torch.bfloat16 if torch.cuda.is_available()
+                                  else torch.float32)
+    model = model.cuda() if torch.cuda.is_available() else model
+    d = cfg.curation.difficulty
+    prompts = [render_prompt(PROMPT.format(question=r.question), tokenizer) for r in records]
+    outs = generate(model, tokenizer, prompts, d.solver_max_new_tokens, d.solver_batch_size)
+    return [replace(r, metadata={**r.metadata, f"solver:{model_path}": text}) for r, (text, _) in zip(records, outs)]
 
 
 def run_curate(cfg: DictConfig) -> dict:

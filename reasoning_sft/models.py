@@ -6,6 +6,7 @@ hub: the tokenizer is a byte-level BPE trained on the spot and the model is init
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -92,8 +93,16 @@ def train_tiny_tokenizer(vocab_size: int = 512, corpus_files: list[str] | None =
 
 def load_pretrained_tokenizer(name_or_path: str, trust_remote_code: bool = False,
                               revision: str | None = None) -> PreTrainedTokenizerBase:
-    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
-                                        revision=revision)
+    config_file = Path(name_or_path) / "tokenizer_config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("tokenizer_class") in (
+            "TokenizersBackend", "PreTrainedTokenizerFast"):
+        # A tokenizer saved from a plain `tokenizers` object (the tiny ones): load tokenizer.json as it
+        # is. AutoTokenizer would follow config.json's model_type to Qwen2Tokenizer, which rebuilds
+        # Qwen's own pre-tokenizer and tokenizes differently from training.
+        tok = PreTrainedTokenizerFast.from_pretrained(name_or_path)
+    else:
+        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                            revision=revision)
     if tok.pad_token is None:
         # Qwen has <|endoftext|>; Llama-style tokenizers have none: pad with eos (labels mask it anyway).
         tok.pad_token = tok.eos_token

@@ -121,3 +121,40 @@ def test_difficulty_drops_what_a_solver_answered_correctly(tmp_path):
     removed = {json.loads(line)["id"]: json.loads(line) for line in open(tmp_path / "run" / "removed.jsonl")}
     assert {int(k) for k in removed} == solved
     assert removed["15"]["solved_by"] == ["qwen32b_ok", "qwen7b"]
+
+
+@pytest.mark.slow
+def test_difficulty_runs_a_solver_model_on_the_pool(tmp_path, tiny_tokenizer):
+    from conftest import compose_config
+    from reasoning_sft.evaluation import generate
+    from reasoning_sft.formatting import render_prompt
+    from reasoning_sft.lm_eval_tasks import PROMPT
+    from reasoning_sft.models import build_tiny_model
+    solver = build_tiny_model(tiny_tokenizer, seed=3)
+    solver.save_pretrained(tmp_path / "solver")
+    tiny_tokenizer.save_pretrained(tmp_path / "solver")
+    questions = [f"What is {i} + {i}?" for i in range(6)]
+    from reasoning_sft.models import load_pretrained_model
+    saved = load_pretrained_model(tiny_tokenizer, str(tmp_path / "solver"), dtype=solver.dtype)
+    expected = [t for t, _ in generate(saved, tiny_tokenizer, [render_prompt(PROMPT.format(question=q), tiny_tokenizer)
+                                                               for q in questions], 12, 4)]
+    assert all(e.strip() for e in expected)
+    path = tmp_path / "pool.jsonl"
+    # gold = the solver's own (extracted or whole) output for even rows: those count as solved
+    from reasoning_sft.grading import extract_answer
+    golds = [(extract_answer(e) or e) if i % 2 == 0 else "no such answer 12345" for i, e in enumerate(expected)]
+    path.write_text("".join(json.dumps({"id": i, "q": q, "t": "think", "a": "a", "gold": g}) + "\n"
+                            for i, (q, g) in enumerate(zip(questions, golds))))
+    cfg = compose_config(["data=jsonl", f"data.source.path={path}", "data.source.fields.question=q",
+                          "data.source.fields.thinking=t", "data.source.fields.answer=a", "data.source.fields.id=id",
+                          "data.source.fields.gold_answer=gold", "curation.quality.enabled=false",
+                          "curation.decontamination.enabled=false", "curation.diversity.enabled=false",
+                          f"curation.difficulty.solver_models=[{tmp_path / 'solver'}]",
+                          "curation.difficulty.solver_max_new_tokens=12", "curation.difficulty.solver_batch_size=4"],
+                         "curate", tmp_path / "run")
+    card = run_curate(cfg)["data_card"]
+    kept = [json.loads(line) for line in open(tmp_path / "run" / "curated.jsonl")]
+    removed = [json.loads(line) for line in open(tmp_path / "run" / "removed.jsonl")]
+    key = f"solver:{tmp_path / 'solver'}"
+    assert [r["metadata"][key] for r in kept] == [expected[int(r["id"])] for r in kept]   # the engine's answers
+    assert sorted(int(r["id"]) for r in removed) == [0, 2, 4] and card["records_curated"] == 3

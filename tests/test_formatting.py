@@ -63,3 +63,17 @@ def test_overflow_drop_and_truncate_are_counted(tiny_tokenizer):
     # A limit inside the prompt leaves nothing to learn: dropped, and counted as such.
     _, counts = tokenize_records(recs, tiny_tokenizer, THINKING_STYLES["s1"], 16, "truncate")
     assert counts["dropped_prompt_too_long"] == 50
+
+
+def test_a_saved_run_model_reloads_the_exact_tokenizer(tiny_tokenizer, tmp_path):
+    """A run dir's final_model holds config.json (model_type qwen2) next to the tokenizer: it must not
+    come back as Qwen2Tokenizer with Qwen's own pre-tokenizer (" 1" would become "Ġ", "1")."""
+    from reasoning_sft.models import build_tiny_model, load_pretrained_tokenizer
+    build_tiny_model(tiny_tokenizer).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    reloaded = load_pretrained_tokenizer(str(tmp_path))
+    recs = generate_records(50, seed=4)
+    text = [render_prompt(r.question, tiny_tokenizer) + assistant_text(r, THINKING_STYLES["s1"]) for r in recs]
+    assert [reloaded(t, add_special_tokens=False)["input_ids"] for t in text] == \
+        [tiny_tokenizer(t, add_special_tokens=False)["input_ids"] for t in text]
+    assert reloaded.chat_template == tiny_tokenizer.chat_template and reloaded.eos_token == "<|im_end|>"
