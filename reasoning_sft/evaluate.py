@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from reasoning_sft.config import run_cli, ConfigError, finish_stage, open_run_dir
-from reasoning_sft.evaluation import run_tasks
+from reasoning_sft.evaluation import result_line, run_tasks
 from reasoning_sft.models import load_pretrained_model, load_pretrained_tokenizer
 from reasoning_sft.wandb_logging import init_wandb, log_eval
 
@@ -59,11 +59,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
 
 def report(summary: dict) -> None:
     for task, m in summary["eval"].items():
-        if "accuracy" not in m:          # a built-in lm-eval task: its own metrics
-            print(f"eval/{task}: {m['lm_eval']}")
-            continue
-        print(f"eval/{task}: accuracy {m['accuracy']:.3f} (95% CI {m['ci95_low']:.3f}-{m['ci95_high']:.3f},"
-              f" n={m['num_problems']})")
+        print(result_line(task, m))
     print(f"run dir: {summary['run_dir']}")
 
 

@@ -109,6 +109,14 @@ def generate_for_eval(model, tokenizer, prompts: list[str], cfg: DictConfig, rep
 TASKS = {"synthetic": evaluate_synthetic}
 
 
+def result_line(task: str, metrics: dict) -> str:
+    """One printed line per task: accuracy with its interval, or lm-eval's own metrics."""
+    if "accuracy" not in metrics:        # a built-in lm-eval task
+        return f"eval/{task}: {metrics['lm_eval']}"
+    return (f"eval/{task}: accuracy {metrics['accuracy']:.3f} (95% CI {metrics['ci95_low']:.3f}-"
+            f"{metrics['ci95_high']:.3f}, n={metrics['num_problems']})")
+
+
 def run_tasks(model, tokenizer, cfg: DictConfig, run_dir: Path) -> dict:
     """Run every task of `eval.tasks`; per-sample results go to `eval_samples.jsonl`."""
     results, rows = {}, []

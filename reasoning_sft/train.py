@@ -20,6 +20,7 @@ from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set
 
 from reasoning_sft.config import (ConfigError, check_hardware, grad_accumulation, open_run_dir, training_dtype,
                                   finish_stage, run_cli, validate_train_config, write_json)
+from reasoning_sft.evaluation import result_line, run_tasks
 from reasoning_sft.formatting import get_style, tokenize_records
 from reasoning_sft.models import count_parameters
 from reasoning_sft.prepare import prepare_records, token_stats
@@ -122,7 +123,6 @@ def run_training(cfg: DictConfig) -> dict:
 
         evaluation = {}
         if cfg.eval.after_train and rank == 0:
-            from reasoning_sft.evaluation import run_tasks
             evaluation = run_tasks(trainer.model, tokenizer, cfg, run_dir)
             if wandb_run:
                 log_eval(wandb_run, evaluation, run_dir)
@@ -155,11 +155,7 @@ def print_summary(summary: dict) -> None:
     print(f"train:       {tr['steps']} steps, loss {tr['first_loss']:.3f} -> {tr['final_loss']:.3f} "
           f"in {tr['train_seconds']}s")
     for task, m in summary["eval"].items():
-        if "accuracy" not in m:
-            print(f"eval/{task}: {m['lm_eval']}")
-            continue
-        print(f"eval/{task}: accuracy {m['accuracy']:.3f} (95% CI {m['ci95_low']:.3f}-{m['ci95_high']:.3f},"
-              f" n={m['num_problems']})  samples: {run_dir}/eval_samples.jsonl")
+        print(f"{result_line(task, m)}  samples: {run_dir}/eval_samples.jsonl")
     if summary["wandb"]:
         print(f"wandb:       {summary['wandb']['dir']}")
     print(f"total:       {summary['total_seconds']}s")
