@@ -7,6 +7,7 @@ switched off, is counted in the card, and every removed record is listed with it
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -280,8 +281,11 @@ def run_curate(cfg: DictConfig) -> dict:
     run_dir = open_run_dir(cfg)
     tokenizer = instantiate(cfg.model.tokenizer)
     records = instantiate(cfg.data.source)
-    final, card, removed = curate(
-        records, cfg, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    @functools.lru_cache(maxsize=None)   # difficulty and diversity both measure the same traces
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    final, card, removed = curate(records, cfg, count_tokens)
     card["skipped_by_loader"] = getattr(records, "skipped", {})
     write_jsonl(final, run_dir / "curated.jsonl")
     with open(run_dir / "removed.jsonl", "w", encoding="utf-8") as f:

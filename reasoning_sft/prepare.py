@@ -7,6 +7,7 @@ what a model is trained on; `train` calls the same `prepare_records`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from statistics import mean, median
@@ -70,6 +71,7 @@ def token_stats(lengths: list[int]) -> dict:
 
 def prepare_records(cfg: DictConfig, tokenizer) -> tuple[list[Record], dict]:
     """Everything between the source and tokenization, with a card that accounts for every record."""
+    @functools.lru_cache(maxsize=None)   # selection and the card both measure the same traces
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 

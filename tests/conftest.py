@@ -44,10 +44,17 @@ def make_cfg(tmp_path):
     return _make
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests on the bundled real data skip, with the reason, where ../shared/data is absent."""
+    missing = pytest.mark.skipif(not SHARED_DATA.is_dir(),
+                                 reason=f"{SHARED_DATA} is absent: the bundled real data sits beside the checkout")
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(missing)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"{SHARED_DATA} is absent: the bundled real data sits beside the project checkout")
     return SHARED_DATA
 
 
