@@ -119,6 +119,11 @@ def validate_train_config(cfg: DictConfig) -> None:
     _check(t.precision in PRECISIONS, "trainer.precision", f"one of {PRECISIONS}", t.precision)
     _check(t.sampling in ("random", "group_by_length"), "trainer.sampling", "'random' or 'group_by_length'",
            t.sampling)
+    _check(isinstance(t.save_steps, int) and t.save_steps >= 0, "trainer.save_steps", "an integer >= 0", t.save_steps)
+    _check(isinstance(t.save_total_limit, int) and t.save_total_limit >= 1, "trainer.save_total_limit",
+           "an integer >= 1", t.save_total_limit)
+    _check(t.resume is not None and isinstance(t.resume, str), "trainer.resume",
+           "'never', 'auto' or a checkpoint dir", t.resume)
     _check(t.lr_scheduler in SCHEDULERS, "trainer.lr_scheduler", f"one of {SCHEDULERS}", t.lr_scheduler)
     grad_accumulation(cfg)
 
@@ -153,6 +158,10 @@ def check_hardware(cfg: DictConfig) -> None:
     if cfg.trainer.precision in ("bf16", "fp16") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.precision={cfg.trainer.precision!r}: needs a GPU; "
                           "this machine has none (use trainer.precision=auto or fp32)")
+    if cfg.trainer.liger_kernel:
+        import importlib.util
+        if importlib.util.find_spec("liger_kernel") is None or not torch.cuda.is_available():
+            raise ConfigError("trainer.liger_kernel=true: needs a GPU and `pip install liger-kernel`")
 
 
 def training_dtype(cfg: DictConfig) -> tuple[str, torch.dtype]:
@@ -177,7 +186,9 @@ def open_run_dir(cfg: DictConfig) -> Path:
     """The stage's run dir (`paths.output_dir`), created, holding the resolved config.yaml."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    tmp = run_dir / "config.yaml.tmp"
+    OmegaConf.save(cfg, tmp, resolve=True)
+    tmp.replace(run_dir / "config.yaml")   # workers and resumes read it: never half written
     return run_dir
 
 

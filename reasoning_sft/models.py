@@ -160,4 +160,4 @@ def load_pretrained_model(tokenizer: PreTrainedTokenizerBase, name_or_path: str,
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())   # ZeRO-3: full size

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -16,13 +17,17 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
+from reasoning_sft.checkpoints import CheckpointCallback, resume_checkpoint
 from reasoning_sft.config import (ConfigError, check_hardware, grad_accumulation, open_run_dir, training_dtype,
-                                  finish_stage, run_cli, validate_train_config, write_json)
+                                  finish_stage, run_cli, validate_train_config, world_size, write_json)
+from reasoning_sft.data.loaders import DataError
+from reasoning_sft.launch import (check_launch_config, is_worker, launch_workers, launcher_name, needs_launch, rank,
+                                  slurm_rank_env, write_worker_error)
 from reasoning_sft.evaluation import result_line, run_tasks
 from reasoning_sft.formatting import get_style, tokenize_records
-from reasoning_sft.models import count_parameters
+from reasoning_sft.models import count_parameters, load_pretrained_tokenizer
 from reasoning_sft.prepare import prepare_records, token_stats
 from reasoning_sft.records import content_hash
 from reasoning_sft.wandb_logging import init_wandb, log_eval
@@ -44,7 +49,8 @@ def prepare_examples(cfg: DictConfig, tokenizer) -> tuple[list[dict], dict]:
     card["examples"] = len(examples)
     kept = {e["id"] for e in examples}   # names the exact training set (tokenization may drop some)
     card["training_hash"] = content_hash(r for r in records if r.id in kept)
-    return [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples], card
+    return [{"input_ids": e["input_ids"], "labels": e["labels"], "sample_index": i}
+            for i, e in enumerate(examples)], card
 
 
 def training_arguments(cfg: DictConfig, run_dir: Path, precision: str, report_to: list[str]) -> TrainingArguments:
@@ -67,74 +73,127 @@ def training_arguments(cfg: DictConfig, run_dir: Path, precision: str, report_to
         weight_decay=t.weight_decay, adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2,
         max_grad_norm=t.max_grad_norm,
         bf16=precision == "bf16", fp16=precision == "fp16",
-        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing, use_liger_kernel=t.liger_kernel,
         logging_steps=t.logging_steps, logging_first_step=True,
-        save_strategy="no", report_to=report_to, run_name=cfg.experiment_name,
+        save_strategy="steps" if t.save_steps > 0 else "no", save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit,
+        report_to=report_to, run_name=cfg.experiment_name,
         seed=cfg.seed, data_seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),   # on CPU, without it world_size reads 1 on every rank
         deepspeed=ds_config,
         dataloader_num_workers=t.dataloader_num_workers, train_sampling_strategy=t.sampling,
         remove_unused_columns=False, disable_tqdm=not t.progress_bar,
     )
 
 
+class SFTTrainer(Trainer):
+    """transformers.Trainer that notes which samples this rank trained on (the rank report proves
+    the ranks' shares are disjoint and cover the data)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.samples_seen: list[int] = []
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.samples_seen += inputs.pop("sample_index").tolist()
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
 def run_training(cfg: DictConfig) -> dict:
-    """The whole stage for an already composed config; returns what it writes to summary.json."""
-    t0 = time.time()
+    """The whole stage for an already composed config; returns what it writes to summary.json.
+    With more than one process it freezes the config into the run dir and launches the workers."""
     validate_train_config(cfg)
     check_hardware(cfg)
-    run_dir = open_run_dir(cfg)
-    set_seed(cfg.seed)
+    check_launch_config(cfg)
+    if launcher_name(cfg) == "slurm":
+        os.environ.update(slurm_rank_env(dict(os.environ), cfg.trainer.master_port))
+    run_dir = Path(cfg.paths.output_dir)
+    resume_from = resume_checkpoint(cfg, run_dir, set_aside=rank() == 0)
+    if resume_from is not None:
+        cfg.trainer.resume = str(resume_from)   # the frozen config names the checkpoint
+    if rank() == 0:
+        open_run_dir(cfg)
+    if needs_launch(cfg):
+        launch_workers(cfg, run_dir)
+        return json.loads((run_dir / "summary.json").read_text())
+    return train_worker(cfg, run_dir)
 
+
+def train_worker(cfg: DictConfig, run_dir: Path) -> dict:
+    """One rank's training (the only one in a single-process run). Rank 0 writes the run dir."""
+    try:
+        return _train(cfg, run_dir)
+    except (ConfigError, DataError) as e:
+        if is_worker() and rank() == 0:
+            write_worker_error(run_dir, e)   # the launching process raises it again
+        raise
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict:
+    t0 = time.time()
+    set_seed(cfg.seed)
+    is_main = rank() == 0
     tokenizer = instantiate(cfg.model.tokenizer)
     examples, card = prepare_examples(cfg, tokenizer)
-    write_json(run_dir / "data_card.json", card)
+    if len(examples) < world_size(cfg):
+        raise ConfigError(f"trainer.nproc_per_node x nnodes = {world_size(cfg)} processes but only "
+                          f"{len(examples)} training samples: every rank needs at least one")
+    if is_main:
+        write_json(run_dir / "data_card.json", card)
 
     precision, dtype = training_dtype(cfg)
-    model = instantiate(cfg.model.network, tokenizer=tokenizer, dtype=dtype, seed=cfg.seed)
-    num_params = count_parameters(model)
-    if cfg.peft.enabled:
-        from peft import get_peft_model
-        model = get_peft_model(model, instantiate(cfg.peft.config))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-    rank = int(os.environ.get("RANK", "0"))
-    wandb_run = init_wandb(cfg, run_dir, "train", {"data_card": card, "num_parameters": num_params}) \
-        if rank == 0 else None
+    resumed = cfg.trainer.resume not in (None, "never", "auto")
+    wandb_run = init_wandb(cfg, run_dir, "train", {"data_card": card}, resume=resumed) if is_main else None
     try:
+        # TrainingArguments before the model: under ZeRO-3 the model is then built partitioned
+        # (zero.Init), so no rank ever holds a full 32B copy.
         args = training_arguments(cfg, run_dir, precision, ["wandb"] if wandb_run else ["none"])
-        trainer = Trainer(model=model, args=args, train_dataset=examples, processing_class=tokenizer,
-                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+        model = instantiate(cfg.model.network, tokenizer=tokenizer, dtype=dtype, seed=cfg.seed)
+        num_params = count_parameters(model)
+        if cfg.peft.enabled:
+            from peft import get_peft_model
+            model = get_peft_model(model, instantiate(cfg.peft.config))
+        trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+        checkpointing = CheckpointCallback()
+        trainer = SFTTrainer(model=model, args=args, train_dataset=examples, processing_class=tokenizer,
+                             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+                             callbacks=[checkpointing])
         t_train = time.time()
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=cfg.trainer.resume if resumed else None)
         train_seconds = time.time() - t_train
-        with open(run_dir / "metrics.jsonl", "w") as f:
-            for entry in trainer.state.log_history:
-                f.write(json.dumps(entry) + "\n")
+        write_rank_report(trainer, run_dir)
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        if checkpointing.preempted_at is not None:
+            return _finish_preempted(trainer, cfg, run_dir, checkpointing.preempted_at, t0) if is_main else {}
+        if is_main:
+            with open(run_dir / "metrics.jsonl", "w") as f:
+                for entry in trainer.state.log_history:
+                    f.write(json.dumps(entry) + "\n")
 
+        save_check = None
         if cfg.trainer.save_final_model:
-            trainer.save_model(str(run_dir / "final_model"))
-            tokenizer.save_pretrained(str(run_dir / "final_model"))
-            if cfg.peft.enabled and cfg.peft.merge_after_train:
-                merged = trainer.model.merge_and_unload()
-                merged.save_pretrained(str(run_dir / "merged_model"))
-                tokenizer.save_pretrained(str(run_dir / "merged_model"))
+            save_check = save_final_model(trainer, tokenizer, cfg, run_dir)
+        if not is_main:
+            return {}
 
         evaluation = {}
-        if cfg.eval.after_train and rank == 0:
-            evaluation = run_tasks(trainer.model, tokenizer, cfg, run_dir)
+        if cfg.eval.after_train:
+            evaluation = run_tasks(eval_model(trainer, tokenizer, cfg, run_dir), tokenizer, cfg, run_dir)
             if wandb_run:
                 log_eval(wandb_run, evaluation, run_dir)
 
         results = {
+            "status": "finished",
             "experiment": cfg.experiment_name,
             "model": cfg.model.name, "num_parameters": num_params, "trainable_parameters": trainable,
             "data": card,
             "train": {"steps": trainer.state.global_step, "first_loss": losses[0], "final_loss": losses[-1],
                       "mean_train_loss": result.training_loss, "train_seconds": round(train_seconds, 1),
                       "tokens_seen": card["sequence_tokens"]["total"] * trainer.state.num_train_epochs,
-                      "precision": precision, "gradient_accumulation": grad_accumulation(cfg)},
+                      "precision": precision, "gradient_accumulation": grad_accumulation(cfg),
+                      "world_size": trainer.args.world_size,
+                      "resumed_from": cfg.trainer.resume if resumed else None},
+            "save_check": save_check,
             "eval": evaluation,
             "wandb": {"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None,
             "total_seconds": round(time.time() - t0, 1),
@@ -147,11 +206,104 @@ def run_training(cfg: DictConfig) -> dict:
             wandb_run.finish()   # in `finally`: a failed multirun job must not leak into the next
 
 
+def _finish_preempted(trainer, cfg: DictConfig, run_dir: Path, step: int, t0: float) -> dict:
+    print(f"SIGTERM: checkpoint saved at step {step}; resume with the same command plus "
+          f"hydra.run.dir={run_dir} trainer.resume=auto", file=sys.stderr)
+    return finish_stage(run_dir, "train", status="preempted", experiment=cfg.experiment_name,
+                        train={"steps": step, "checkpoint": str(run_dir / "checkpoints" / f"checkpoint-{step}")},
+                        eval={}, wandb=None, total_seconds=round(time.time() - t0, 1))
+
+
+PROBE_TEXT = "Check: 12 + 30 = 42."
+
+
+def _probe_logits(model, tokenizer) -> torch.Tensor:
+    """Logits of a fixed text. Under ZeRO-3 every rank must run it (the forward gathers weights)."""
+    ids = tokenizer(PROBE_TEXT, return_tensors="pt").input_ids.to(next(model.parameters()).device)
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float().cpu()
+
+
+def save_final_model(trainer, tokenizer, cfg: DictConfig, run_dir: Path) -> dict | None:
+    """Save the full model (gathered from every ZeRO-3 rank) or the LoRA adapter; then, when
+    `trainer.verify_save`, reload it in this process and compare its logits with the trained model's.
+    A ZeRO-3 save that wrote empty or stale shards fails here instead of at evaluation."""
+    out = run_dir / "final_model"
+    trained = _probe_logits(trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model, tokenizer) \
+        if cfg.trainer.verify_save else None
+    trainer.save_model(str(out))
+    if rank() != 0:
+        return None
+    tokenizer.save_pretrained(str(out))
+    if cfg.peft.enabled and cfg.peft.merge_after_train and not trainer.is_deepspeed_enabled:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(run_dir / "merged_model"))
+        tokenizer.save_pretrained(str(run_dir / "merged_model"))
+    if trained is None:
+        return None
+    torch.save(trained, run_dir / "final_model_probe_logits.pt")   # a fresh process can compare too
+    reloaded = _probe_logits(load_saved_model(cfg, out), tokenizer)
+    diff = (reloaded - trained).abs().max().item()
+    if diff > 1e-3 * max(1.0, trained.abs().max().item()):
+        raise RuntimeError(f"{out}: the saved model's logits differ from the trained model's by {diff:.3g}")
+    return {"probe": PROBE_TEXT, "max_abs_logit_diff": diff}
+
+
+def load_saved_model(cfg: DictConfig, path: Path):
+    """The saved final model as a plain (unpartitioned) model: the full model, or base + adapter."""
+    from transformers.integrations import unset_hf_deepspeed_config
+    unset_hf_deepspeed_config()   # else from_pretrained would partition it again under ZeRO-3
+    if cfg.peft.enabled:   # the adapter on the base the config names (a tiny base is rebuilt from its seed)
+        from peft import PeftModel
+        tokenizer = load_pretrained_tokenizer(str(path))
+        base = instantiate(cfg.model.network, tokenizer=tokenizer, dtype=torch.float32, seed=cfg.seed)
+        return PeftModel.from_pretrained(base, str(path))
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+
+
+def eval_model(trainer, tokenizer, cfg: DictConfig, run_dir: Path):
+    """The model to evaluate on rank 0: the trained one in memory, or (when it is partitioned or
+    sharded across ranks) the saved final model loaded whole."""
+    if trainer.args.world_size == 1 and not trainer.is_deepspeed_enabled:
+        return trainer.model
+    if not cfg.trainer.save_final_model:
+        raise ConfigError("eval.after_train=true with several processes needs trainer.save_final_model=true "
+                          "(rank 0 evaluates the saved model)")
+    return load_saved_model(cfg, run_dir / "final_model")
+
+
+def write_rank_report(trainer, run_dir: Path) -> None:
+    """ranks/rank<N>.json: what this rank held and trained on. Under ZeRO-3 a parameter's local part
+    is `ds_tensor`; the optimizer's bytes are the Adam moments of this rank's partition."""
+    params = list(trainer.model.parameters())
+    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+    full = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params)
+    report = {"rank": trainer.args.process_index, "world_size": trainer.args.world_size,
+              "parameters_full": full, "parameters_local": local,
+              "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
+              "samples_seen": trainer.samples_seen}
+    (run_dir / "ranks").mkdir(exist_ok=True)
+    write_json(run_dir / "ranks" / f"rank{report['rank']}.json", report)
+
+
+def optimizer_state_bytes(optimizer) -> int:
+    """Bytes of optimizer state tensors on this rank, through the wrappers (accelerate, DeepSpeed)."""
+    while not isinstance(optimizer, torch.optim.Optimizer) or (
+            hasattr(optimizer, "optimizer") and isinstance(optimizer.optimizer, torch.optim.Optimizer)):
+        optimizer = optimizer.optimizer
+    return sum(v.numel() * v.element_size() for state in optimizer.state.values()
+               for v in state.values() if torch.is_tensor(v) and v.dim() > 0)
+
+
 def print_summary(summary: dict) -> None:
     run_dir = summary["run_dir"]
     print(f"\nrun dir:     {run_dir}")
     print(f"summary:     {run_dir}/summary.json")
     tr = summary["train"]
+    if summary["status"] == "preempted":
+        print(f"preempted:   checkpoint at step {tr['steps']}: {tr['checkpoint']}")
+        return
     print(f"train:       {tr['steps']} steps, loss {tr['first_loss']:.3f} -> {tr['final_loss']:.3f} "
           f"in {tr['train_seconds']}s")
     for task, m in summary["eval"].items():

@@ -21,8 +21,10 @@ def override_name() -> str | None:
         return None
 
 
-def init_wandb(cfg: DictConfig, run_dir: Path, job_type: str, extra_config: dict | None = None):
-    """Start the run (rank 0 only; the caller checks). Returns the run, or None when disabled."""
+def init_wandb(cfg: DictConfig, run_dir: Path, job_type: str, extra_config: dict | None = None,
+               resume: bool = False):
+    """Start the run (rank 0 only; the caller checks). Returns the run, or None when disabled.
+    The run id is kept in `<run dir>/wandb_run_id`: a resumed training run continues the same W&B run."""
     if not cfg.logger.enabled or cfg.logger.mode == "disabled":
         return None
     import wandb
@@ -30,12 +32,16 @@ def init_wandb(cfg: DictConfig, run_dir: Path, job_type: str, extra_config: dict
     os.environ.setdefault("WANDB_START_METHOD", "thread")  # a Hydra-launched process can hang otherwise
     config = OmegaConf.to_container(cfg, resolve=True)
     config.update(extra_config or {})
-    return wandb.init(
+    id_file = run_dir / "wandb_run_id"
+    run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+    run = wandb.init(
         project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
         job_type=job_type, name=cfg.logger.name or override_name() or cfg.experiment_name,
         tags=list(cfg.logger.tags), config=config, dir=str(run_dir), mode=cfg.logger.mode,
-        reinit="finish_previous",
+        reinit="finish_previous", id=run_id, resume="allow" if run_id else None,
     )
+    id_file.write_text(run.id)
+    return run
 
 
 # --- reading offline run files -----------------------------------------------------------------

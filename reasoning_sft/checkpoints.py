@@ -1,0 +1,133 @@
+"""Checkpoints that are never mistaken for complete, resume from the last good one, and a clean stop
+on SIGTERM (SLURM preemption).
+
+transformers.Trainer writes `checkpoint-<step>/` in place (model or ZeRO shards, optimizer, RNG,
+trainer_state.json). A kill mid-write leaves a directory that looks like any other, so every rank
+finishes its part, they meet at a barrier, and rank 0 then writes `complete.json`: only checkpoints
+holding it are resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback
+
+from reasoning_sft.config import ConfigError
+
+COMPLETE = "complete.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# Keys that may change between a run and its resume: they do not change what is trained.
+RESUME_MAY_CHANGE = {"trainer.resume", "trainer.save_steps", "trainer.save_total_limit", "trainer.progress_bar",
+                     "trainer.logging_steps", "trainer.dataloader_num_workers", "trainer.master_port",
+                     "trainer.hostfile", "trainer.launcher", "trainer.verify_save"}
+TRAINING_GROUPS = ("model", "data", "ablation", "trainer", "deepspeed", "peft", "seed")
+
+
+def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """`checkpoint-N` dirs holding the completion marker, oldest first."""
+    if not checkpoint_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in checkpoint_dir.iterdir()
+             if (m := _CHECKPOINT.match(p.name)) and (p / COMPLETE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def set_aside_incomplete(checkpoint_dir: Path) -> list[str]:
+    """Rename checkpoints without a marker (a crash mid-write) so nothing resumes from or rotates them."""
+    moved = []
+    if checkpoint_dir.is_dir():
+        for p in sorted(checkpoint_dir.iterdir()):
+            if _CHECKPOINT.match(p.name) and not (p / COMPLETE).is_file():
+                p.rename(p.with_name("incomplete-" + p.name))
+                moved.append(p.name)
+    return moved
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: node}
+
+
+def training_differences(saved: DictConfig, current: DictConfig) -> list[str]:
+    """Keys whose values differ between the run's saved config and this one, where the difference
+    changes training (so the resumed run would not be the same run)."""
+    def keyed(cfg):
+        container = OmegaConf.to_container(cfg, resolve=True)
+        return {k: v for k, v in _flatten({g: container.get(g) for g in TRAINING_GROUPS}).items()
+                if k not in RESUME_MAY_CHANGE}
+    a, b = keyed(saved), keyed(current)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path, set_aside: bool = True) -> Path | None:
+    """The checkpoint to resume from (`trainer.resume`: never | auto | a checkpoint path), after
+    checking that the run dir's saved config trains the same thing as this one."""
+    mode = cfg.trainer.resume
+    if mode in (None, "never"):
+        return None
+    saved_config = run_dir / "config.yaml"
+    if saved_config.is_file():
+        diffs = training_differences(OmegaConf.load(saved_config), cfg)
+        if diffs:
+            raise ConfigError(f"trainer.resume={mode}: the config differs from {saved_config} in what it trains: "
+                              + "; ".join(diffs[:5]) + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else ""))
+    if mode == "auto":
+        if set_aside:   # rank 0 only: the others just read which checkpoints are complete
+            set_aside_incomplete(run_dir / "checkpoints")
+        done = complete_checkpoints(run_dir / "checkpoints")
+        return done[-1] if done else None   # nothing yet: a fresh start in this run dir
+    path = Path(mode)
+    if not (path / COMPLETE).is_file():
+        raise ConfigError(f"trainer.resume={mode!r}: not a complete checkpoint (no {COMPLETE} in it); "
+                          "expected 'never', 'auto' or a checkpoint-N dir")
+    return path
+
+
+def _all_ranks_any(flag: bool) -> bool:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+class CheckpointCallback(TrainerCallback):
+    """Marks finished checkpoints complete; on SIGTERM, checkpoints at the next step end and stops.
+    Every rank must stop at the same step (the save is collective), so the flag is all-reduced."""
+
+    def __init__(self):
+        self.sigterm = False
+        self.preempted_at: int | None = None
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame):
+        self.sigterm = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if _all_ranks_any(self.sigterm):
+            control.should_save = True
+            control.should_training_stop = True
+            self.preempted_at = state.global_step
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()   # every rank's shard is on disk before the marker
+        if state.is_world_process_zero:
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"step": state.global_step, "pid": os.getpid()}))
+            tmp.replace(path)
+        return control

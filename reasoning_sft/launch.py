@@ -1,0 +1,153 @@
+"""Starting the worker processes of a multi-process run, and knowing which rank this process is.
+
+One Hydra process composes, validates and resolves the config, writes it to the run dir, then starts
+`trainer.nproc_per_node x trainer.nnodes` workers with DeepSpeed's launcher (or torchrun). Each
+worker runs `python -m reasoning_sft.train_worker <run dir>`: it reads that frozen config.yaml and
+writes into the same run dir, so no rank re-runs Hydra (no per-rank `${now:}` dirs, no `--local_rank`
+argument for Hydra to reject). Under SLURM (hydra/launcher=slurm) every task is already one rank:
+`slurm_rank_env` maps SLURM's variables to torch's and the task trains in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from reasoning_sft.config import ConfigError, world_size
+
+WORKER_ENV = "RSFT_WORKER"   # set for the processes this module starts
+LAUNCHERS = ("auto", "deepspeed", "torchrun", "slurm")   # slurm: hydra/launcher=slurm made every rank a task
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_worker() -> bool:
+    """A process started by `launch_workers`, or a SLURM task of a multi-task job."""
+    return os.environ.get(WORKER_ENV) == "1" or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def slurm_rank_env(env: dict[str, str], master_port: int | None = None) -> dict[str, str]:
+    """torch.distributed's variables from SLURM's (one task per rank, as hydra-submitit-launcher
+    starts them). Empty when this is not a multi-task SLURM job."""
+    ntasks = int(env.get("SLURM_NTASKS", "1"))
+    if ntasks <= 1 or "SLURM_PROCID" not in env:
+        return {}
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "localhost")
+    port = master_port or 20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000   # same on every task
+    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": str(ntasks),
+            "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+            "LOCAL_WORLD_SIZE": env.get("SLURM_NTASKS_PER_NODE", str(ntasks)).split("(")[0],
+            "MASTER_ADDR": first_host(nodelist), "MASTER_PORT": str(port)}
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: `gpu[003-005,007],cpu1` -> `gpu003`."""
+    head = nodelist.split(",")[0] if "[" not in nodelist.split(",")[0] else nodelist.split("]")[0] + "]"
+    if "[" not in head:
+        return head
+    prefix, ranges = head.split("[", 1)
+    return prefix + ranges.rstrip("]").split(",")[0].split("-")[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def under_slurm_launcher() -> bool:
+    """Running as a task of hydra/launcher=slurm (hydra-submitit-launcher)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return str(HydraConfig.get().launcher.get("_target_", "")).endswith("SlurmLauncher")
+    except ValueError:   # not under a Hydra app
+        return False
+
+
+def launcher_name(cfg: DictConfig) -> str:
+    name = cfg.trainer.launcher
+    if name == "auto" and under_slurm_launcher():
+        return "slurm"
+    if name == "auto":
+        return "deepspeed" if cfg.deepspeed.config is not None else "torchrun"
+    return name
+
+
+def check_launch_config(cfg: DictConfig) -> None:
+    """What a launch needs, checked in the parent before any worker starts."""
+    t = cfg.trainer
+    if t.launcher not in LAUNCHERS:
+        raise ConfigError(f"trainer.launcher={t.launcher!r}: expected one of {LAUNCHERS}")
+    if launcher_name(cfg) == "slurm":
+        tasks = int(os.environ.get("SLURM_NTASKS", "0"))
+        if tasks != world_size(cfg):
+            raise ConfigError(f"trainer.launcher='slurm': this process is not one of {world_size(cfg)} SLURM tasks "
+                              f"(SLURM_NTASKS={tasks or 'unset'}); run with hydra/launcher=slurm")
+        return
+    if t.hostfile is not None and not Path(t.hostfile).is_file():
+        raise ConfigError(f"trainer.hostfile={t.hostfile!r}: no such file (expected DeepSpeed's hostfile, "
+                          "one line per node: `<host> slots=<GPUs>`)")
+    if t.nnodes > 1 and not is_worker():
+        if launcher_name(cfg) != "deepspeed" or t.hostfile is None:
+            raise ConfigError(f"trainer.nnodes={t.nnodes}: a multi-node run needs trainer.hostfile with the "
+                              "DeepSpeed launcher, or hydra/launcher=slurm (one task per rank)")
+
+
+def worker_command(cfg: DictConfig, run_dir: Path) -> list[str]:
+    t = cfg.trainer
+    port = str(t.master_port or free_port())
+    if launcher_name(cfg) == "deepspeed":
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(t.nproc_per_node),
+               "--master_port", port, "--no_local_rank"]   # Hydra-style args must not get --local_rank
+        if t.hostfile is not None:
+            cmd += ["--hostfile", str(t.hostfile), "--num_nodes", str(t.nnodes)]
+        return cmd + ["--module", "reasoning_sft.train_worker", str(run_dir)]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(t.nproc_per_node),
+            "--nnodes", "1", "--master_port", port, "-m", "reasoning_sft.train_worker", str(run_dir)]
+
+
+class LaunchError(RuntimeError):
+    """Workers exited with an error that is not a config or data error."""
+
+
+def launch_workers(cfg: DictConfig, run_dir: Path) -> None:
+    """Start the workers on the frozen config in `run_dir` and wait. A config or data error raised in
+    a worker comes back as the same exception here (rank 0 writes it to worker_error.json)."""
+    from reasoning_sft.data.loaders import DataError
+
+    error_file = run_dir / "worker_error.json"
+    error_file.unlink(missing_ok=True)
+    env = {**os.environ, WORKER_ENV: "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(worker_command(cfg, run_dir), env=env, start_new_session=True)
+
+    def forward(signum, _frame):   # SLURM preemption reaches this process: pass it to the workers
+        os.killpg(proc.pid, signum)
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if error_file.exists():
+        err = json.loads(error_file.read_text())
+        raise {"config": ConfigError, "data": DataError}.get(err["kind"], LaunchError)(err["message"])
+    if code != 0:
+        raise LaunchError(f"{launcher_name(cfg)} workers exited with code {code} (run dir {run_dir})")
+
+
+def write_worker_error(run_dir: Path, error: Exception) -> None:
+    from reasoning_sft.data.loaders import DataError
+    kind = "config" if isinstance(error, ConfigError) else "data" if isinstance(error, DataError) else "other"
+    (run_dir / "worker_error.json").write_text(json.dumps({"kind": kind, "message": str(error)}))
+
+
+def needs_launch(cfg: DictConfig) -> bool:
+    return world_size(cfg) > 1 and not is_worker() and launcher_name(cfg) != "slurm"

@@ -1,0 +1,272 @@
+"""The multi-process path users run: `python -m reasoning_sft.train trainer.nproc_per_node=2
+deepspeed=zero3` starts two real DeepSpeed workers (gloo on CPU). Their rank reports, losses and
+saved models are checked against a one-process run; then kill / resume and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM
+
+from conftest import ROOT
+from reasoning_sft.checkpoints import COMPLETE, complete_checkpoints, resume_checkpoint, set_aside_incomplete
+from reasoning_sft.config import ConfigError
+from reasoning_sft.launch import first_host, slurm_rank_env
+from reasoning_sft.models import load_pretrained_tokenizer
+from reasoning_sft.train import PROBE_TEXT, run_training
+from reasoning_sft.wandb_logging import read_offline_run
+
+# 64 synthetic problems, 4 optimizer steps of global batch 4.
+BASE = ["data.source.num_samples=64", "trainer.max_steps=4", "trainer.global_batch_size=4",
+        "trainer.logging_steps=1", "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0"]
+
+
+def train_cli(run_dir: Path, overrides: list[str], **popen) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "reasoning_sft.train", *overrides, f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **popen)
+
+
+def run_cli_ok(run_dir: Path, overrides: list[str]) -> dict:
+    proc = train_cli(run_dir, overrides)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def probe_logits(model, run_dir: Path) -> torch.Tensor:
+    tok = load_pretrained_tokenizer(str(run_dir / "final_model"))
+    with torch.no_grad():
+        return model(input_ids=tok(PROBE_TEXT, return_tensors="pt").input_ids).logits.float()
+
+
+@pytest.mark.slow
+def test_zero3_two_ranks_partition_split_the_data_and_match_one_rank(make_cfg, tmp_path):
+    two = run_cli_ok(tmp_path / "zero3", BASE + ["trainer.micro_batch_size=1", "trainer.nproc_per_node=2",
+                                                  "deepspeed=zero3", "logger=none"])
+    one = run_training(make_cfg(BASE + ["trainer.micro_batch_size=2", "logger=none"]))
+    one_dir, two_dir = Path(one["run_dir"]), tmp_path / "zero3"
+
+    # The global batch is micro 1 x accumulation 2 x world 2.
+    assert two["train"]["world_size"] == 2 and two["train"]["gradient_accumulation"] == 2
+
+    # ZeRO-3 really partitions: each rank holds half of every parameter (ZeRO pads odd sizes by one).
+    ranks = [json.loads((two_dir / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    full = ranks[0]["parameters_full"]
+    assert full == one["num_parameters"] == two["num_parameters"]
+    for r in ranks:
+        assert r["world_size"] == 2
+        assert full / 2 <= r["parameters_local"] <= full / 2 + 64
+        # Adam's two moments, fp32, over this rank's half only.
+        assert r["optimizer_state_bytes"] == 2 * 4 * r["parameters_local"]
+
+    # Disjoint shares that together are exactly what the one-process run trained on.
+    seen = [set(r["samples_seen"]) for r in ranks]
+    assert len(ranks[0]["samples_seen"]) == len(ranks[1]["samples_seen"]) == 4 * 2   # 4 steps x 2 micro
+    assert not seen[0] & seen[1]
+    one_seen = json.loads((one_dir / "ranks" / "rank0.json").read_text())["samples_seen"]
+    assert seen[0] | seen[1] == set(one_seen)
+
+    # Same loss curve as 1 rank x micro batch 2 (token-weighted across ranks, as within one batch).
+    l1, l2 = losses(one_dir), losses(two_dir)
+    assert sorted(l1) == sorted(l2) == [1, 2, 3, 4]
+    assert l2[4] < l2[1]
+    for step in l1:
+        assert l2[step] == pytest.approx(l1[step], abs=2e-4), step
+
+    # The saved model is the full gathered model: in this fresh process it gives the trained logits.
+    saved = AutoModelForCausalLM.from_pretrained(str(two_dir / "final_model"))
+    assert sum(p.numel() for p in saved.parameters()) == full
+    trained = torch.load(two_dir / "final_model_probe_logits.pt")
+    assert torch.allclose(probe_logits(saved, two_dir), trained, atol=1e-5)
+    assert two["save_check"]["max_abs_logit_diff"] < 1e-5
+    # ... and it is trained: not the initial weights (the first loss came from those).
+    assert losses(two_dir)[4] < losses(two_dir)[1]
+
+
+@pytest.mark.slow
+def test_lora_under_zero3_saves_an_adapter_that_loads_and_merges(tmp_path):
+    from peft import PeftModel
+    from reasoning_sft.models import build_tiny_model
+
+    run_dir = tmp_path / "lora"
+    summary = run_cli_ok(run_dir, BASE + ["trainer.micro_batch_size=1", "trainer.nproc_per_node=2",
+                                          "deepspeed=zero3", "peft=lora", "peft.config.r=8", "logger=none"])
+    assert summary["trainable_parameters"] < summary["num_parameters"] / 2
+    assert (run_dir / "final_model" / "adapter_model.safetensors").is_file()
+    assert not (run_dir / "final_model" / "model.safetensors").exists()   # an adapter, not a full copy
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    tok = load_pretrained_tokenizer(str(run_dir / "final_model"))
+    net = {k: v for k, v in cfg.model.network.items() if k != "_target_"}
+    base = build_tiny_model(tok, seed=cfg.seed, **net)
+    base_logits = probe_logits(base, run_dir)
+    merged = PeftModel.from_pretrained(base, str(run_dir / "final_model")).merge_and_unload()
+    merged_logits = probe_logits(merged, run_dir)
+    trained = torch.load(run_dir / "final_model_probe_logits.pt")
+    assert torch.allclose(merged_logits, trained, atol=1e-4)
+    assert (merged_logits - base_logits).abs().max() > 1e-3     # the adapter changed the model
+
+
+@pytest.mark.slow
+def test_more_processes_than_samples_is_a_clear_error(tmp_path):
+    proc = train_cli(tmp_path / "few", ["data.source.num_samples=1", "trainer.global_batch_size=2",
+                                        "trainer.nproc_per_node=2", "trainer.launcher=torchrun", "logger=none"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2, out[-3000:]
+    assert "config error: trainer.nproc_per_node x nnodes = 2 processes but only 1 training samples" in out
+
+
+RESUME = ["data.source.num_samples=2000", "trainer.max_steps=150", "trainer.global_batch_size=8",
+          "trainer.micro_batch_size=8", "trainer.logging_steps=1", "trainer.save_steps=10",
+          "trainer.learning_rate=1e-3", "trainer.save_final_model=false"]
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
+    reference = tmp_path / "reference"
+    run_cli_ok(reference, RESUME + ["logger=none"])
+
+    killed = tmp_path / "killed"
+    proc = train_cli(killed, RESUME + ["logger=wandb"])
+    deadline = time.time() + 300
+    while not any(int(p.name.split("-")[1]) >= 20 for p in complete_checkpoints(killed / "checkpoints")):
+        assert proc.poll() is None and time.time() < deadline, "run ended before its 2nd checkpoint"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    last = complete_checkpoints(killed / "checkpoints")[-1]
+    stopped_at = int(last.name.split("-")[1])
+    assert stopped_at < 150 and not (killed / "summary.json").exists()
+    first_wandb = {p.name for p in (killed / "wandb").glob("offline-run-*")}
+
+    summary = run_cli_ok(killed, RESUME + ["logger=wandb", "trainer.resume=auto"])
+    assert summary["train"]["resumed_from"] == str(last)
+    assert summary["train"]["steps"] == 150
+    ref, resumed = losses(reference), losses(killed)
+    # metrics.jsonl holds the whole curve: the checkpoint's history, then the resumed steps.
+    assert sorted(resumed) == list(range(1, 151))
+    for step in range(stopped_at + 1, 151):
+        assert resumed[step] == pytest.approx(ref[step], abs=1e-5), step
+
+    # The W&B run is continued under the same id, not started again.
+    # (the killed run's file may be cut short: its id is in its dir name, offline-run-<time>-<id>)
+    runs = sorted((killed / "wandb").glob("offline-run-*"))
+    run_id = (killed / "wandb_run_id").read_text().strip()
+    assert len(runs) == 2 and len(first_wandb) == 1
+    assert {r.name.rsplit("-", 1)[1] for r in runs} == {run_id}
+    second = read_offline_run(next((killed / "wandb" / (set(p.name for p in runs) - first_wandb).pop())
+                                   .glob("run-*.wandb")))
+    assert second["run"]["id"] == run_id
+    logged = [h["train/global_step"] for h in second["history"] if "train/loss" in h]
+    assert logged[0] == stopped_at + 1 and logged[-1] == 150
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    run_dir = tmp_path / "preempted"
+    proc = train_cli(run_dir, RESUME + ["trainer.save_steps=0", "logger=none", "trainer.max_steps=100000"])
+    deadline = time.time() + 300
+    while not (run_dir / "data_card.json").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(3)                                  # a few steps in
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "preempted"
+    done = complete_checkpoints(run_dir / "checkpoints")
+    assert [p.name for p in done] == [f"checkpoint-{summary['train']['steps']}"]
+    assert (done[0] / "optimizer.pt").is_file() and (done[0] / "trainer_state.json").is_file()
+    assert "trainer.resume=auto" in out
+
+
+def test_incomplete_checkpoints_are_never_resumed_from(make_cfg, tmp_path):
+    ckpt = tmp_path / "run" / "checkpoints"
+    for step, complete in [(10, True), (20, True), (30, False)]:   # 30: killed while writing
+        (ckpt / f"checkpoint-{step}").mkdir(parents=True)
+        if complete:
+            (ckpt / f"checkpoint-{step}" / COMPLETE).write_text("{}")
+    cfg = make_cfg(["trainer.resume=auto"])
+    assert resume_checkpoint(cfg, tmp_path / "run") == ckpt / "checkpoint-20"
+    assert (ckpt / "incomplete-checkpoint-30").is_dir() and not (ckpt / "checkpoint-30").exists()
+    assert set_aside_incomplete(ckpt) == []
+    with pytest.raises(ConfigError, match="trainer.resume='.*checkpoint-30'.*not a complete checkpoint"):
+        resume_checkpoint(make_cfg([f"trainer.resume={ckpt}/checkpoint-30"]), tmp_path / "run")
+
+
+def test_resume_with_a_config_that_trains_differently_is_refused(make_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    OmegaConf.save(make_cfg([]), run_dir / "config.yaml", resolve=True)
+    # What does not change training may change.
+    resume_checkpoint(make_cfg(["trainer.resume=auto", "trainer.save_steps=5", "trainer.logging_steps=3"]), run_dir)
+    with pytest.raises(ConfigError, match=r"trainer.learning_rate: 1e-05 -> 0.001"):
+        resume_checkpoint(make_cfg(["trainer.resume=auto", "trainer.learning_rate=1e-3"]), run_dir)
+    with pytest.raises(ConfigError, match=r"data.source.num_samples"):
+        resume_checkpoint(make_cfg(["trainer.resume=auto", "data.source.num_samples=7"]), run_dir)
+
+
+def test_missing_hostfile_and_multinode_without_one_are_config_errors(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"trainer.hostfile='/nope/hosts': no such file"):
+        run_training(make_cfg(["trainer.hostfile=/nope/hosts"]))
+    with pytest.raises(ConfigError, match=r"trainer.nnodes=2: a multi-node run needs trainer.hostfile"):
+        run_training(make_cfg(["trainer.nnodes=2", "trainer.global_batch_size=2"]))
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_worker_command_for_each_launcher(make_cfg, tmp_path):
+    from reasoning_sft.launch import worker_command
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node1 slots=8\nnode2 slots=8\n")
+    cmd = worker_command(make_cfg(["deepspeed=zero3", "trainer.nproc_per_node=8", "trainer.nnodes=2",
+                                   f"trainer.hostfile={hosts}", "trainer.master_port=29600"]), tmp_path)
+    assert cmd[1:3] == ["-m", "deepspeed.launcher.runner"]
+    for flag, value in [("--num_gpus", "8"), ("--num_nodes", "2"), ("--hostfile", str(hosts)),
+                        ("--master_port", "29600"), ("--module", "reasoning_sft.train_worker")]:
+        assert cmd[cmd.index(flag) + 1] == value
+    assert "--no_local_rank" in cmd and cmd[-1] == str(tmp_path)
+    cmd = worker_command(make_cfg(["trainer.nproc_per_node=2", "trainer.global_batch_size=2"]), tmp_path)
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[cmd.index("--nproc_per_node") + 1] == "2"
+
+
+def test_slurm_tasks_become_torch_ranks(make_cfg):
+    env = {"SLURM_NTASKS": "16", "SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_NTASKS_PER_NODE": "8(x2)",
+           "SLURM_JOB_NODELIST": "gpu[003-004]", "SLURM_JOB_ID": "123456"}
+    mapped = slurm_rank_env(env)
+    assert mapped == {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "8",
+                      "MASTER_ADDR": "gpu003", "MASTER_PORT": str(20000 + 123456 % 20000)}
+    assert slurm_rank_env({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) == {}
+    assert first_host("a1,b2") == "a1" and first_host("n[7,9]") == "n7" and first_host("x[10-12],y") == "x10"
+    # A process that is not one of the SLURM tasks the config asks for is told so.
+    with pytest.raises(ConfigError, match="trainer.launcher='slurm': this process is not one of 2 SLURM tasks"):
+        run_training(make_cfg(["trainer.launcher=slurm", "trainer.nproc_per_node=2", "trainer.global_batch_size=2"]))
+
+
+def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "experiment=s1k_qwen32b",
+                                          "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
+    assert launcher.partition == "gpu" and launcher.timeout_min == 1440
