@@ -1,10 +1,11 @@
 # make test   -- build .venv (once), install pinned deps, run the suite
 # make demo   -- train + evaluate a tiny model on synthetic long-CoT data (CPU, a few minutes)
+# make demo-sweep -- a real CPU study (accuracy vs training samples) and its report
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast demo demo-sweep clean
 
 install: $(STAMP)
 
@@ -25,6 +26,12 @@ test-fast: install
 
 demo: install
 	$(PY) -m reasoning_sft.train experiment=demo
+
+DEMO_SWEEP := outputs/train/multiruns/tiny_sample_count/make-demo-sweep
+demo-sweep: install
+	rm -rf $(DEMO_SWEEP)
+	$(PY) -m reasoning_sft.train -m --config-dir sweeps --config-name tiny_sample_count hydra.sweep.dir=$(DEMO_SWEEP)
+	$(PY) -m reasoning_sft.report $(DEMO_SWEEP)
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -193,23 +193,55 @@ def open_run_dir(cfg: DictConfig) -> Path:
 
 
 def run_cli(run: Callable[[DictConfig], dict], cfg: DictConfig, report: Callable[[dict], None]) -> None:
-    """A stage's command line: a bad config or bad data ends in one line naming it, and exit code 2."""
+    """A stage's command line. A bad config or bad data ends in one line naming it, and exit code 2;
+    any failure is also written to the run dir's summary.json (status: failed, the error). Inside a
+    `-m` sweep the failure is recorded and the sweep goes on: its end counts the failed jobs."""
+    import traceback
+
     from hydra.errors import InstantiationException
 
     from reasoning_sft.data.loaders import DataError
     try:
         summary = run(cfg)
-    except (ConfigError, DataError, InstantiationException) as e:
-        cause = e.__cause__ if isinstance(e, InstantiationException) else e   # a loader's error
-        if not isinstance(cause, (ConfigError, DataError)):
-            raise
-        print(f"{'config' if isinstance(cause, ConfigError) else 'data'} error: {cause}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - recorded, then re-raised or exited with its code
+        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ is not None else e
+        known = isinstance(cause, (ConfigError, DataError))
+        message = f"{'config' if isinstance(cause, ConfigError) else 'data'} error: {cause}" if known \
+            else f"{type(cause).__name__}: {cause}"
+        _record_failure(cfg, message, traceback.format_exc())
+        if _in_multirun():
+            print(f"job failed: {message}" + ("" if known else "\n" + traceback.format_exc()), file=sys.stderr)
+            return
+        if known:
+            print(message, file=sys.stderr)
+            sys.exit(2)
+        raise
     report(summary)
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def _record_failure(cfg: DictConfig, message: str, trace: str) -> None:
+    import os
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    try:
+        run_dir = Path(cfg.paths.output_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except Exception:  # noqa: BLE001 - no run dir to write into: the message still goes to stderr
+        return
+    finish_stage(run_dir, str(cfg.get("task_name", "stage")), status="failed", error=message, traceback=trace)
 
 
 def finish_stage(run_dir: Path, stage: str, **results: Any) -> dict:
     """Write and return the stage's machine-readable summary.json."""
-    summary = {"stage": stage, "run_dir": str(run_dir), **results}
+    summary = {"stage": stage, "run_dir": str(run_dir), "status": "finished", **results}
     write_json(run_dir / "summary.json", summary)
     return summary

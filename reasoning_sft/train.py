@@ -183,7 +183,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                 log_eval(wandb_run, evaluation, run_dir)
 
         results = {
-            "status": "finished",
             "experiment": cfg.experiment_name,
             "model": cfg.model.name, "num_parameters": num_params, "trainable_parameters": trainable,
             "data": card,

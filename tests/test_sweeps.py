@@ -7,7 +7,9 @@ import itertools
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
+from hydra.core.override_parser.overrides_parser import OverridesParser
+import yaml
+from omegaconf import OmegaConf, open_dict
 
 from conftest import CONF, ROOT
 from reasoning_sft.config import validate_train_config
@@ -25,8 +27,10 @@ def _compose(name: str, overrides: list[str]):
 
 
 def _jobs(cfg) -> list[list[str]]:
+    """The grid as Hydra's sweeper expands it (its own override parser: list values stay whole)."""
     params = cfg.hydra.sweeper.params
-    grids = [[f"{k}={v.strip()}" for v in str(params[k]).split(",")] for k in params]
+    parse = OverridesParser.create().parse_overrides
+    grids = [[f"{k}={v}" for v in parse([f"{k}={params[k]}"])[0].sweep_string_iterator()] for k in params]
     return [list(job) for job in itertools.product(*grids)]
 
 
@@ -45,14 +49,62 @@ def test_sweep_grid_jobs_compose_and_validate(name, tmp_path):
             job_cfg.paths.output_dir = str(tmp_path)
             del job_cfg["hydra"]
         validate_train_config(job_cfg)
-        key, value = job[0].split("=")
-        assert str(job_cfg[key.split(".")[0]][key.split(".")[1]]) == value
+        key, value = job[0].split("=", 1)
+        if "." in key:   # the job got its grid value
+            assert OmegaConf.to_container(job_cfg, resolve=True)[key.split(".")[0]][key.split(".")[1]] \
+                == yaml.safe_load(value)
 
 
 def test_paper_grids_are_the_papers():
     grid = lambda n: _jobs(_compose(n, EXTRA.get(n, [])))
-    assert [j[0] for j in grid("ablation_digit_corruption")] == [f"ablation.rate={r}" for r in ("0.2", "0.5", "0.7", "1.0")]
-    assert [j[0] for j in grid("ablation_keyword_removal")] == [f"ablation.rate={r}" for r in ("0.2", "0.5", "1.0")]
+    # Each ablation grid carries its own unablated baseline (rate 0) for the report's bars.
+    assert [j[0] for j in grid("ablation_digit_corruption")] == [f"ablation.rate={r}" for r in ("0.0", "0.2", "0.5", "0.7", "1.0")]
+    assert [j[0] for j in grid("ablation_keyword_removal")] == [f"ablation.rate={r}" for r in ("0.0", "0.2", "0.5", "1.0")]
     for op in ("shuffle", "delete", "insert"):
-        assert [j[0] for j in grid(f"ablation_step_{op}")] == [f"ablation.rate={r}" for r in ("0.33", "0.67", "1.0")]
+        assert [j[0] for j in grid(f"ablation_step_{op}")] == [f"ablation.rate={r}" for r in ("0.0", "0.33", "0.67", "1.0")]
+    assert [j[0] for j in grid("sample_count")] == [f"data.num_samples={n}" for n in (100, 250, 500, 1000)]
+    assert [j[0] for j in grid("trace_length")][-1] == "data.length_buckets=[[6000,12000]]"
+    assert [j[0] for j in grid("model_size")] == [f"model=qwen2.5_{s}" for s in ("0.5b", "1.5b", "7b", "14b", "32b")]
+    assert [j[0] for j in grid("lora_vs_full")] == ["experiment=skyt1_qwen32b", "experiment=skyt1_qwen32b_lora"]
     assert len(grid("long1k_lengths")) == 6
+
+
+def _cpu_train_commands() -> list[list[str]]:
+    """The `python -m reasoning_sft.train` commands of docs/reproduce.md's CPU versions, as argv."""
+    import re
+    import shlex
+    text = (ROOT / "docs" / "reproduce.md").read_text()
+    commands = []
+    for block in re.findall(r"^CPU version.*?```bash\n(.*?)```", text, flags=re.S | re.M):
+        for cmd in block.replace("\\\n", " ").splitlines():
+            argv = shlex.split(cmd.split("#")[0])
+            if argv[:3] == ["python", "-m", "reasoning_sft.train"]:
+                commands.append(argv[3:])
+    return commands
+
+
+@pytest.mark.parametrize("argv", _cpu_train_commands(), ids=lambda a: " ".join(a)[:60])
+def test_reproduce_cpu_commands_compose_and_validate(argv, tmp_path):
+    """Every job of every CPU command in docs/reproduce.md composes and validates as written."""
+    overrides = [a for a in argv if a != "-m"]
+    name = overrides[overrides.index("--config-name") + 1] if "--config-name" in overrides else None
+    overrides = [a for a in overrides if a not in ("--config-dir", "sweeps", "--config-name", name)]
+    # Command-line sweeps (a=1,2) expand too, and replace the file's grid for their key.
+    fixed = [o for o in overrides if "," not in o or "[" in o]
+    parse = OverridesParser.create().parse_overrides
+    jobs = _jobs(_compose(name, fixed)) if name else [[]]
+    swept = [[f"{o.split('=')[0]}={v}" for v in parse([o])[0].sweep_string_iterator()]
+             for o in overrides if o not in fixed]
+    for job in jobs:
+        for extra in itertools.product(*swept) if swept else [()]:
+            job_overrides = fixed + list(job) + list(extra)
+            if name:
+                job_cfg = _compose(name, job_overrides)
+                with open_dict(job_cfg):
+                    job_cfg.paths.root_dir = str(ROOT)
+                    job_cfg.paths.output_dir = str(tmp_path)
+                    del job_cfg["hydra"]
+            else:
+                from conftest import compose_config
+                job_cfg = compose_config(job_overrides, "train", tmp_path)
+            validate_train_config(job_cfg)

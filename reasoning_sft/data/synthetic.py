@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 
+from reasoning_sft.config import ConfigError
 from reasoning_sft.records import Record
 
 QUESTION_TEMPLATES = [
@@ -77,13 +78,13 @@ def generate_records(num_samples: int, seed: int = 0, split: str = "train", num_
     column_steps: spell each addition out column by column (with carries), a longer trace whose every
     digit is a local sum; False gives one line per addition."""
     if split not in ("train", "test"):
-        raise ValueError(f"split={split!r}: expected 'train' or 'test'")
+        raise ConfigError(f"data.source.split={split!r}: expected 'train' or 'test'")
     rng = random.Random(f"{seed}-{split}")
     lo, hi = 10 ** (digits - 1), 10 ** digits - 1
     capacity = (hi - lo + 1) ** num_terms // 20   # a test split gets ~1/10: stay well under it
     if num_samples > capacity:
-        raise ValueError(f"num_samples={num_samples}: {num_terms} terms of {digits} digits give "
-                         f"about {capacity} distinct problems per split at most")
+        raise ConfigError(f"data.source.num_samples={num_samples}: {num_terms} terms of {digits} digits give "
+                          f"about {capacity} distinct problems per split at most")
     records, seen = [], set()
     while len(records) < num_samples:
         terms = [rng.randint(lo, hi) for _ in range(num_terms)]

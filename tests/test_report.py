@@ -1,0 +1,86 @@
+"""A real tiny CPU sweep end to end (with jobs made to fail), its report, and the log-linear fit."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from reasoning_sft.report import log_linear_fit, main as report_main
+from reasoning_sft.wandb_logging import find_offline_run_file, read_offline_run
+
+
+def test_log_linear_fit_recovers_a_known_slope():
+    rng = random.Random(0)
+    xs = [1000 * 1.25 ** i for i in range(12)]                      # 1k .. ~12k tokens, as Long1K
+    ys = [0.55 + 0.04 * math.log(x) + rng.gauss(0, 0.005) for x in xs]
+    fit = log_linear_fit(xs, ys)
+    assert fit.slope == pytest.approx(0.04, abs=0.005)
+    assert fit.slope_ci95[0] < 0.04 < fit.slope_ci95[1] and fit.slope_ci95[1] - fit.slope_ci95[0] < 0.01
+    assert fit.intercept == pytest.approx(0.55, abs=0.05) and fit.r2 > 0.95 and fit.n == 12
+    exact = log_linear_fit([1, math.e, math.e ** 2], [1.0, 3.0, 5.0])
+    assert exact.slope == pytest.approx(2.0) and exact.intercept == pytest.approx(1.0) and exact.r2 == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2 distinct x values"):
+        log_linear_fit([5, 5], [0.1, 0.2])
+
+
+@pytest.mark.slow
+def test_tiny_sweep_runs_every_job_records_failures_and_reports(tmp_path):
+    sweep = tmp_path / "sweep"
+    # 3 sample counts x 2 trace-length buckets; 500 > the 100 samples a bucket holds: those 2 jobs fail.
+    cmd = [sys.executable, "-m", "reasoning_sft.train", "-m", "experiment=demo", "experiment_name=tiny_study",
+           "data.source.num_samples=400", "data.samples_per_bucket=100", "data.num_samples=40,80,500",
+           "data.length_buckets=[[0,75]],[[75,200]]", "trainer.max_steps=3", "trainer.global_batch_size=8",
+           "trainer.micro_batch_size=8", "eval.num_problems=8", "eval.max_new_tokens=32", "eval.bootstrap_samples=50",
+           f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]     # exit status = failed jobs
+
+    status = json.loads((sweep / "sweep_status.json").read_text())
+    assert (status["jobs"], status["finished"], status["failed"]) == (6, 4, 2)
+    assert all("data.num_samples=500: only 100 records are left" in f["error"] for f in status["failures"])
+    assert "sweep: 4 of 6 jobs finished, 2 failed" in proc.stdout
+
+    # Every finished job ran prepare -> train -> evaluate into its own run dir, logged to W&B as the study.
+    finished = [sweep / str(j) for j in range(6) if json.loads((sweep / str(j) / "summary.json").read_text())
+                ["status"] == "finished"]
+    assert len(finished) == 4
+    for job in finished:
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["train"]["steps"] == 3 and "synthetic" in summary["eval"]
+        assert (job / "eval_samples.jsonl").is_file()
+        run = read_offline_run(find_offline_run_file(job))["run"]
+        assert run["group"] == "tiny_study" and "data.num_samples=" in run["name"]
+
+    assert report_main([str(sweep)]) == 0
+    out = sweep / "report"
+    rows = list(csv.DictReader(open(out / "report.csv")))
+    assert len(rows) == 6
+    assert sorted(r["status"] for r in rows) == ["failed"] * 2 + ["finished"] * 4
+    assert {r["examples"] for r in rows if r["status"] == "finished"} == {"40", "80"}
+    md = (out / "report.md").read_text()
+    for fig in ("sample_count", "trace_length"):
+        assert (out / f"{fig}.png").stat().st_size > 5000
+        assert f"![{fig}]({fig}.png)" in md
+    assert len(list(out.glob("*.png"))) == 2
+    assert "## Failed runs" in md and md.count("data.num_samples=500: only 100 records") == 2
+    assert "ln(tokens), R^2 =" in md
+    report = json.loads((out / "summary.json").read_text())
+    assert report["runs"] == 6 and report["failed"] == 2
+    assert report["figures"]["trace_length"]["fits"]["synthetic"]["n"] == 4
+
+
+def test_report_of_a_path_that_is_not_a_run_is_an_error(tmp_path, capsys):
+    assert report_main([str(tmp_path / "nope")]) == 2
+    assert "nope: no such directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert report_main([str(tmp_path / "empty")]) == 2
+    assert "neither a run dir" in capsys.readouterr().err
