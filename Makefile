@@ -5,6 +5,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
+# The demos log to W&B offline (files under the run dir) unless you set WANDB_MODE yourself.
+export WANDB_MODE ?= offline
+
 .PHONY: install test test-fast demo demo-sweep clean
 
 install: $(STAMP)

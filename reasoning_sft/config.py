@@ -124,6 +124,11 @@ def validate_train_config(cfg: DictConfig) -> None:
            "an integer >= 1", t.save_total_limit)
     _check(t.resume is not None and isinstance(t.resume, str), "trainer.resume",
            "'never', 'auto' or a checkpoint dir", t.resume)
+    if t.packing:
+        _check(t.sampling == "random", "trainer.sampling", "'random' with trainer.packing=true (packing already "
+               "removes padding)", t.sampling)
+        _check(t.pack_length is None or (isinstance(t.pack_length, int) and t.pack_length >= cfg.data.max_seq_len),
+               "trainer.pack_length", f"null or an integer >= data.max_seq_len={cfg.data.max_seq_len}", t.pack_length)
     _check(t.lr_scheduler in SCHEDULERS, "trainer.lr_scheduler", f"one of {SCHEDULERS}", t.lr_scheduler)
     grad_accumulation(cfg)
 

@@ -28,6 +28,7 @@ from reasoning_sft.launch import (check_launch_config, is_worker, launch_workers
 from reasoning_sft.evaluation import result_line, run_tasks
 from reasoning_sft.formatting import get_style, tokenize_records
 from reasoning_sft.models import count_parameters, load_pretrained_tokenizer
+from reasoning_sft.packing import PackedCollator, pack_examples, use_packed_attention
 from reasoning_sft.prepare import prepare_records, token_stats
 from reasoning_sft.records import content_hash
 from reasoning_sft.wandb_logging import init_wandb, log_eval
@@ -135,9 +136,14 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     is_main = rank() == 0
     tokenizer = instantiate(cfg.model.tokenizer)
     examples, card = prepare_examples(cfg, tokenizer)
-    if len(examples) < world_size(cfg):
+    train_dataset, collator = examples, None
+    if cfg.trainer.packing:   # rows of whole samples, best-fit decreasing (reasoning_sft/packing.py)
+        bins, card["packing"] = pack_examples(examples, cfg.trainer.pack_length or cfg.data.max_seq_len, cfg.seed)
+        train_dataset, collator = [{"samples": b} for b in bins], PackedCollator()
+    if len(train_dataset) < world_size(cfg):
         raise ConfigError(f"trainer.nproc_per_node x nnodes = {world_size(cfg)} processes but only "
-                          f"{len(examples)} training samples: every rank needs at least one")
+                          f"{len(train_dataset)} training {'rows' if cfg.trainer.packing else 'samples'}: "
+                          "every rank needs at least one")
     if is_main:
         write_json(run_dir / "data_card.json", card)
 
@@ -150,17 +156,22 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         args = training_arguments(cfg, run_dir, precision, ["wandb"] if wandb_run else ["none"])
         model = instantiate(cfg.model.network, tokenizer=tokenizer, dtype=dtype, seed=cfg.seed)
         num_params = count_parameters(model)
+        base_model, attention = model, None
+        if cfg.trainer.packing:
+            attention = use_packed_attention(model)   # restored before saving
         if cfg.peft.enabled:
             from peft import get_peft_model
             model = get_peft_model(model, instantiate(cfg.peft.config))
         trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
         checkpointing = CheckpointCallback()
-        trainer = SFTTrainer(model=model, args=args, train_dataset=examples, processing_class=tokenizer,
-                             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-                             callbacks=[checkpointing])
+        collator = collator or DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
+                             data_collator=collator, callbacks=[checkpointing])
         t_train = time.time()
         result = trainer.train(resume_from_checkpoint=cfg.trainer.resume if resumed else None)
         train_seconds = time.time() - t_train
+        if attention is not None:
+            base_model.set_attn_implementation(attention)   # the saved config names a standard one
         write_rank_report(trainer, run_dir)
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
         if checkpointing.preempted_at is not None:
