@@ -40,7 +40,10 @@ class ForcedGeneration:
 def generate_ids(model, tokenizer, contexts: list[list[int]], max_new_tokens: int,
                  stop_strings: list[str] | None = None, sampling: dict | None = None) -> list[tuple[list[int], bool]]:
     """Greedy continuation of each context (left-padded batch, KV cache). Returns per row the new ids
-    without padding or end-of-turn token, and whether the row ended with the end-of-turn token."""
+    without padding or end-of-turn token, and whether the row ended with the end-of-turn token.
+    A vLLM engine (reasoning_sft.vllm_backend) brings its own implementation of this primitive."""
+    if hasattr(model, "generate_ids"):
+        return model.generate_ids(contexts, max_new_tokens, stop_strings, sampling)
     pad = tokenizer.pad_token_id
     width = max(len(c) for c in contexts)
     input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=model.device)

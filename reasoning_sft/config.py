@@ -130,6 +130,10 @@ def validate_train_config(cfg: DictConfig) -> None:
         _check(t.pack_length is None or (isinstance(t.pack_length, int) and t.pack_length >= cfg.data.max_seq_len),
                "trainer.pack_length", f"null or an integer >= data.max_seq_len={cfg.data.max_seq_len}", t.pack_length)
     _check(t.lr_scheduler in SCHEDULERS, "trainer.lr_scheduler", f"one of {SCHEDULERS}", t.lr_scheduler)
+    if cfg.eval.get("after_train") and cfg.eval.get("backend", "hf") != "hf":
+        raise ConfigError(f"eval.backend={cfg.eval.backend!r}: after training the trainer still holds the GPUs; "
+                          "evaluate the saved model with python -m reasoning_sft.evaluate model_path=<run dir>/"
+                          "final_model eval.backend=vllm")
     grad_accumulation(cfg)
 
 

@@ -23,6 +23,17 @@ from reasoning_sft.wandb_logging import init_wandb, log_eval
 def load_for_eval(cfg: DictConfig):
     """(model, tokenizer) from `model_path` (a saved model or adapter dir) or from `model`."""
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    backend = cfg.eval.get("backend", "hf")
+    if backend not in ("hf", "vllm"):
+        raise ConfigError(f"eval.backend={backend!r}: expected 'hf' or 'vllm'")
+    if backend == "vllm":
+        from reasoning_sft.vllm_backend import VLLMEngine, require_vllm
+        require_vllm()
+        path = cfg.model_path or cfg.model.get("name_or_path")
+        if not path:
+            raise ConfigError("eval.backend='vllm': needs model_path=<dir> or a hub model (model=qwen2.5_...)")
+        v = cfg.eval.get("vllm") or {}
+        return VLLMEngine(path, seed=cfg.seed, **v), load_pretrained_tokenizer(str(path))
     if cfg.model_path:
         path = Path(cfg.model_path)
         if not path.is_dir():
@@ -42,7 +53,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
     t0 = time.time()
     run_dir = open_run_dir(cfg)
     model, tokenizer = load_for_eval(cfg)
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and isinstance(model, torch.nn.Module):
         model = model.cuda()
     wandb_run = init_wandb(cfg, run_dir, "evaluate")
     try:

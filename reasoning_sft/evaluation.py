@@ -5,6 +5,8 @@ The held-out synthetic task lives here; the papers' benchmarks run through lm-ev
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 from pathlib import Path
 from statistics import mean, median
@@ -15,7 +17,7 @@ from omegaconf import DictConfig
 from reasoning_sft.data.synthetic import generate_records
 from reasoning_sft.budget_forcing import BudgetForcing, generate_with_budget
 from reasoning_sft.formatting import get_style, render_prompt
-from reasoning_sft.grading import extract_answer, is_equivalent
+from reasoning_sft.grading import extract_answer, grade
 from reasoning_sft.metrics import sampled_summary
 
 
@@ -24,6 +26,11 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
              sampling: dict | None = None) -> list[tuple[str, int]]:
     """Batched, KV-cached `generate`, greedy unless `sampling` (do_sample, temperature, top_p).
     Returns (text up to the end of turn, generated tokens)."""
+    if hasattr(model, "generate_ids"):   # the vLLM engine: one call, it batches itself
+        from reasoning_sft.budget_forcing import generate_ids
+        contexts = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        return [(tokenizer.decode(ids, skip_special_tokens=False), len(ids))
+                for ids, _ in generate_ids(model, tokenizer, contexts, max_new_tokens, sampling=sampling)]
     was_training = model.training
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -57,8 +64,9 @@ def evaluate_synthetic(model, tokenizer, cfg: DictConfig) -> tuple[dict, list[di
     for i, out in enumerate(outputs):
         rec, pred = records[i // n], extract_answer(out["generation"])
         gold = rec.metadata["gold_answer"]
+        correct, outcome = grade(pred, gold)
         samples.append({"task": "synthetic", "id": rec.id, "sample": i % n, "prompt": prompts[i // n], **out,
-                        "extracted": pred, "gold": gold, "correct": is_equivalent(pred, gold)})
+                        "extracted": pred, "gold": gold, "correct": correct, "grading": outcome})
     return summarize_samples(samples, n, cfg), samples
 
 
@@ -72,6 +80,8 @@ def summarize_samples(samples: list[dict], n: int, cfg: DictConfig) -> dict:
                        generated_tokens_max=max(lengths),
                        hit_max_new_tokens=sum(x >= cfg.eval.max_new_tokens for x in lengths))
     summary["no_answer"] = sum(s["extracted"] is None for s in samples)
+    outcomes = Counter(s.get("grading") for s in samples)
+    summary["grading_timeouts"], summary["grading_errors"] = outcomes["timeout"], outcomes["error"]
     if "thinking_tokens" in samples[0]:
         thinking = [s["thinking_tokens"] for s in samples]
         summary.update(thinking_tokens_mean=mean(thinking), thinking_tokens_median=median(thinking),

@@ -77,10 +77,20 @@ def render_chat(rec: Record, tokenizer: PreTrainedTokenizerBase, style: Thinking
     return prompt, completion
 
 
+def _span_tokens(encoded, i: int, text: str, span: str) -> int | None:
+    """Tokens of `span` as it is tokenized inside `text` (the trace in its conversation)."""
+    start = text.find(span) if span else -1
+    if start < 0:
+        return None
+    first, last = encoded.char_to_token(i, start), encoded.char_to_token(i, start + len(span) - 1)
+    return None if first is None or last is None else last - first + 1
+
+
 def tokenize_records(records: list[Record], tokenizer: PreTrainedTokenizerBase, style: ThinkingStyle,
                      max_seq_len: int, overflow: str = "drop",
                      system_prompt: str | None = None) -> tuple[list[dict], Counter]:
     """Token ids with labels = -100 on the prompt. Returns the examples and a count of what happened.
+    Each example also says how many tokens its trace took in context (`thinking_tokens`).
 
     overflow: 'drop' removes a sequence longer than max_seq_len, 'truncate' cuts it (the end of
     the trace is lost); a sequence with no supervised token left is dropped either way.
@@ -89,11 +99,14 @@ def tokenize_records(records: list[Record], tokenizer: PreTrainedTokenizerBase, 
         raise ValueError(f"data.overflow={overflow!r}: expected 'drop' or 'truncate'")
     counts: Counter = Counter()
     examples = []
-    for rec in records:
-        prompt, completion = render_chat(rec, tokenizer, style, system_prompt)
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    rendered = [render_chat(rec, tokenizer, style, system_prompt) for rec in records]
+    # Two batch calls: the fast tokenizer encodes them on every core.
+    prompt_ids = tokenizer([p for p, _ in rendered], add_special_tokens=False)["input_ids"] if records else []
+    encoded = tokenizer([c for _, c in rendered], add_special_tokens=False) if records else None
+    for i, (rec, (_, completion)) in enumerate(zip(records, rendered)):
+        p_ids, c_ids = prompt_ids[i], encoded["input_ids"][i]
         ids, labels = p_ids + c_ids, [IGNORE_INDEX] * len(p_ids) + c_ids
+        thinking_tokens = _span_tokens(encoded, i, completion, rec.thinking)
         if len(ids) > max_seq_len:
             if overflow == "drop":
                 counts["dropped_too_long"] += 1
@@ -104,5 +117,5 @@ def tokenize_records(records: list[Record], tokenizer: PreTrainedTokenizerBase, 
                 continue
             counts["truncated"] += 1
         counts["kept"] += 1
-        examples.append({"input_ids": ids, "labels": labels, "id": rec.id})
+        examples.append({"input_ids": ids, "labels": labels, "id": rec.id, "thinking_tokens": thinking_tokens})
     return examples, counts

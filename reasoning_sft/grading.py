@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from math_verify import parse, verify
+from math_verify.errors import TimeoutException
 
 _ANSWER_LINE = re.compile(r"(?:Final Answer|Answer)\s*:\s*(.+)", re.I)
 
@@ -31,15 +32,23 @@ def extract_answer(text: str) -> str | None:
     return lines[-1].strip().rstrip(".") if lines else None
 
 
-def is_equivalent(pred: str | None, gold: str, timeout_seconds: int = 5) -> bool:
-    """math-verify on `$...$`-wrapped strings; a grading that times out or fails counts as wrong."""
+def grade(pred: str | None, gold: str, timeout_seconds: int = 5) -> tuple[bool, str]:
+    """(correct, outcome): outcome is 'exact', 'verified', 'not_equal', 'no_answer', 'timeout' or
+    'error'. A grading that times out or fails counts as wrong, and the summary counts it apart."""
     if pred is None or not pred.strip():
-        return False
+        return False, "no_answer"
     if pred.strip() == gold.strip():
-        return True
+        return True, "exact"
     try:
-        return bool(verify(parse(f"${gold}$", parsing_timeout=timeout_seconds),
-                           parse(f"${pred}$", parsing_timeout=timeout_seconds),
-                           timeout_seconds=timeout_seconds))
-    except Exception:  # noqa: BLE001 - math-verify raises on timeouts and unparsable input alike
-        return False
+        ok = verify(parse(f"${gold}$", parsing_timeout=timeout_seconds, raise_on_error=True),
+                    parse(f"${pred}$", parsing_timeout=timeout_seconds, raise_on_error=True),
+                    timeout_seconds=timeout_seconds, raise_on_error=True)
+    except TimeoutException:   # a BaseException in math-verify: caught by name, nothing else is
+        return False, "timeout"
+    except Exception:  # noqa: BLE001 - unparsable or unsupported by sympy: wrong, and counted
+        return False, "error"
+    return bool(ok), "verified" if ok else "not_equal"
+
+
+def is_equivalent(pred: str | None, gold: str, timeout_seconds: int = 5) -> bool:
+    return grade(pred, gold, timeout_seconds)[0]

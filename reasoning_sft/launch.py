@@ -149,5 +149,13 @@ def write_worker_error(run_dir: Path, error: Exception) -> None:
     (run_dir / "worker_error.json").write_text(json.dumps({"kind": kind, "message": str(error)}))
 
 
+def single_process_env() -> None:
+    """A one-process run that still initialises torch.distributed (DeepSpeed does): without these
+    DeepSpeed falls back to MPI discovery (mpi4py) and fails."""
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+
+
 def needs_launch(cfg: DictConfig) -> bool:
     return world_size(cfg) > 1 and not is_worker() and launcher_name(cfg) != "slurm"

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from reasoning_sft.config import ConfigError
-from reasoning_sft.grading import extract_answer, is_equivalent
+from reasoning_sft.grading import extract_answer, grade, is_equivalent
 
 # name -> (file in eval.data_dir, question field, gold answer field)
 BENCHMARKS = {
@@ -119,7 +119,23 @@ def make_lm(model, tokenizer, cfg: DictConfig):
     from reasoning_sft.evaluation import generate_for_eval
     from reasoning_sft.formatting import render_prompt
 
-    class ReasoningLM(HFLM):
+    vllm = hasattr(model, "generate_ids")
+    base = HFLM
+    if vllm:   # vLLM engine: our generation only; log-likelihood tasks need eval.backend=hf
+        from lm_eval.api.model import LM as base
+
+    class ReasoningLM(base):
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            if vllm:
+                raise ConfigError("eval.backend='vllm' runs generation tasks only; log-likelihood tasks "
+                                  "(e.g. mmlu) need eval.backend=hf")
+            return super().loglikelihood(requests, disable_tqdm)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            if vllm:
+                raise ConfigError("eval.backend='vllm' runs generation tasks only; use eval.backend=hf")
+            return super().loglikelihood_rolling(requests, disable_tqdm)
+
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
             # lm-eval already repeats each request `repeats` times: one generation per request here.
             prompts = [render_prompt(r.args[0], tokenizer, cfg.data.format.system_prompt) for r in requests]
@@ -128,8 +144,8 @@ def make_lm(model, tokenizer, cfg: DictConfig):
                 self.details.setdefault(r.args[0], []).append({"prompt": prompt, **out})
             return [o["generation"] for o in outs]
 
-    lm = ReasoningLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.eval.batch_size,
-                     device=str(model.device))
+    lm = ReasoningLM() if vllm else ReasoningLM(pretrained=model, tokenizer=tokenizer,
+                                                batch_size=cfg.eval.batch_size, device=str(model.device))
     lm.details = {}
     return lm
 
@@ -156,8 +172,8 @@ def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str]) -> tuple[di
                                            if isinstance(v, (int, float))}}
             continue
         key = f"rsft_{task}"
-        grade = (lambda gen, gold: extract_letter(gen) == gold) if task == "gpqa_diamond" else \
-            (lambda gen, gold: is_equivalent(extract_answer(gen), str(gold)))
+        verdict = (lambda gen, gold: (extract_letter(gen) == gold, "letter")) if task == "gpqa_diamond" else \
+            (lambda gen, gold: grade(extract_answer(gen), str(gold)))
         task_rows = []
         for s in sorted(out["samples"].get(key, []), key=lambda s: s["doc_id"]):
             first = s["arguments"][0] if isinstance(s["arguments"], list) else s["arguments"]["gen_args_0"]
@@ -169,7 +185,8 @@ def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str]) -> tuple[di
                 extracted = extract_letter(gen) if task == "gpqa_diamond" else extract_answer(gen)
                 task_rows.append({"task": task, "id": s["doc_id"], "sample": j,
                                   **(details[j] if j < len(details) else {}), "generation": gen,
-                                  "extracted": extracted, "gold": s["target"], "correct": grade(gen, s["target"])})
+                                  "extracted": extracted, "gold": s["target"],
+                                  **dict(zip(("correct", "grading"), verdict(gen, s["target"])))})
         summary = summarize_samples(task_rows, n, cfg)
         summary["lm_eval"] = {k: v for k, v in out["results"][key].items() if isinstance(v, (int, float))}
         summaries[task] = summary

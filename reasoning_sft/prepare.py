@@ -7,7 +7,6 @@ what a model is trained on; `train` calls the same `prepare_records`.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections import Counter
 from statistics import mean, median
@@ -69,15 +68,36 @@ def token_stats(lengths: list[int]) -> dict:
             "max": s[-1], "total": sum(s)}
 
 
-def prepare_records(cfg: DictConfig, tokenizer) -> tuple[list[Record], dict]:
-    """Everything between the source and tokenization, with a card that accounts for every record."""
-    @functools.lru_cache(maxsize=None)   # selection and the card both measure the same traces
-    def count_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+def token_counter(tokenizer) -> Callable[[str], int]:
+    """count(text) -> tokens, memoized; `count.prefetch(texts)` measures many in one batch call."""
+    cache: dict[str, int] = {}
+
+    def count(text: str) -> int:
+        if text not in cache:
+            cache[text] = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return cache[text]
+
+    def prefetch(texts) -> None:
+        new = list(dict.fromkeys(t for t in texts if t not in cache))
+        if new:
+            for text, ids in zip(new, tokenizer(new, add_special_tokens=False)["input_ids"]):
+                cache[text] = len(ids)
+    count.prefetch = prefetch
+    return count
+
+
+def prepare_records(cfg: DictConfig, tokenizer, measure_traces: bool = True) -> tuple[list[Record], dict]:
+    """Everything between the source and tokenization, with a card that accounts for every record.
+    measure_traces=False leaves the card's trace-token stats to the caller (training measures the
+    traces while tokenizing them, instead of a second pass over every trace)."""
+    count_tokens = token_counter(tokenizer)
 
     records = instantiate(cfg.data.source)
     card: dict = {"data": cfg.data.name, "records_loaded": len(records),
                   "skipped_by_loader": getattr(records, "skipped", {})}
+    d = cfg.data
+    if d.get("min_trace_tokens") is not None or d.get("max_trace_tokens") is not None or d.get("length_buckets"):
+        count_tokens.prefetch(r.thinking for r in records)
     records, card["selection"] = select_records(records, cfg.data, cfg.seed, count_tokens)
     card["records_selected"] = len(records)
     if cfg.ablation.transforms:
@@ -86,7 +106,9 @@ def prepare_records(cfg: DictConfig, tokenizer) -> tuple[list[Record], dict]:
         card["ablation"] = {"name": cfg.ablation.get("name"), "stages": stages, "changes": summarize(records)}
     card["records_prepared"] = len(records)
     card["domains"] = dict(sorted(Counter(r.domain for r in records).items()))
-    card["trace_tokens"] = token_stats([count_tokens(r.thinking) for r in records]) if records else {}
+    if measure_traces:
+        count_tokens.prefetch(r.thinking for r in records)
+        card["trace_tokens"] = token_stats([count_tokens(r.thinking) for r in records]) if records else {}
     card["content_hash"] = content_hash(records)
     return records, card
 

@@ -17,14 +17,15 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+from transformers import (AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments,
+                          set_seed)
 
 from reasoning_sft.checkpoints import CheckpointCallback, resume_checkpoint
 from reasoning_sft.config import (ConfigError, check_hardware, grad_accumulation, open_run_dir, training_dtype,
                                   finish_stage, run_cli, validate_train_config, world_size, write_json)
 from reasoning_sft.data.loaders import DataError
 from reasoning_sft.launch import (check_launch_config, is_worker, launch_workers, launcher_name, needs_launch, rank,
-                                  slurm_rank_env, write_worker_error)
+                                  single_process_env, slurm_rank_env, write_worker_error)
 from reasoning_sft.evaluation import result_line, run_tasks
 from reasoning_sft.formatting import get_style, tokenize_records
 from reasoning_sft.models import count_parameters, load_pretrained_tokenizer
@@ -33,10 +34,30 @@ from reasoning_sft.prepare import prepare_records, token_stats
 from reasoning_sft.records import content_hash
 from reasoning_sft.wandb_logging import init_wandb, log_eval
 
+IMPORTED_AT = time.time()   # start-up accounting: process start -> imports -> composition -> first step
+
+
+class FirstStepTime(TrainerCallback):
+    def __init__(self):
+        self.at: float | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.at is None:
+            self.at = time.time()
+
+
+def startup_seconds(entered: float, data_s: float, model_s: float, first_step_at: float | None) -> dict:
+    """Where the time to the first optimizer step went (this process; a worker's own imports count)."""
+    import psutil
+    started = psutil.Process().create_time()
+    return {"imports": round(IMPORTED_AT - started, 2), "composition": round(entered - IMPORTED_AT, 2),
+            "data": round(data_s, 2), "model": round(model_s, 2),
+            "to_first_step": round(first_step_at - started, 2) if first_step_at else None}
+
 
 def prepare_examples(cfg: DictConfig, tokenizer) -> tuple[list[dict], dict]:
     """The prepare stage's records, tokenized with assistant-only labels; the card counts all."""
-    records, card = prepare_records(cfg, tokenizer)
+    records, card = prepare_records(cfg, tokenizer, measure_traces=False)
     examples, counts = tokenize_records(records, tokenizer, get_style(cfg.data.format.thinking_style),
                                         cfg.data.max_seq_len, cfg.data.overflow,
                                         cfg.data.format.system_prompt)
@@ -44,6 +65,8 @@ def prepare_examples(cfg: DictConfig, tokenizer) -> tuple[list[dict], dict]:
         raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len}: too small for any of the "
                           f"{len(records)} samples of data={cfg.data.name} ({dict(counts)})")
     card["tokenization"] = dict(counts)
+    traces = [e["thinking_tokens"] for e in examples if e["thinking_tokens"] is not None]
+    card["trace_tokens"] = token_stats(traces) if traces else {}   # in context, of the kept samples
     lengths = [len(e["input_ids"]) for e in examples]
     card["sequence_tokens"] = token_stats(lengths)
     card["supervised_tokens"] = sum(sum(x != -100 for x in e["labels"]) for e in examples)
@@ -91,13 +114,21 @@ class SFTTrainer(Trainer):
     """transformers.Trainer that notes which samples this rank trained on (the rank report proves
     the ranks' shares are disjoint and cover the data)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, activation_offload: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.samples_seen: list[int] = []
+        self.activation_offload = activation_offload
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.samples_seen += inputs.pop("sample_index").tolist()
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.activation_offload:
+            return super().training_step(model, inputs, num_items_in_batch)
+        # Activations kept for backward live in (pinned) CPU memory: GPU memory for longer sequences.
+        with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+            return super().training_step(model, inputs, num_items_in_batch)
 
 
 def run_training(cfg: DictConfig) -> dict:
@@ -117,6 +148,8 @@ def run_training(cfg: DictConfig) -> dict:
     if needs_launch(cfg):
         launch_workers(cfg, run_dir)
         return json.loads((run_dir / "summary.json").read_text())
+    if cfg.deepspeed.config is not None:
+        single_process_env()
     return train_worker(cfg, run_dir)
 
 
@@ -136,6 +169,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     is_main = rank() == 0
     tokenizer = instantiate(cfg.model.tokenizer)
     examples, card = prepare_examples(cfg, tokenizer)
+    data_s = time.time() - t0
     train_dataset, collator = examples, None
     if cfg.trainer.packing:   # rows of whole samples, best-fit decreasing (reasoning_sft/packing.py)
         bins, card["packing"] = pack_examples(examples, cfg.trainer.pack_length or cfg.data.max_seq_len, cfg.seed)
@@ -154,6 +188,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         # TrainingArguments before the model: under ZeRO-3 the model is then built partitioned
         # (zero.Init), so no rank ever holds a full 32B copy.
         args = training_arguments(cfg, run_dir, precision, ["wandb"] if wandb_run else ["none"])
+        t_model = time.time()
         model = instantiate(cfg.model.network, tokenizer=tokenizer, dtype=dtype, seed=cfg.seed)
         num_params = count_parameters(model)
         base_model, attention = model, None
@@ -163,10 +198,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             from peft import get_peft_model
             model = get_peft_model(model, instantiate(cfg.peft.config))
         trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+        model_s = time.time() - t_model
+        first_step = FirstStepTime()
         checkpointing = CheckpointCallback()
         collator = collator or DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                             data_collator=collator, callbacks=[checkpointing])
+                             data_collator=collator, callbacks=[checkpointing, first_step],
+                             activation_offload=cfg.trainer.activation_offload)
         t_train = time.time()
         result = trainer.train(resume_from_checkpoint=cfg.trainer.resume if resumed else None)
         train_seconds = time.time() - t_train
@@ -206,6 +244,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             "save_check": save_check,
             "eval": evaluation,
             "wandb": {"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None,
+            "startup_seconds": startup_seconds(t0, data_s, model_s, first_step.at),
             "total_seconds": round(time.time() - t0, 1),
         }
         if wandb_run:

@@ -108,7 +108,7 @@ def find_offline_run_file(run_dir: str | Path) -> Path:
     return files[-1]
 
 
-SAMPLE_COLUMNS = ["task", "id", "sample", "prompt", "generation", "extracted", "gold", "correct",
+SAMPLE_COLUMNS = ["task", "id", "sample", "prompt", "generation", "extracted", "gold", "correct", "grading",
                   "thinking_tokens", "waits", "capped"]
 
 

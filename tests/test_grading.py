@@ -63,3 +63,18 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_n():
     assert lo < 0.5 < hi and 0.25 < hi - lo < 0.45        # 30 problems: about +-18 points
     big = accuracy_summary(small * 20)
     assert big["accuracy"] == 0.5 and big["ci95_high"] - big["ci95_low"] < hi - lo
+
+
+def test_a_grading_that_times_out_is_wrong_and_counted(make_cfg):
+    from reasoning_sft.evaluation import summarize_samples
+    from reasoning_sft.grading import grade
+    slow = r"\int_0^1 e^{x^{7}}\sin(x^{5})\,dx"      # sympy cannot settle this within a second
+    assert grade(slow, "0.3", timeout_seconds=1) == (False, "timeout")
+    assert grade(None, "3") == (False, "no_answer") and grade("3", "3") == (True, "exact")
+    assert grade(r"\frac{1}{2}", "0.5") == (True, "verified") and grade("4", "3") == (False, "not_equal")
+    rows = [{"extracted": slow, "correct": False, "grading": "timeout"},
+            {"extracted": "3", "correct": True, "grading": "exact"},
+            {"extracted": "x", "correct": False, "grading": "error"}]
+    summary = summarize_samples(rows, 1, make_cfg(["eval=synthetic", "eval.bootstrap_samples=10"]))
+    assert summary["grading_timeouts"] == 1 and summary["grading_errors"] == 1
+    assert summary["accuracy"] == pytest.approx(1 / 3)

@@ -116,3 +116,16 @@ def test_packed_training_under_zero3_matches_one_process(make_cfg, tmp_path):
     assert len(ranks[0]["samples_seen"]) + len(ranks[1]["samples_seen"]) > 16 and rows < 64
     assert "attn_implementation" not in (two_dir / "final_model" / "config.json").read_text() \
         or PACKED_SDPA not in (two_dir / "final_model" / "config.json").read_text()
+
+
+def test_activation_offload_trains_identically_and_liger_needs_a_gpu(make_cfg, tmp_path):
+    from reasoning_sft.train import run_training
+    small = ["data.source.num_samples=32", "trainer.max_steps=3", "trainer.global_batch_size=4",
+             "trainer.micro_batch_size=4", "trainer.logging_steps=1", "trainer.learning_rate=1e-3",
+             "logger=none", "trainer.save_final_model=false"]
+    plain = run_training(make_cfg(small))
+    plain_losses = losses(Path(plain["run_dir"]))
+    offloaded = run_training(make_cfg(small + ["trainer.activation_offload=true"]))
+    assert losses(Path(offloaded["run_dir"])) == pytest.approx(plain_losses, abs=1e-6)
+    with pytest.raises(ConfigError, match="trainer.liger_kernel=true: needs a GPU and `pip install liger-kernel`"):
+        run_training(make_cfg(small + ["trainer.liger_kernel=true"]))
