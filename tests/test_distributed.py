@@ -270,3 +270,24 @@ def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer():
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
     assert launcher.partition == "gpu" and launcher.timeout_min == 1440
+
+
+@pytest.mark.slow
+def test_each_multirun_job_launches_its_own_workers(tmp_path):
+    """`-m` with two processes per job (torchrun, DDP over gloo): every job gets its own workers,
+    which write into that job's dir."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.train", "-m", "data.source.num_samples=32",
+                           "trainer.max_steps=2", "trainer.global_batch_size=2", "trainer.nproc_per_node=2",
+                           "trainer.learning_rate=1e-3,3e-3", "logger=none", "trainer.save_final_model=false",
+                           f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for job, lr in (("0", 1e-3), ("1", 3e-3)):
+        summary = json.loads((sweep / job / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["train"]["world_size"] == 2
+        assert OmegaConf.load(sweep / job / "config.yaml").trainer.learning_rate == lr
+        ranks = [json.loads((sweep / job / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert not set(ranks[0]["samples_seen"]) & set(ranks[1]["samples_seen"])
+    assert json.loads((sweep / "sweep_status.json").read_text())["finished"] == 2
