@@ -29,6 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=17000)
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--vocab", type=int, default=4096)
     args = ap.parse_args()
 
     from hydra.utils import instantiate
@@ -45,8 +46,11 @@ def main() -> None:
                 row = rows[i % len(rows)]   # every copy made unique: no cache can skip a repeat
                 f.write(json.dumps({**row, "id": f"{row['id']}-{i}", "question": f"({i}) {row['question']}",
                                     "solution": f"Copy {i}. {row['solution']}"}) + "\n")
-        cfg = compose_config([f"model={args.model}", "data=r1_traces", f"data.source.path={path}",
-                              "data.max_seq_len=65536"], "train", Path(tmp) / "run")
+        # A 4k BPE trained on the traces (as the training benchmark): ~3k tokens per trace, like a real
+        # tokenizer; the default 512-token vocabulary would split them ~3x finer.
+        cfg = compose_config([f"model={args.model}", f"model.tokenizer.vocab_size={args.vocab}",
+                              f"+model.tokenizer.corpus_files=[{source}]", "data=r1_traces",
+                              f"data.source.path={path}", "data.max_seq_len=65536"], "train", Path(tmp) / "run")
         tokenizer = instantiate(cfg.model.tokenizer)
         print(f"{args.records} records, tokenizer {type(tokenizer).__name__} ({len(tokenizer)} tokens), "
               f"{os.cpu_count()} cores")

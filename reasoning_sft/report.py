@@ -94,6 +94,8 @@ def gather_row(run_dir: Path) -> dict:
         "peft": bool(_get(cfg, "peft.enabled", False)),
         "ablation": _get(cfg, "ablation.name", "none"), "ablation_rate": _get(cfg, "ablation.rate"),
         "num_samples": _get(cfg, "data.num_samples"), "length_buckets": json.dumps(_get(cfg, "data.length_buckets")),
+        "target_tokens": _get(cfg, "ablation.target_tokens"), "min_trace_tokens": _get(cfg, "data.min_trace_tokens"),
+        "max_trace_tokens": _get(cfg, "data.max_trace_tokens"),
         "examples": card.get("examples"), "trace_tokens_mean": _get(card, "trace_tokens.mean"),
         "final_loss": _get(summary, "train.final_loss"), "steps": _get(summary, "train.steps"),
         "max_thinking_tokens": _get(cfg, "eval.budget_forcing.max_thinking_tokens")
@@ -167,8 +169,9 @@ def draw_figures(rows: list[dict], out: Path) -> dict[str, dict]:
 
     if _varies(done, "examples") and (_varies(done, "num_samples") or not _varies(done, "trace_tokens_mean")):
         line_figure("sample_count", "examples", "training samples", logx=True)
-    if _varies(done, "trace_tokens_mean") and (_varies(done, "length_buckets") or _varies(done, "ablation_rate")
-                                               or _varies(done, "num_samples")):
+    # Trace length is the study when the jobs choose it: length buckets, Long1K's combine target, bounds.
+    if _varies(done, "trace_tokens_mean") and any(_varies(done, k) for k in (
+            "length_buckets", "target_tokens", "min_trace_tokens", "max_trace_tokens")):
         line_figure("trace_length", "trace_tokens_mean", "mean trace tokens (log)", logx=True, fit=True)
     if _varies(done, "parameters"):
         line_figure("model_size", "parameters", "parameters", logx=True)
@@ -292,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += wandb_rows(args.wandb_group, args.wandb_project, args.wandb_entity)
     out = args.out or (args.paths[0] / "report")
     out.mkdir(parents=True, exist_ok=True)
+    for name in FIGURES:   # a re-run must not leave a figure the runs no longer call for
+        (out / f"{name}.png").unlink(missing_ok=True)
     figures = draw_figures(rows, out)
     csv_path, md_path = write_report(rows, out, figures)
     print(f"{len(rows)} runs ({sum(r['status'] != 'finished' for r in rows)} failed), {len(figures)} figures")

@@ -69,10 +69,11 @@ def prepare_examples(cfg: DictConfig, tokenizer) -> tuple[list[dict], dict]:
     card["trace_tokens"] = token_stats(traces) if traces else {}   # in context, of the kept samples
     lengths = [len(e["input_ids"]) for e in examples]
     card["sequence_tokens"] = token_stats(lengths)
-    card["supervised_tokens"] = sum(sum(x != -100 for x in e["labels"]) for e in examples)
+    card["supervised_tokens"] = sum(e["supervised_tokens"] for e in examples)
     card["examples"] = len(examples)
     kept = {e["id"] for e in examples}   # names the exact training set (tokenization may drop some)
-    card["training_hash"] = content_hash(r for r in records if r.id in kept)
+    card["training_hash"] = card["content_hash"] if len(kept) == len(records) else \
+        content_hash(r for r in records if r.id in kept)
     return [{"input_ids": e["input_ids"], "labels": e["labels"], "sample_index": i}
             for i, e in enumerate(examples)], card
 
