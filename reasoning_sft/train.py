@@ -113,7 +113,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path, precision: str, report_to
 
 class SFTTrainer(Trainer):
     """transformers.Trainer that notes which samples this rank trained on (the rank report proves
-    the ranks' shares are disjoint and cover the data)."""
+    the ranks' shares are disjoint and cover the data), and can keep activations in CPU memory."""
 
     def __init__(self, *args, activation_offload: bool = False, **kwargs):
         super().__init__(*args, **kwargs)

@@ -70,7 +70,8 @@ def test_paper_grids_are_the_papers():
 
 
 def _cpu_train_commands() -> list[list[str]]:
-    """The `python -m reasoning_sft.train` commands of docs/reproduce.md's CPU versions, as argv."""
+    """The `python -m reasoning_sft.train` commands of docs/reproduce.md's CPU versions and of the
+    sweep files' `# CPU:` lines, as argv."""
     import re
     import shlex
     text = (ROOT / "docs" / "reproduce.md").read_text()
@@ -80,6 +81,10 @@ def _cpu_train_commands() -> list[list[str]]:
             argv = shlex.split(cmd.split("#")[0])
             if argv[:3] == ["python", "-m", "reasoning_sft.train"]:
                 commands.append(argv[3:])
+    for sweep in sorted((ROOT / "sweeps").glob("*.yaml")):   # and each study's own "# CPU:" line
+        for line in sweep.read_text().splitlines():
+            if line.startswith("# CPU: python -m reasoning_sft.train"):
+                commands.append(shlex.split(line[len("# CPU: python -m reasoning_sft.train"):]))
     return commands
 
 
@@ -90,8 +95,8 @@ def test_reproduce_cpu_commands_compose_and_validate(argv, tmp_path):
     name = overrides[overrides.index("--config-name") + 1] if "--config-name" in overrides else None
     overrides = [a for a in overrides if a not in ("--config-dir", "sweeps", "--config-name", name)]
     # Command-line sweeps (a=1,2) expand too, and replace the file's grid for their key.
-    fixed = [o for o in overrides if "," not in o or "[" in o]
     parse = OverridesParser.create().parse_overrides
+    fixed = [o for o in overrides if not parse([o])[0].is_sweep_override()]
     jobs = _jobs(_compose(name, fixed)) if name else [[]]
     swept = [[f"{o.split('=')[0]}={v}" for v in parse([o])[0].sweep_string_iterator()]
              for o in overrides if o not in fixed]
@@ -108,3 +113,15 @@ def test_reproduce_cpu_commands_compose_and_validate(argv, tmp_path):
                 from conftest import compose_config
                 job_cfg = compose_config(job_overrides, "train", tmp_path)
             validate_train_config(job_cfg)
+
+
+@pytest.mark.parametrize("name", [s for s in SWEEPS if s != "tiny_sample_count"])
+def test_every_study_job_ends_with_its_evaluation(name):
+    """On the cluster a job evaluates the paper's benchmarks after training; scale=cpu swaps in the
+    synthetic held-out task (a config that would generate 32k tokens per AIME problem on a CPU is
+    the mistake this catches)."""
+    cfg = _compose(name, EXTRA.get(name, []))
+    assert cfg.eval.after_train and "math500" in cfg.eval.tasks
+    cpu = _compose(name, EXTRA.get(name, []) + ["scale=cpu"])
+    assert cpu.eval.after_train and list(cpu.eval.tasks) == ["synthetic"] and cpu.eval.max_new_tokens <= 256
+    assert cpu.model.name == "tiny" and cpu.deepspeed.config is None and cpu.trainer.nproc_per_node == 1
