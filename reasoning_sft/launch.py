@@ -129,8 +129,16 @@ def launch_workers(cfg: DictConfig, run_dir: Path) -> None:
     env = {**os.environ, WORKER_ENV: "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(worker_command(cfg, run_dir), env=env, start_new_session=True)
 
-    def forward(signum, _frame):   # SLURM preemption reaches this process: pass it to the workers
-        os.killpg(proc.pid, signum)
+    def forward(signum, _frame):
+        """SIGTERM (preemption) goes to the workers only: each checkpoints at the end of its step and
+        exits 0. The launcher itself is left alone; DeepSpeed's would SIGKILL them after 30 s."""
+        import psutil
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "reasoning_sft.train_worker" in " ".join(child.cmdline()):
+                    child.send_signal(signum)
+            except psutil.Error:
+                pass
     previous = signal.signal(signal.SIGTERM, forward)
     try:
         code = proc.wait()

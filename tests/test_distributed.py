@@ -291,3 +291,27 @@ def test_each_multirun_job_launches_its_own_workers(tmp_path):
         ranks = [json.loads((sweep / job / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
         assert not set(ranks[0]["samples_seen"]) & set(ranks[1]["samples_seen"])
     assert json.loads((sweep / "sweep_status.json").read_text())["finished"] == 2
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_two_process_run_checkpoints_every_rank_and_exits_cleanly(tmp_path):
+    run_dir = tmp_path / "preempted2"
+    proc = train_cli(run_dir, RESUME + ["trainer.save_steps=0", "logger=none", "trainer.max_steps=100000",
+                                        "trainer.nproc_per_node=2", "trainer.launcher=torchrun",
+                                        "trainer.micro_batch_size=4"])
+    deadline = time.time() + 300
+    while not (run_dir / "data_card.json").exists():   # written by rank 0 once its data is ready
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(8)                                  # a few steps in
+    proc.send_signal(signal.SIGTERM)               # the launching process only, as `kill <pid>` does
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "preempted"
+    done = complete_checkpoints(run_dir / "checkpoints")
+    assert [p.name for p in done] == [f"checkpoint-{summary['train']['steps']}"]
+    assert summary["train"]["steps"] > 0
+    # both ranks stopped at the same step (the save is collective) and reported
+    ranks = [json.loads((run_dir / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]["samples_seen"]) == len(ranks[1]["samples_seen"]) == 4 * summary["train"]["steps"]
