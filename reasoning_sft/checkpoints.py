@@ -110,7 +110,12 @@ class CheckpointCallback(TrainerCallback):
     def __init__(self):
         self.sigterm = False
         self.preempted_at: int | None = None
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        # Past the last step nothing would act on the flag: SIGTERM must stop evaluation as usual.
+        signal.signal(signal.SIGTERM, self._previous)
+        return control
 
     def _on_sigterm(self, signum, frame):
         self.sigterm = True

@@ -165,5 +165,15 @@ def single_process_env() -> None:
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
 
 
+def finish_distributed() -> None:
+    """Every rank leaves the process group together once the collective work is done. A rank that
+    exits while another still uses the group can abort at interpreter exit (seen once here as
+    "terminate called without an active exception" while rank 0 was verifying the saved model)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def needs_launch(cfg: DictConfig) -> bool:
     return world_size(cfg) > 1 and not is_worker() and launcher_name(cfg) != "slurm"

@@ -25,7 +25,8 @@ from reasoning_sft.config import (ConfigError, check_hardware, grad_accumulation
                                   finish_stage, run_cli, validate_train_config, world_size, write_json)
 from reasoning_sft.data.loaders import DataError
 from reasoning_sft.launch import (check_launch_config, is_worker, launch_workers, launcher_name, needs_launch, rank,
-                                  single_process_env, slurm_rank_env, write_worker_error)
+                                  finish_distributed, single_process_env, slurm_rank_env,
+                                  write_worker_error)
 from reasoning_sft.evaluation import result_line, run_tasks
 from reasoning_sft.formatting import get_style, tokenize_records
 from reasoning_sft.models import count_parameters, load_pretrained_tokenizer
@@ -214,6 +215,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         write_rank_report(trainer, run_dir)
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
         if checkpointing.preempted_at is not None:
+            finish_distributed()
             return _finish_preempted(trainer, cfg, run_dir, checkpointing.preempted_at, t0) if is_main else {}
         if is_main:
             with open(run_dir / "metrics.jsonl", "w") as f:
@@ -222,7 +224,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
 
         save_check = None
         if cfg.trainer.save_final_model:
-            save_check = save_final_model(trainer, tokenizer, cfg, run_dir)
+            save_check = save_final_model(trainer, tokenizer, cfg, run_dir)   # ends the process group
+        else:
+            finish_distributed()   # what follows is rank 0's alone
         if not is_main:
             return {}
 
@@ -283,6 +287,7 @@ def save_final_model(trainer, tokenizer, cfg: DictConfig, run_dir: Path) -> dict
     trained = _probe_logits(trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model, tokenizer) \
         if cfg.trainer.verify_save else None
     trainer.save_model(str(out))
+    finish_distributed()   # the gathered save was the last collective step; the rest is rank 0's
     if rank() != 0:
         return None
     tokenizer.save_pretrained(str(out))

@@ -177,22 +177,32 @@ def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
     assert logged[0] == stopped_at + 1 and logged[-1] == 150
 
 
-@pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-    run_dir = tmp_path / "preempted"
-    proc = train_cli(run_dir, RESUME + ["trainer.save_steps=0", "logger=none", "trainer.max_steps=100000"])
+def preempt(proc: subprocess.Popen, run_dir: Path, after_seconds: float, group: bool):
+    """SIGTERM a training run a few steps in (once rank 0 has written its data card); it must exit 0,
+    preempted, with exactly one complete checkpoint at the step it stopped. -> (output, summary, [ckpt])"""
     deadline = time.time() + 300
     while not (run_dir / "data_card.json").exists():
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
-    time.sleep(3)                                  # a few steps in
-    os.killpg(proc.pid, signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
+    time.sleep(after_seconds)
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)      # the whole process group, as SLURM signals a job step
+    else:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, out[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "preempted"
     done = complete_checkpoints(run_dir / "checkpoints")
     assert [p.name for p in done] == [f"checkpoint-{summary['train']['steps']}"]
+    return out, summary, done
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    run_dir = tmp_path / "preempted"
+    proc = train_cli(run_dir, RESUME + ["trainer.save_steps=0", "logger=none", "trainer.max_steps=100000"])
+    out, summary, done = preempt(proc, run_dir, after_seconds=3, group=True)
     assert (done[0] / "optimizer.pt").is_file() and (done[0] / "trainer_state.json").is_file()
     assert "trainer.resume=auto" in out
 
@@ -299,18 +309,8 @@ def test_sigterm_to_a_two_process_run_checkpoints_every_rank_and_exits_cleanly(t
     proc = train_cli(run_dir, RESUME + ["trainer.save_steps=0", "logger=none", "trainer.max_steps=100000",
                                         "trainer.nproc_per_node=2", "trainer.launcher=torchrun",
                                         "trainer.micro_batch_size=4"])
-    deadline = time.time() + 300
-    while not (run_dir / "data_card.json").exists():   # written by rank 0 once its data is ready
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(8)                                  # a few steps in
-    proc.send_signal(signal.SIGTERM)               # the launching process only, as `kill <pid>` does
-    out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 0, out[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "preempted"
-    done = complete_checkpoints(run_dir / "checkpoints")
-    assert [p.name for p in done] == [f"checkpoint-{summary['train']['steps']}"]
+    # SIGTERM to the launching process only, as `kill <pid>` does
+    out, summary, done = preempt(proc, run_dir, after_seconds=8, group=False)
     assert summary["train"]["steps"] > 0
     # both ranks stopped at the same step (the save is collective) and reported
     ranks = [json.loads((run_dir / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -123,7 +123,10 @@ def test_activation_offload_trains_identically_and_liger_needs_a_gpu(make_cfg, t
     small = ["data.source.num_samples=32", "trainer.max_steps=3", "trainer.global_batch_size=4",
              "trainer.micro_batch_size=4", "trainer.logging_steps=1", "trainer.learning_rate=1e-3",
              "logger=none", "trainer.save_final_model=false"]
+    import signal
+    before = signal.getsignal(signal.SIGTERM)
     plain = run_training(make_cfg(small))
+    assert signal.getsignal(signal.SIGTERM) == before    # after training SIGTERM acts as usual again
     plain_losses = losses(Path(plain["run_dir"]))
     offloaded = run_training(make_cfg(small + ["trainer.activation_offload=true"]))
     assert losses(Path(offloaded["run_dir"])) == pytest.approx(plain_losses, abs=1e-6)
