@@ -166,13 +166,13 @@ def single_process_env() -> None:
 
 
 def finish_distributed() -> None:
-    """Every rank leaves the process group together once the collective work is done. A rank that
-    exits while another still uses the group can abort at interpreter exit (seen once here as
-    "terminate called without an active exception" while rank 0 was verifying the saved model)."""
+    """Every rank waits here until all are done with the collective work; the rest is rank 0's.
+    The group is not torn down: destroying it (explicitly, or by C++ destructors at interpreter exit)
+    sometimes aborted a worker with "terminate called without an active exception" on this machine,
+    so launched workers leave through os._exit (reasoning_sft/train_worker.py)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-        dist.destroy_process_group()
 
 
 def needs_launch(cfg: DictConfig) -> bool:

@@ -7,6 +7,8 @@ and validated once, and writes into that same run dir.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +21,12 @@ def main(argv: list[str]) -> None:
     from reasoning_sft.train import train_worker
     run_dir = Path(argv[0])
     train_worker(OmegaConf.load(run_dir / "config.yaml"), run_dir)
+    # Everything is written (W&B finished in train_worker's `finally`). Leave without running the
+    # C++ destructors of the process group: tearing it down sometimes aborted a rank here.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
