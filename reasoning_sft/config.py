@@ -228,13 +228,16 @@ def run_cli(run: Callable[[DictConfig], dict], cfg: DictConfig, report: Callable
     report(summary)
 
 
+def hydra_runtime():
+    """Hydra's runtime config (`hydra.*`) when running under a Hydra app, else None (tests, notebooks)."""
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
 def _in_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
+    from hydra.types import RunMode
+    hc = hydra_runtime()
+    return hc is not None and hc.mode == RunMode.MULTIRUN
 
 
 def _record_failure(cfg: DictConfig, message: str, trace: str) -> None:

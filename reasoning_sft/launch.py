@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from reasoning_sft.config import ConfigError, world_size
+from reasoning_sft.config import ConfigError, hydra_runtime, world_size
 
 WORKER_ENV = "RSFT_WORKER"   # set for the processes this module starts
 LAUNCHERS = ("auto", "deepspeed", "torchrun", "slurm")   # slurm: hydra/launcher=slurm made every rank a task
@@ -66,11 +66,8 @@ def free_port() -> int:
 
 def under_slurm_launcher() -> bool:
     """Running as a task of hydra/launcher=slurm (hydra-submitit-launcher)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        return str(HydraConfig.get().launcher.get("_target_", "")).endswith("SlurmLauncher")
-    except ValueError:   # not under a Hydra app
-        return False
+    hc = hydra_runtime()
+    return hc is not None and str(hc.launcher.get("_target_", "")).endswith("SlurmLauncher")
 
 
 def launcher_name(cfg: DictConfig) -> str:

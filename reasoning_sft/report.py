@@ -146,7 +146,7 @@ def draw_figures(rows: list[dict], out: Path) -> dict[str, dict]:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         fits = {}
         for task in tasks:
-            pts = _series(done, task, xkey)
+            pts = _series(done, task, xkey.format(task=task))   # xkey may name a per-task column
             if not pts:
                 continue
             _errorbar(ax, pts, task)
@@ -176,10 +176,8 @@ def draw_figures(rows: list[dict], out: Path) -> dict[str, dict]:
     if _varies(done, "parameters"):
         line_figure("model_size", "parameters", "parameters", logx=True)
     if _varies(done, "max_thinking_tokens") or _varies(done, "num_wait"):
-        for task in tasks:   # s1's test-time scaling: x is the thinking actually done
-            for r in done:
-                r["_thinking"] = r.get(f"{task}/thinking_tokens_mean")
-        line_figure("thinking_tokens", "_thinking", "mean thinking tokens", logx=False)
+        # s1's test-time scaling: x is the thinking each task's model actually did
+        line_figure("thinking_tokens", "{task}/thinking_tokens_mean", "mean thinking tokens", logx=False)
     if _varies(done, "ablation") or _varies(done, "ablation_rate"):
         fig, ax = plt.subplots(figsize=(6, 3.8))
         labels = [f"{r['ablation']}" + (f" {r['ablation_rate']}" if r["ablation_rate"] is not None else "")
@@ -228,7 +226,7 @@ def _fmt(v) -> str:
 def write_report(rows: list[dict], out: Path, figures: dict) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     _varied_overrides(rows)
-    keys = list(dict.fromkeys(k for r in rows for k in r if not k.startswith("_")))
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     csv_path = out / "report.csv"
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")

@@ -14,11 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 def override_name() -> str | None:
     """`hydra.job.override_dirname` when running under Hydra: names a sweep job by what it varies."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        return HydraConfig.get().job.override_dirname or None
-    except ValueError:   # not under a Hydra app (tests, notebooks)
-        return None
+    from reasoning_sft.config import hydra_runtime
+    hc = hydra_runtime()
+    return (hc.job.override_dirname or None) if hc is not None else None
 
 
 def init_wandb(cfg: DictConfig, run_dir: Path, job_type: str, extra_config: dict | None = None,

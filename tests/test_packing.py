@@ -114,8 +114,8 @@ def test_packed_training_under_zero3_matches_one_process(make_cfg, tmp_path):
     # Each optimizer step trained on 4 rows of whole samples (2 ranks x 1 row x 2 accumulation).
     rows = one["data"]["packing"]["bins"]
     assert len(ranks[0]["samples_seen"]) + len(ranks[1]["samples_seen"]) > 16 and rows < 64
-    assert "attn_implementation" not in (two_dir / "final_model" / "config.json").read_text() \
-        or PACKED_SDPA not in (two_dir / "final_model" / "config.json").read_text()
+    # the saved model names a standard attention: it loads anywhere without this package
+    assert PACKED_SDPA not in (two_dir / "final_model" / "config.json").read_text()
 
 
 def test_activation_offload_trains_identically_and_liger_needs_a_gpu(make_cfg, tmp_path):

@@ -84,3 +84,26 @@ def test_report_of_a_path_that_is_not_a_run_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert report_main([str(tmp_path / "empty")]) == 2
     assert "neither a run dir" in capsys.readouterr().err
+
+
+def test_budget_forcing_and_ablation_rows_get_their_figures(tmp_path):
+    from reasoning_sft.report import draw_figures, write_report
+    base = {"status": "finished", "error": None, "overrides": "", "examples": 100, "num_samples": None,
+            "trace_tokens_mean": 500.0, "parameters": 1000, "length_buckets": "null", "target_tokens": None,
+            "min_trace_tokens": None, "max_trace_tokens": None, "num_wait": None, "ablation": "none",
+            "ablation_rate": None, "max_thinking_tokens": None}
+    forced = [{**base, "run": str(i), "overrides": f"eval.budget_forcing.max_thinking_tokens={cap}",
+               "max_thinking_tokens": cap, "aime24/accuracy": acc, "aime24/ci95_low": acc - 0.1,
+               "aime24/ci95_high": acc + 0.1, "aime24/thinking_tokens_mean": cap * 0.9}
+              for i, (cap, acc) in enumerate([(512, 0.2), (1024, 0.3), (2048, 0.4)])]
+    figures = draw_figures(forced, tmp_path)
+    assert set(figures) == {"thinking_tokens"} and (tmp_path / "thinking_tokens.png").stat().st_size > 5000
+    ablated = [{**base, "run": str(i), "ablation": "digit_corruption", "ablation_rate": rate,
+                "overrides": f"ablation.rate={rate}", "math500/accuracy": acc}
+               for i, (rate, acc) in enumerate([(0.0, 0.5), (0.5, 0.45), (1.0, 0.2)])]
+    out = tmp_path / "ablation"
+    out.mkdir()
+    figures = draw_figures(ablated, out)
+    assert set(figures) == {"ablation"}
+    _, md = write_report(ablated, out, figures)
+    assert "![ablation](ablation.png)" in md.read_text() and "ablation.rate=0.5" in md.read_text()
