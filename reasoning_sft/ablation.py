@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from statistics import mean
 from typing import Callable
@@ -24,6 +24,7 @@ from reasoning_sft.records import Record
 class Context:
     rng: random.Random
     count_tokens: Callable[[str], int] = field(default=lambda text: len(text.split()))
+    pool: list[Record] | None = None   # every loaded record, graded, before data.keep chose the base set
 
 
 def _changed(rec: Record, change: dict, **fields) -> Record:
@@ -35,7 +36,7 @@ def _changed(rec: Record, change: dict, **fields) -> Record:
 
 # --- local content ------------------------------------------------------------------------------
 
-NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")   # Sky-T1's corrupt branch: integers and decimals
+NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")   # SkyThought's corrupt branch: integers and decimals
 
 
 def _other_number(text: str, rng: random.Random) -> str:
@@ -50,75 +51,147 @@ def _other_number(text: str, rng: random.Random) -> str:
     return out
 
 
-def digit_corruption(records: list[Record], ctx: Context, rate: float,
-                     corrupt_answer: bool = False) -> list[Record]:
-    """Replace each number of the thinking, with probability `rate`, by a different random number of
-    the same digit count; the final answer too when `corrupt_answer`."""
+DIGIT_SCOPES = ("response", "thinking")
+
+
+def digit_corruption(records: list[Record], ctx: Context, rate: float, scope: str = "response",
+                     keep_digit_count: bool = False) -> list[Record]:
+    """SkyThought's script: every match of `\\b\\d+(\\.\\d+)?\\b` in the whole assistant response
+    (thinking and solution, `scope=response`) is replaced, with probability `rate`, by
+    `str(randint(0, 10))`. Variants: `scope=thinking` leaves the solution alone; `keep_digit_count`
+    draws a different number with the same digits layout instead. Counted as the script reports:
+    numbers found, replaced, changed (the new text differs), characters changed, share of the text."""
+    if scope not in DIGIT_SCOPES:
+        raise ValueError(f"ablation digit_corruption scope={scope!r}: expected one of {list(DIGIT_SCOPES)}")
     out = []
     for rec in records:
-        stats = {"numbers": 0, "replaced": 0}
+        stats = {"numbers": 0, "replaced": 0, "changed": 0, "chars_changed": 0,
+                 "chars": len(rec.thinking) + (len(rec.answer) if scope == "response" else 0)}
 
         def swap(m: re.Match) -> str:
+            old = m.group(0)
             stats["numbers"] += 1
-            if ctx.rng.random() < rate:
-                stats["replaced"] += 1
-                return _other_number(m.group(0), ctx.rng)
-            return m.group(0)
+            if ctx.rng.random() >= rate:
+                return old
+            new = _other_number(old, ctx.rng) if keep_digit_count else str(ctx.rng.randint(0, 10))
+            stats["replaced"] += 1
+            if new != old:
+                stats["changed"] += 1
+                stats["chars_changed"] += len(old)
+            return new
 
         thinking = NUMBER.sub(swap, rec.thinking)
-        answer = NUMBER.sub(swap, rec.answer) if corrupt_answer else rec.answer
+        answer = NUMBER.sub(swap, rec.answer) if scope == "response" else rec.answer
         out.append(_changed(rec, {"transform": "digit_corruption", **stats}, thinking=thinking, answer=answer))
     return out
 
 
-REFLECTION_KEYWORDS = ["wait", "alternatively", "hmm", "let me double-check", "let me double check",
-                       "let me verify", "let me check", "on second thought", "hold on", "actually", "but"]
+# Reflection and backtracking markers of R1 / QwQ traces (counts on the 291 real R1-distill traces:
+# wait 6132, alternatively 1019, hmm 876, hold on 459, verify 229, let me check 215, double-check 152).
+# Longer phrases are matched first, so "let me double-check" goes as one unit.
+REFLECTION_KEYWORDS = [
+    "wait", "hmm", "alternatively", "hold on", "on second thought",
+    "let me double-check", "let me double check", "let's double-check", "double-checking", "double-check",
+    "let me verify", "let's verify", "to verify", "verify",
+    "let me cross-verify", "let's cross-verify", "to cross-verify", "cross-verify", "cross-check",
+    "let me check", "let's check", "let me check again", "check again", "let me recheck", "recheck",
+    "let me re-examine", "let me reconsider", "let me think again",
+]
+_SENTENCE_END = ".!?"
+_TRAILING = re.compile(r"(?:\.{3}|\u2026|-{2,}|\u2014|[,;:!?.])*[ \t]*")
+
+
+def _keyword_pattern(words: list[str]) -> re.Pattern:
+    def one(w: str) -> str:   # "let's" matches a typographic apostrophe too; spaces match any run
+        return r"\s+".join(re.escape(part).replace("'", "['\u2019]") for part in w.split())
+    words = sorted(dict.fromkeys(w.strip().lower() for w in words if w.strip()), key=len, reverse=True)
+    return re.compile(r"(?<![\w'\u2019])(?<!\w-)(?:" + "|".join(one(w) for w in words) + r")(?!\w|-\w)", re.I)
+
+
+def _cut(text: str, start: int, end: int) -> str:
+    """Remove the keyword at text[start:end] with its own punctuation, leaving readable text: no
+    doubled spaces, no orphan comma, a sentence start re-capitalised, a sentence end kept."""
+    trail = _TRAILING.match(text, end)
+    punct = text[end:trail.end()].strip(" \t")
+    left, right = text[:start], text[trail.end():]
+    bare_left = left.rstrip(" \t")
+    at_start = not bare_left or bare_left[-1] in _SENTENCE_END + "\n:;\"'(*"
+    if at_start:
+        if right[:1].islower() and (not bare_left or bare_left[-1] in _SENTENCE_END + "\n"):
+            right = right[0].upper() + right[1:]
+        if not bare_left.endswith("\n") and left != bare_left and right[:1] in (" ", "\t"):
+            right = right.lstrip(" \t")
+    else:
+        ends = [c for c in punct if c in _SENTENCE_END] or (["."] if "\u2026" in punct else [])
+        ends = [] if punct.startswith(("-", "\u2014")) else ends
+        if ends:   # "that is 5, hmm. So" -> "that is 5. So"
+            left = bare_left.rstrip(",;:") + ends[-1]
+            right = (" " if right and right[0] not in " \t\n" else "") + right
+        elif right[:1] in ",.;:!?)":   # "we wait, ." never happens, but no space before punctuation
+            left = bare_left
+    if left.endswith("\n") or not left.strip(" \t"):
+        n = len(left) - len(left.rstrip("\n"))
+        m = len(right) - len(right.lstrip("\n"))
+        if n and m:   # a line that held only the keyword disappears with its line break
+            left, right = left.rstrip("\n") + "\n" * max(n, m), right.lstrip("\n")
+    if left.endswith((" ", "\t")) and (not right or right[0] in " \t\n"):
+        left = left.rstrip(" \t")
+    return left + right
 
 
 def keyword_removal(records: list[Record], ctx: Context, rate: float,
                     keywords: list[str] | None = None) -> list[Record]:
-    """In a `rate` share of the samples, remove reflection keywords and phrases (whole words,
-    case-insensitive, with the comma that follows), re-capitalising a sentence start."""
-    words = sorted(keywords or REFLECTION_KEYWORDS, key=len, reverse=True)   # longest phrase first
-    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b[,:]?[ \t]*", re.I)
+    """Remove each reflection keyword or phrase (whole words, case-insensitive) with probability
+    `rate`: at 1.0 none survives. A trace with nothing removed stays byte-identical; a removal takes
+    the keyword's own comma or ellipsis with it and re-capitalises a sentence start."""
+    pattern = _keyword_pattern(list(keywords or REFLECTION_KEYWORDS))
     out = []
     for rec in records:
-        if ctx.rng.random() >= rate:
-            out.append(_changed(rec, {"transform": "keyword_removal", "selected": False, "removed": 0}))
-            continue
-        thinking, removed = _remove(pattern, rec.thinking)
-        if not thinking.strip():   # a trace made only of keywords: keep it rather than empty it
-            thinking, removed = rec.thinking, 0
-        out.append(_changed(rec, {"transform": "keyword_removal", "selected": True, "removed": removed},
-                            thinking=thinking))
+        found = list(pattern.finditer(rec.thinking))
+        chosen = [m for m in found if ctx.rng.random() < rate]
+        thinking = rec.thinking
+        for m in reversed(chosen):   # right to left: earlier offsets stay valid
+            thinking = _cut(thinking, m.start(), m.end())
+        change = {"transform": "keyword_removal", "found": len(found), "removed": len(chosen)}
+        if chosen and not thinking.strip():   # a trace made only of keywords: kept, and counted
+            thinking, change["removed"], change["kept_whole"] = rec.thinking, 0, 1
+        out.append(_changed(rec, change, thinking=thinking))
     return out
 
 
-def _remove(pattern: re.Pattern, text: str) -> tuple[str, int]:
-    pieces, last, removed = [], 0, 0
-    for m in pattern.finditer(text):
-        pieces.append(text[last:m.start()])
-        last, removed = m.end(), removed + 1
-        before = "".join(pieces).rstrip(" \t")
-        if (not before or before[-1] in ".!?\n") and last < len(text):
-            text = text[:last] + text[last].upper() + text[last + 1:]   # "Wait, so x" -> "So x"
-    pieces.append(text[last:])
-    return re.sub(r"[ \t]{2,}", " ", "".join(pieces)), removed
-
-
 _BOXED_NUMBER = re.compile(r"(\\boxed\{)\s*(-?\d+(?:\.\d+)?)\s*(\})")
+WRONG_ANSWER_MODES = ("natural", "swap", "perturb", "filter_incorrect")
 
 
-def wrong_answers(records: list[Record], ctx: Context, mode: str = "swap",
+def wrong_answers(records: list[Record], ctx: Context, mode: str = "natural",
                   correctness_field: str = "correct") -> list[Record]:
-    """Make the final answers wrong. `swap`: each record gets another record's answer (a
-    derangement); `perturb`: the boxed number is shifted; `filter_incorrect`: keep only records whose
-    `metadata[correctness_field]` is False (Sky-T1's wrong-answer set)."""
+    """Train on wrong final answers.
+    `natural` (Sky-T1): the pool's own responses that the grader marks wrong against their gold
+    answer, as many as the (correct) records given, drawn with the seed; `filter_incorrect`: every
+    record whose `metadata[correctness_field]` is False (a column of the data, or the grade prepare
+    gives against the gold answer). Variants: `swap` gives each record another record's answer (a
+    derangement); `perturb` shifts the boxed number."""
+    if mode not in WRONG_ANSWER_MODES:
+        raise ValueError(f"ablation wrong_answers mode={mode!r}: expected one of {list(WRONG_ANSWER_MODES)}")
+    if mode == "natural":
+        pool = ctx.pool if ctx.pool is not None else records
+        graded = [r for r in pool if correctness_field in r.metadata]
+        wrong = [r for r in graded if r.metadata[correctness_field] is False]
+        if not graded:
+            raise ValueError("ablation wrong_answers mode=natural: no record is graded; give the data a gold "
+                             "answer (e.g. data.source.fields.gold_answer=COL or data.source.gold_field=COL) "
+                             "and data.keep=correct, or a boolean column named by correctness_field")
+        if not wrong:
+            raise ValueError(f"ablation wrong_answers mode=natural: none of the {len(graded)} graded responses "
+                             "is wrong, so there are no natural wrong answers to train on")
+        chosen = ctx.rng.sample(wrong, min(len(records), len(wrong)))
+        return [_changed(r, {"transform": "wrong_answers", "mode": mode, "changed": True,
+                             "wanted": len(records), "available": len(wrong)}) for r in chosen]
     if mode == "filter_incorrect":
         missing = [r.id for r in records if correctness_field not in r.metadata]
         if missing:
-            raise ValueError(f"ablation wrong_answers: records {missing[:3]} have no "
-                             f"metadata[{correctness_field!r}] to filter on")
+            raise ValueError(f"ablation wrong_answers: records {missing[:3]} have no metadata[{correctness_field!r}] "
+                             "to filter on (give the data a gold answer so prepare grades it, or a boolean column)")
         return [_changed(r, {"transform": "wrong_answers", "mode": mode, "changed": False})
                 for r in records if r.metadata[correctness_field] is False]
     if mode == "swap":
@@ -130,15 +203,12 @@ def wrong_answers(records: list[Record], ctx: Context, mode: str = "swap",
         return [_changed(r, {"transform": "wrong_answers", "mode": mode, "donor": records[donor[i]].id,
                              "changed": records[donor[i]].answer != r.answer},
                          answer=records[donor[i]].answer) for i, r in enumerate(records)]
-    if mode == "perturb":
-        out = []
-        for r in records:
-            answer, n = _BOXED_NUMBER.subn(
-                lambda m: m.group(1) + str(_shift(m.group(2), ctx.rng)) + m.group(3), r.answer)
-            out.append(_changed(r, {"transform": "wrong_answers", "mode": mode, "changed": n > 0},
-                                answer=answer))
-        return out
-    raise ValueError(f"ablation wrong_answers mode={mode!r}: expected 'swap', 'perturb' or 'filter_incorrect'")
+    out = []
+    for r in records:   # perturb
+        answer, n = _BOXED_NUMBER.subn(
+            lambda m: m.group(1) + str(_shift(m.group(2), ctx.rng)) + m.group(3), r.answer)
+        out.append(_changed(r, {"transform": "wrong_answers", "mode": mode, "changed": n > 0}, answer=answer))
+    return out
 
 
 def _shift(number: str, rng: random.Random) -> str:
@@ -154,7 +224,7 @@ class ParagraphSplitter:
     merged forward until each holds at least `min_chars` characters."""
     min_chars: int = 200
 
-    def __call__(self, text: str) -> tuple[list[str], str]:
+    def __call__(self, text: str) -> tuple[list[str], str, str]:
         sep = "\n\n" if "\n\n" in text else "\n"
         steps: list[str] = []
         for unit in (u.strip() for u in text.split(sep)):
@@ -164,38 +234,113 @@ class ParagraphSplitter:
                 steps[-1] += sep + unit
             else:
                 steps.append(unit)
-        return steps, sep
+        return steps, sep, "paragraph"
+
+
+def _norm_word(word: str) -> str:
+    return re.sub(r"[^\w]", "", word.lower())
+
+
+def align_steps(text: str, model_steps: list[str], min_coverage: float = 0.6) -> list[str] | None:
+    """Cut `text` where the model's steps begin, so every step is the trace's own text even when the
+    model paraphrased, dropped or merged words. The steps' words are aligned to the trace's words
+    (difflib); a step begins at the trace word its first aligned word maps to, moved back over its
+    unaligned leading words and on to a sentence start nearby. None when under `min_coverage` of
+    the trace's words align (the reply is not this trace), or fewer than two steps are found."""
+    from difflib import SequenceMatcher
+
+    words = [(m.start(), _norm_word(m.group())) for m in re.finditer(r"\S+", text)]
+    if not words:
+        return None
+    step_words, starts = [], []
+    for step in model_steps:
+        starts.append(len(step_words))
+        step_words += [_norm_word(w) for w in step.split()]
+    mapped: dict[int, int] = {}
+    for a, b, size in SequenceMatcher(None, [w for _, w in words], step_words, autojunk=False).get_matching_blocks():
+        mapped.update({b + k: a + k for k in range(size)})
+    if len(mapped) < min_coverage * len(words):
+        return None
+    sentence_start = {0} | {i for i in range(1, len(words)) if re.search(r"[.!?:]$|\n", text[words[i - 1][0]:words[i][0]])}
+    cuts = [0]
+    for n, start in enumerate(starts[1:], 1):
+        end = starts[n + 1] if n + 1 < len(starts) else len(step_words)
+        first = next((j for j in range(start, end) if j in mapped), None)
+        if first is None:
+            continue                         # a step the trace does not hold: merged into the previous one
+        i = mapped[first] - (first - start)
+        near = [k for k in range(i - 3, i + 4) if k in sentence_start]
+        i = min(near, key=lambda k: abs(k - i)) if near else i
+        if cuts[-1] < i < len(words):
+            cuts.append(i)
+    if len(cuts) < 2:
+        return None
+    bounds = [words[i][0] for i in cuts] + [len(text)]
+    return [text[a:b].strip() for a, b in zip(bounds, bounds[1:])]
 
 
 @dataclass
 class LLMSplitter:
     """Steps from a chat model behind an OpenAI-compatible endpoint (the paper used
-    Llama-3.3-70B-Instruct). The model returns a JSON list of steps; they must be the trace's own text
-    in order (whitespace aside), or the call fails naming the difference: a splitter may not rewrite."""
+    Llama-3.3-70B-Instruct). The model's steps are aligned back onto the trace (`align_steps`), so a
+    paraphrasing model still yields the trace's own text; a reply that cannot be aligned falls back to
+    the paragraph splitter for that trace (`fallback=paragraph`, counted in the card) or fails
+    (`fallback=raise`). Replies are cached on disk by model, prompt and trace, so a sweep over rates
+    asks the model once per trace. An endpoint that cannot be reached is an error, never a fallback."""
     base_url: str                    # e.g. http://localhost:8000/v1
     model: str
     api_key_env: str = "OPENAI_API_KEY"
     timeout_seconds: float = 120.0
+    cache_dir: str | None = None
+    fallback: str = "paragraph"      # paragraph | raise
+    min_coverage: float = 0.6
     prompt: str = ("Split the following reasoning trace into its reasoning steps. Return only a JSON list "
                    "of strings, the steps in order, copying the text exactly.\n\n{trace}")
 
-    def __call__(self, text: str) -> tuple[list[str], str]:
+    def _reply(self, text: str) -> tuple[str, bool]:
+        import hashlib
         import json
+        import os
+        from pathlib import Path
 
         from reasoning_sft.llm_client import chat_completion
-        content = chat_completion(self.base_url, self.model, self.prompt.format(trace=text),
-                                  self.api_key_env, self.timeout_seconds)
+        key = hashlib.sha256(json.dumps([self.model, self.prompt, text]).encode()).hexdigest()
+        path = Path(self.cache_dir) / f"{key}.json" if self.cache_dir else None
+        if path is not None and path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))["reply"], True
+        reply = chat_completion(self.base_url, self.model, self.prompt.format(trace=text),
+                                self.api_key_env, self.timeout_seconds)
+        if path is not None:   # written whole, then renamed: a concurrent sweep job never reads half a file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"model": self.model, "reply": reply}), encoding="utf-8")
+            os.replace(tmp, path)
+        return reply, False
+
+    def __call__(self, text: str) -> tuple[list[str], str, str]:
+        import json
+        if self.fallback not in ("paragraph", "raise"):
+            raise ValueError(f"ablation.splitter.fallback={self.fallback!r}: expected 'paragraph' or 'raise'")
+        reply, cached = self._reply(text)
+        problem = None
         try:
-            steps = json.loads(content[content.index("["): content.rindex("]") + 1])
-        except ValueError as e:
-            raise ValueError(f"LLMSplitter({self.model}): the reply is not a JSON list of steps: {content[:200]!r}") from e
-        if not steps or not all(isinstance(x, str) for x in steps) or \
-                "".join("".join(steps).split()) != "".join(text.split()):
-            raise ValueError(f"LLMSplitter({self.model}): the steps do not reproduce the trace text")
-        return [x.strip() for x in steps], "\n\n"
+            steps = json.loads(reply[reply.index("["): reply.rindex("]") + 1])
+            if not steps or not all(isinstance(x, str) for x in steps):
+                raise ValueError
+        except ValueError:
+            steps, problem = None, f"the reply is not a JSON list of steps: {reply[:200]!r}"
+        aligned = align_steps(text, steps, self.min_coverage) if steps else None
+        if aligned is None and problem is None:
+            problem = "its steps do not align with the trace text"
+        if aligned is None:
+            if self.fallback == "raise":
+                raise ValueError(f"LLMSplitter({self.model}): {problem}")
+            steps, sep, _ = ParagraphSplitter()(text)
+            return steps, sep, "paragraph_fallback"
+        return aligned, "\n\n", "llm_cached" if cached else "llm"
 
 
-def _split(rec: Record, splitter) -> tuple[list[str], str]:
+def _split(rec: Record, splitter) -> tuple[list[str], str, str]:
     return (splitter or ParagraphSplitter())(rec.thinking)
 
 
@@ -208,10 +353,10 @@ def step_shuffle(records: list[Record], ctx: Context, rate: float, splitter=None
     step moves when at least two are chosen)."""
     out = []
     for rec in records:
-        steps, sep = _split(rec, splitter)
+        steps, sep, how = _split(rec, splitter)
         k = _pick(len(steps), rate)
         if k < 2:
-            out.append(_changed(rec, {"transform": "step_shuffle", "steps": len(steps), "moved": 0}))
+            out.append(_changed(rec, {"transform": "step_shuffle", "steps": len(steps), "moved": 0, "splitter": how}))
             continue
         positions = sorted(ctx.rng.sample(range(len(steps)), k))
         perm = list(positions)
@@ -225,7 +370,7 @@ def step_shuffle(records: list[Record], ctx: Context, rate: float, splitter=None
             order[dst] = src
         moved = sum(new[i] != steps[i] for i in range(len(steps)))
         out.append(_changed(rec, {"transform": "step_shuffle", "steps": len(steps), "moved": moved,
-                                  "order": order}, thinking=sep.join(new)))
+                                  "order": order, "splitter": how}, thinking=sep.join(new)))
     return out
 
 
@@ -233,12 +378,13 @@ def step_delete(records: list[Record], ctx: Context, rate: float, splitter=None)
     """Delete a `rate` share of the steps, keeping the order of the rest; at least one step stays."""
     out = []
     for rec in records:
-        steps, sep = _split(rec, splitter)
+        steps, sep, how = _split(rec, splitter)
         k = min(_pick(len(steps), rate), len(steps) - 1)
         gone = set(ctx.rng.sample(range(len(steps)), k))
         kept = [s for i, s in enumerate(steps) if i not in gone]
         out.append(_changed(rec, {"transform": "step_delete", "steps": len(steps), "deleted": k,
-                                  "deleted_steps": sorted(gone), "capped": _pick(len(steps), rate) > k},
+                                  "deleted_steps": sorted(gone), "capped": _pick(len(steps), rate) > k,
+                                  "splitter": how},
                             thinking=sep.join(kept)))
     return out
 
@@ -249,55 +395,135 @@ def step_insert(records: list[Record], ctx: Context, rate: float, splitter=None)
     if len(records) < 2:
         raise ValueError("ablation step_insert needs at least 2 records to take steps from")
     out = []
-    for i, (rec, (steps, sep)) in enumerate(zip(records, split)):
+    for i, (rec, (steps, sep, how)) in enumerate(zip(records, split)):
         k = _pick(len(steps), rate)
         new = list(steps)
         for _ in range(k):
             j = ctx.rng.randrange(len(records) - 1)
             j += j >= i                                   # any record but this one
             new.insert(ctx.rng.randint(0, len(new)), ctx.rng.choice(split[j][0]))
-        out.append(_changed(rec, {"transform": "step_insert", "steps": len(steps), "inserted": k},
+        out.append(_changed(rec, {"transform": "step_insert", "steps": len(steps), "inserted": k, "splitter": how},
                             thinking=sep.join(new)))
     return out
 
 
 # --- long traces (Long1K) and the short-CoT baseline ---------------------------------------------
 
-ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth"]
+ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
+# Long1K's linking: the questions numbered in one prompt, each trace introduced in turn, the answers
+# given per problem. The paper describes the join; the wording is ours (configurable: ablation.linking).
+LINKING = {
+    "question_header": "Solve the following {n} problems.",
+    "question_item": "Problem {i}: {question}",
+    "thinking_first": "Let me start with the {ordinal} problem.",
+    "thinking_next": "Now let me move on to the {ordinal} problem.",
+    "answer_item": "For the {ordinal} problem: {answer}",
+}
 
 
-def combine(records: list[Record], ctx: Context, k: int = 2, target_tokens: int | None = None,
-            mix_ratio: float = 1.0) -> list[Record]:
-    """Long1K: join problems into one prompt, and their traces and answers into one long trace.
+def _join(parts: list[Record], linking: dict, index: int) -> Record:
+    link = {**LINKING, **(linking or {})}
+    ordinal = [ORDINALS[i] if i < len(ORDINALS) else f"problem {i + 1}'s" for i in range(len(parts))]
+    question = link["question_header"].format(n=len(parts)) + "\n\n" + "\n\n".join(
+        link["question_item"].format(i=i + 1, question=p.question) for i, p in enumerate(parts))
+    thinking = "\n\n".join(
+        link["thinking_first" if i == 0 else "thinking_next"].format(ordinal=ordinal[i]) + "\n\n" + p.thinking
+        for i, p in enumerate(parts))
+    answer = "\n\n".join(link["answer_item"].format(ordinal=ordinal[i], answer=p.answer)
+                          for i, p in enumerate(parts))
+    return Record(id=f"combined-{index}", question=question, thinking=thinking, answer=answer,
+                  source="combined", domain="+".join(sorted({p.domain for p in parts})),
+                  metadata={"parts": [p.id for p in parts],
+                            "gold_answer": [p.metadata.get("gold_answer") for p in parts]})
 
-    A `mix_ratio` share of the output is combined records, the rest originals; the total count is
-    kept. Each combined record joins `k` problems, or, with `target_tokens`, as many (up to 6) as it
-    takes for the joined thinking to reach that many tokens."""
-    if k < 2 or k > len(ORDINALS):
-        raise ValueError(f"ablation combine k={k}: expected 2..{len(ORDINALS)}")
-    if len(records) < 2:
-        raise ValueError("ablation combine needs at least 2 records")
-    n_combined = int(round(mix_ratio * len(records)))
-    originals = ctx.rng.sample(records, len(records) - n_combined)
-    out = [_changed(r, {"transform": "combine", "parts": 1}) for r in originals]
-    for c in range(n_combined):
-        parts = ctx.rng.sample(records, min(k, len(records)))
-        while target_tokens and len(parts) < min(len(ORDINALS), len(records)) and \
-                sum(ctx.count_tokens(p.thinking) for p in parts) < target_tokens:
-            parts.append(ctx.rng.choice([r for r in records if r not in parts]))
-        question = f"Solve the following {len(parts)} problems.\n\n" + "\n\n".join(
-            f"Problem {i + 1}: {p.question}" for i, p in enumerate(parts))
-        thinking = "\n\n".join(
-            (f"Let me start with the {ORDINALS[i]} problem." if i == 0 else
-             f"Now let me move on to the {ORDINALS[i]} problem.") + "\n\n" + p.thinking
-            for i, p in enumerate(parts))
-        answer = "\n\n".join(f"For the {ORDINALS[i]} problem: {p.answer}" for i, p in enumerate(parts))
-        base = Record(id=f"combined-{c}", question=question, thinking=thinking, answer=answer,
-                      source="combined", domain="+".join(sorted({p.domain for p in parts})),
-                      metadata={"parts": [p.id for p in parts],
-                                "gold_answer": [p.metadata.get("gold_answer") for p in parts]})
-        out.append(_changed(base, {"transform": "combine", "parts": len(parts),
-                                   "tokens": ctx.count_tokens(thinking)}))
+
+def _groups_by_length(records: list[Record], ctx: Context, wanted: int, target: int, tolerance: float,
+                      max_parts: int) -> tuple[list[list[Record]], dict]:
+    """First-fit: each record (seeded order, each used at most once) goes to the first open group it
+    fits in without passing target*(1+tolerance) tokens; a group closes at target*(1-tolerance). A
+    record alone within the bounds is a group of one (the short end of the length study)."""
+    lo, hi = target * (1 - tolerance), target * (1 + tolerance)
+    order = list(records)
+    ctx.rng.shuffle(order)
+    open_groups: list[tuple[list[Record], int]] = []
+    closed: list[list[Record]] = []
+    too_long = 0
+    for rec in order:
+        if len(closed) == wanted:
+            break
+        n = ctx.count_tokens(rec.thinking)
+        if n > hi:
+            too_long += 1
+            continue
+        for g, (members, total) in enumerate(open_groups):
+            if total + n <= hi and len(members) < max_parts:
+                members.append(rec)
+                open_groups[g] = (members, total + n)
+                break
+        else:
+            open_groups.append(([rec], n))
+            g = len(open_groups) - 1
+        members, total = open_groups[g]
+        if total >= lo:
+            closed.append(members)
+            open_groups.pop(g)
+    return closed, {"too_long_for_target": too_long, "left_in_open_groups": sum(len(m) for m, _ in open_groups)}
+
+
+def combine(records: list[Record], ctx: Context, k: int = 2, num_samples: int | None = None,
+            target_tokens: int | None = None, tolerance: float = 0.25, max_parts: int = 8,
+            long_share: float = 0.0, long_source: list[Record] | None = None, long_min_tokens: int = 0,
+            linking: dict | None = None) -> list[Record]:
+    """Long1K: join problems (pairs by default) into one prompt, and their traces and answers into one
+    long trace; every source problem is used at most once in the dataset.
+
+    The output holds `num_samples` records (null: as many groups as the pool makes). A `long_share`
+    of them are instead long single-problem samples from `long_source` (Long1K mixes in s1.1 problems)
+    whose thinking has at least `long_min_tokens` tokens. With `target_tokens`, groups are built to
+    about that many thinking tokens (within `tolerance`; one to `max_parts` problems each) instead of
+    `k` per group: one length level of the paper's log-linear study."""
+    if k < 1 or k > max_parts:
+        raise ValueError(f"ablation combine k={k}: expected 1..max_parts ({max_parts})")
+    if not 0.0 <= long_share <= 1.0:
+        raise ValueError(f"ablation combine long_share={long_share}: expected a share in [0, 1]")
+    capacity = len(records) // k if target_tokens is None else None
+    total = num_samples if num_samples is not None else capacity
+    if total is None:
+        raise ValueError("ablation combine: with target_tokens, data.num_samples says how many samples to make")
+    n_long = int(round(long_share * total))
+    n_joined = total - n_long
+    stats: dict = {"pool": len(records)}
+    if target_tokens is None:
+        if n_joined > len(records) // k:
+            raise ValueError(f"ablation combine: {n_joined} samples of k={k} problems need {n_joined * k} "
+                             f"distinct source problems; the pool holds {len(records)} (each is used once)")
+        order = list(records)
+        ctx.rng.shuffle(order)
+        groups = [order[i * k:(i + 1) * k] for i in range(n_joined)]
+    else:
+        groups, more = _groups_by_length(records, ctx, n_joined, target_tokens, tolerance, max_parts)
+        stats.update(more)
+        if len(groups) < n_joined:
+            raise ValueError(f"ablation combine target_tokens={target_tokens}: the pool of {len(records)} "
+                             f"problems makes only {len(groups)} samples of about that length, "
+                             f"{n_joined} wanted ({more})")
+    out = []
+    for i, parts in enumerate(groups):
+        rec = parts[0] if len(parts) == 1 else _join(parts, linking, i)
+        out.append(_changed(rec, {"transform": "combine", "parts": len(parts),
+                                  "tokens": ctx.count_tokens(rec.thinking), **stats}))
+    if n_long:
+        if not long_source:
+            raise ValueError("ablation combine long_share>0: give ablation.long_source (s1.1's long problems)")
+        used = {r.question for g in groups for r in g}
+        eligible = [r for r in long_source if r.question not in used
+                    and ctx.count_tokens(r.thinking) >= long_min_tokens]
+        if len(eligible) < n_long:
+            raise ValueError(f"ablation combine: {n_long} long samples wanted, {len(eligible)} in long_source "
+                             f"have at least long_min_tokens={long_min_tokens} thinking tokens")
+        for rec in ctx.rng.sample(eligible, n_long):
+            out.append(_changed(rec, {"transform": "combine", "parts": 1, "long_mix": True,
+                                      "tokens": ctx.count_tokens(rec.thinking), **stats}))
     ctx.rng.shuffle(out)
     return out
 
@@ -320,12 +546,14 @@ def short_cot(records: list[Record], ctx: Context, field: str = "solution",
 # --- applying and reporting -----------------------------------------------------------------------
 
 def apply_transforms(records: list[Record], transforms: list[Callable], seed: int,
-                     count_tokens: Callable[[str], int] | None = None) -> tuple[list[Record], list[dict]]:
-    """Apply the instantiated transforms in order; returns the records and a count per stage."""
+                     count_tokens: Callable[[str], int] | None = None,
+                     pool: list[Record] | None = None) -> tuple[list[Record], list[dict]]:
+    """Apply the instantiated transforms in order; returns the records and a count per stage.
+    `pool`: every loaded record (graded), for treatments that draw from beyond the base set."""
     stages = []
     for i, fn in enumerate(transforms):
         rng = random.Random(f"{seed}-{i}")
-        ctx = Context(rng) if count_tokens is None else Context(rng, count_tokens)
+        ctx = Context(rng, pool=pool) if count_tokens is None else Context(rng, count_tokens, pool)
         name = getattr(getattr(fn, "func", fn), "__name__", str(fn))
         before = len(records)
         records = fn(records, ctx)
@@ -336,8 +564,13 @@ def apply_transforms(records: list[Record], transforms: list[Callable], seed: in
     return records, stages
 
 
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
 def summarize(records: list[Record]) -> dict:
-    """Aggregate per-sample changes by transform: how many samples, how many changed, the means."""
+    """Aggregate per-sample changes by transform: how many samples, how many changed, the means, and
+    each treatment's own totals (digit corruption reports what SkyThought's script reports)."""
     by_transform: dict[str, list[dict]] = defaultdict(list)
     for rec in records:
         for change in rec.metadata.get("ablation", []):
@@ -348,17 +581,32 @@ def summarize(records: list[Record]) -> dict:
                    and not isinstance(v, bool)}
         agg = {"samples": len(changes),
                "samples_changed": sum(c["chars_before"] != c["chars_after"] or c.get("changed", False)
-                                      or c.get("replaced", 0) > 0 or c.get("moved", 0) > 0 for c in changes)}
+                                      or c.get("replaced", 0) > 0 or c.get("moved", 0) > 0
+                                      or c.get("removed", 0) > 0 for c in changes)}
         agg.update({f"mean_{k}": round(mean(c.get(k, 0) for c in changes), 3) for k in sorted(numeric)})
+        total = lambda key: sum(c.get(key, 0) for c in changes)   # noqa: E731
         if name == "digit_corruption":
-            total = sum(c["numbers"] for c in changes)
-            agg["replaced_share"] = round(sum(c["replaced"] for c in changes) / total, 4) if total else 0.0
+            agg.update(numbers_found=total("numbers"), numbers_replaced=total("replaced"),
+                       numbers_changed=total("changed"), chars_changed=total("chars_changed"),
+                       replaced_share=_share(total("replaced"), total("numbers")),
+                       changed_share=_share(total("changed"), total("numbers")),
+                       text_changed_share=_share(total("chars_changed"), total("chars")))
         if name == "keyword_removal":
-            agg["selected_share"] = round(sum(c["selected"] for c in changes) / len(changes), 4)
+            agg.update(keywords_found=total("found"), keywords_removed=total("removed"),
+                       removed_share=_share(total("removed"), total("found")), kept_whole=total("kept_whole"))
+        if name == "wrong_answers" and any("wanted" in c for c in changes):
+            agg.update(wanted=changes[0]["wanted"], available=changes[0]["available"],
+                       shortfall=max(0, changes[0]["wanted"] - len(changes)))
+        if name == "combine":
+            agg["parts"] = dict(sorted(Counter(c["parts"] for c in changes).items()))
+            agg["long_mix"] = sum(bool(c.get("long_mix")) for c in changes)
+        splitters = Counter(c["splitter"] for c in changes if "splitter" in c)
+        if splitters:
+            agg["splitter"] = dict(sorted(splitters.items()))
         # The share of all steps the treatment acted on, comparable with digit corruption's replaced_share.
         acted = {"step_shuffle": "moved", "step_delete": "deleted", "step_insert": "inserted"}.get(name)
         if acted:
             steps = sum(c["steps"] for c in changes)
-            agg[f"{acted}_share"] = round(sum(c[acted] for c in changes) / steps, 4) if steps else 0.0
+            agg[f"{acted}_share"] = _share(sum(c[acted] for c in changes), steps)
         out[name] = agg
     return out

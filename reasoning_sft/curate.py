@@ -120,67 +120,143 @@ def load_eval_items(data_dir: str, sets: dict) -> list[tuple[str, str]]:
     return items
 
 
+def load_gpqa_questions(path: str) -> list[tuple[str, str]]:
+    """GPQA-Diamond's questions from the user's copy (`gpqa_diamond.csv` as released, column
+    `Question`; or a jsonl with `Question` / `question`), named `gpqa_diamond:row`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"eval.gpqa_path={path}: no such file (your copy of gpqa_diamond.csv)")
+    if p.suffix == ".csv":
+        import csv
+        with open(p, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = [json.loads(line) for line in open(p, encoding="utf-8") if line.strip()]
+    items = []
+    for i, row in enumerate(rows, 1):
+        text = row.get("Question") or row.get("question")
+        if not text:
+            raise ConfigError(f"{path}:{i}: no 'Question' column (eval.gpqa_path: GPQA-Diamond as released)")
+        items.append((f"gpqa_diamond:{i}", text))
+    return items
+
+
 # --- diversity ------------------------------------------------------------------------------------
 
-DOMAIN_KEYWORDS = {
-    "geometry": ["triangle", "circle", "polygon", "angle", "area", "perimeter", "square", "radius", "tangent"],
-    "number theory": ["prime", "divisible", "divisor", "remainder", "modulo", "integer", "gcd", "digits"],
-    "combinatorics": ["how many ways", "probability", "choose", "arrangements", "committee", "randomly"],
-    "algebra": ["polynomial", "equation", "roots", "function", "real numbers", "solve", "inequality"],
-    "calculus": ["integral", "derivative", "limit", "continuous", "differentiable"],
-    "physics": ["velocity", "mass", "energy", "force", "charge", "electric", "magnetic", "momentum"],
-    "chemistry": ["molecule", "reaction", "compound", "mol ", "acid", "solution of", "electron"],
-    "biology": ["cell", "protein", "gene", "dna", "enzyme", "organism"],
+MSC_PATH = Path(__file__).parent / "data" / "msc.json"   # s1's data/msc.json (Apache-2.0), 61 MSC classes
+
+
+@functools.lru_cache(maxsize=1)
+def msc_classes() -> list[dict]:
+    """The Mathematics Subject Classification top-level classes s1 classified into: code, title, prompt."""
+    return json.loads(MSC_PATH.read_text(encoding="utf-8"))
+
+
+def msc_domain(code: str) -> str:
+    """'11' -> '11 Number theory': the domain label of an MSC code."""
+    title = {c["code"]: c["title"] for c in msc_classes()}.get(code)
+    if title is None:
+        raise ValueError(f"{code!r} is not an MSC top-level code (reasoning_sft/data/msc.json)")
+    return f"{code} {title}"
+
+
+# Fallback classifier: keywords -> the MSC class s1's classifier would most likely name.
+MSC_KEYWORDS = {
+    "51": ["triangle", "circle", "polygon", "angle", "perimeter", "radius", "tangent", "inscribed", "square"],
+    "11": ["prime", "divisible", "divisor", "remainder", "modulo", "gcd", "digits", "integer"],
+    "05": ["how many ways", "arrangements", "committee", "choose", "subsets", "graph", "colorings"],
+    "60": ["probability", "randomly", "expected value", "random variable", "dice", "coin"],
+    "12": ["polynomial", "roots", "coefficients", "quadratic"],
+    "26": ["function", "real numbers", "inequality", "maximum", "minimum", "derivative", "continuous"],
+    "28": ["integral", "measure", "integrable"],
+    "40": ["sequence", "series", "converge", "limit"],
+    "15": ["matrix", "matrices", "determinant", "eigenvalue", "vector space"],
+    "70": ["velocity", "mass", "force", "momentum", "acceleration", "kinetic"],
+    "78": ["electric", "magnetic", "charge", "field strength", "wavelength", "lens"],
+    "81": ["quantum", "spin", "hamiltonian", "wave function", "photon"],
+    "80": ["temperature", "heat", "entropy", "thermodynamic"],
+    "92": ["molecule", "reaction", "compound", "acid", "cell", "protein", "gene", "dna", "enzyme", "organism"],
 }
 
 
 def keyword_domain(rec: Record) -> str:
-    """Fallback classifier: the domain whose keywords the question mentions most, else 'other'."""
+    """Fallback classifier: the MSC class whose keywords the question mentions most, else 'other'."""
     q = rec.question.lower()
-    scores = {d: sum(q.count(k) for k in kws) for d, kws in DOMAIN_KEYWORDS.items()}
+    scores = {code: sum(q.count(k) for k in kws) for code, kws in MSC_KEYWORDS.items()}
     best = max(scores, key=scores.get)
-    return best if scores[best] else "other"
+    return msc_domain(best) if scores[best] else "other"
+
+
+MSC_SYSTEM_PROMPT = (   # s1's data/featurization.py, word for word
+    "You are a helpful assistant that classifies questions into different subjects based on the provided "
+    "classification rubrics. You will be given a question and a list of subjects. You need to classify the "
+    "question into one of the subjects. If the question has multiple subjects, you should classify the "
+    "question into the most relevant subject. Explain your reasoning, and end your response on a new line "
+    "with two-digit code of the subject that the question belongs to.")
 
 
 @dataclass
 class LLMDomainClassifier:
-    """A chat model behind an OpenAI-compatible endpoint names each question's domain (s1 used
-    Claude with the Mathematics Subject Classification). A reply outside `domains` becomes 'other'."""
+    """s1's domain classification: a chat model (s1: Claude 3.5 Sonnet) reads the question and the MSC
+    rubrics and ends its reply with a two-digit MSC code. Here any OpenAI-compatible endpoint; a reply
+    that does not end in a known code is classified by keywords instead, and marked so."""
     base_url: str
     model: str
-    domains: list[str]
     api_key_env: str = "OPENAI_API_KEY"
     timeout_seconds: float = 60.0
 
     def __call__(self, rec: Record) -> str:
         from reasoning_sft.llm_client import chat_completion
-        prompt = (f"Classify the question into exactly one of these domains: {', '.join(self.domains)}. "
-                  f"Reply with the domain name only.\n\nQuestion: {rec.question}")
-        reply = chat_completion(self.base_url, self.model, prompt, self.api_key_env, self.timeout_seconds)
-        by_name = {d.lower(): d for d in self.domains}
-        return by_name.get(reply.strip().strip(".").lower(), "other")
+        rubrics = "\n\n".join(c["prompt"] for c in msc_classes())
+        prompt = f"{MSC_SYSTEM_PROMPT}\n\n## Question\n{rec.question}\n\n## Classification rubrics\n{rubrics}"
+        reply = chat_completion(self.base_url, self.model, prompt, self.api_key_env, self.timeout_seconds).strip()
+        code = reply[-2:]
+        try:
+            return msc_domain(code)
+        except ValueError:
+            return keyword_domain(rec) + " (keywords: unusable reply)"
+
+
+def _included_first(rec: Record, inc, count_tokens) -> bool:
+    if inc.get("require_field") and rec.metadata.get(inc.require_field) is not True:
+        return False
+    source = rec.source.lower()
+    if any(s.lower() in source for s in inc.get("sources") or []):
+        return True
+    return any(s.lower() in source and count_tokens(rec.thinking) > n
+               for s, n in (inc.get("long_sources") or {}).items())
 
 
 def diversity_sample(records: list[Record], num_samples: int, rng: random.Random, count_tokens,
-                     domain_weights: dict | None = None, classify=keyword_domain) -> list[Record]:
-    """s1: draw a domain (uniformly, or by weight), then a record in it with probability
-    proportional to 2^-(rank by trace length, longest first), until `num_samples`. A record
-    without a domain gets one from `classify`."""
+                     domain_weights: dict | None = None, classify=keyword_domain,
+                     include_first=None) -> tuple[list[Record], dict]:
+    """s1's Algorithm 1, step for step: S starts with the records `include_first` names (s1: the
+    correct AIME and GPQA questions, and MATH questions whose trace is over 5,600 tokens); then, until
+    |S| = num_samples: draw a domain uniformly (or by `domain_weights`), rank its records by trace
+    length (longest first), draw one with probability proportional to 2^-rank, move it to S, and
+    drop the domain once it is empty. A record without a domain gets one from `classify`."""
+    records = [rec if rec.domain else replace(rec, domain=classify(rec)) for rec in records]   # kept in curated.jsonl
+    first = [r for r in records if include_first is not None and _included_first(r, include_first, count_tokens)]
+    if len(first) > num_samples:
+        raise ConfigError(f"curation.diversity.include_first selects {len(first)} records, more than "
+                          f"curation.diversity.num_samples={num_samples}")
+    chosen, taken = list(first), {r.id for r in first}
     by_domain: dict[str, list[Record]] = defaultdict(list)
     for rec in records:
-        rec = rec if rec.domain else replace(rec, domain=classify(rec))   # kept in curated.jsonl
-        by_domain[rec.domain].append(rec)
+        if rec.id not in taken:
+            by_domain[rec.domain].append(rec)
     for recs in by_domain.values():
         recs.sort(key=lambda r: -count_tokens(r.thinking))
-    chosen = []
-    while len(chosen) < min(num_samples, len(records)):
-        domains = [d for d in by_domain if by_domain[d]]
+    while len(chosen) < num_samples and by_domain:
+        domains = sorted(by_domain)
         weights = [float((domain_weights or {}).get(d, 1.0)) for d in domains]
         d = rng.choices(domains, weights)[0]
         pool = by_domain[d]
         i = rng.choices(range(len(pool)), [2.0 ** -rank for rank in range(len(pool))])[0]
         chosen.append(pool.pop(i))
-    return chosen
+        if not pool:
+            del by_domain[d]
+    return chosen, {"included_first": len(first), "sampled": len(chosen) - len(first)}
 
 
 # --- the stage ------------------------------------------------------------------------------------
@@ -218,7 +294,11 @@ def curate(records: list[Record], cfg: DictConfig, count_tokens) -> tuple[list[R
         stage("dedup", reasons)
     if c.decontamination.enabled:
         d = c.decontamination
-        index = EvalIndex.build(load_eval_items(cfg.eval.data_dir, dict(d.eval_sets)), d.ngram)
+        items = load_eval_items(cfg.eval.data_dir, dict(d.eval_sets))
+        if cfg.eval.get("gpqa_path"):
+            items += load_gpqa_questions(cfg.eval.gpqa_path)
+        card["decontamination_sets"] = sorted({name.split(":")[0] for name, _ in items})
+        index = EvalIndex.build(items, d.ngram)
         reasons = {}
         for rec in current:
             hits = index.matches(rec.question, d.ngram, d.max_item_frequency, d.min_shared_ngrams, d.min_overlap)
@@ -242,9 +322,10 @@ def curate(records: list[Record], cfg: DictConfig, count_tokens) -> tuple[list[R
                 reasons[rec.id] = {"reason": "trace shorter than curation.difficulty.min_trace_tokens"}
         stage("difficulty", reasons)
     if c.diversity.enabled:
-        keep = diversity_sample(current, c.diversity.num_samples, random.Random(cfg.seed), count_tokens,
-                                dict(c.diversity.domain_weights) if c.diversity.domain_weights else None,
-                                instantiate(c.diversity.classifier))
+        keep, card["diversity"] = diversity_sample(
+            current, c.diversity.num_samples, random.Random(cfg.seed), count_tokens,
+            dict(c.diversity.domain_weights) if c.diversity.domain_weights else None,
+            instantiate(c.diversity.classifier), c.diversity.get("include_first"))
         kept_ids = {r.id for r in keep}
         stage("diversity", {r.id: {"reason": "not sampled"} for r in current if r.id not in kept_ids}, keep)
     final = current
@@ -276,16 +357,35 @@ def solve_with_model(records: list[Record], model_path: str, cfg: DictConfig) ->
     return [replace(r, metadata={**r.metadata, f"solver:{model_path}": text}) for r, (text, _) in zip(records, outs)]
 
 
+def check_difficulty_config(cfg: DictConfig, records: list[Record] | None = None) -> None:
+    """s1's difficulty stage needs solver results; without them it would drop nothing and the pool
+    would pass as 'hard'. Refused before any work, unless the stage is switched off."""
+    d = cfg.curation.difficulty
+    if not d.enabled:
+        return
+    graded = list(d.get("solver_answer_fields") or []) + list(d.get("solver_models") or [])
+    if not list(d.get("solved_by_fields") or []) and not graded:
+        raise ConfigError("curation.difficulty: enabled, but nothing measures difficulty: set "
+                          "curation.difficulty.solved_by_fields=[COL] (boolean columns), solver_answer_fields=[COL] "
+                          "or solver_models=[DIR] (graded against the gold answer), or curation.difficulty.enabled=false")
+    if graded and records is not None and not any(r.metadata.get("gold_answer") is not None for r in records):
+        raise ConfigError("curation.difficulty.solver_answer_fields / solver_models grade against a gold answer, and "
+                          "no record has one: map it (data.source.fields.gold_answer=COL) or use solved_by_fields")
+
+
 def run_curate(cfg: DictConfig) -> dict:
     validate_prepare_config(cfg)
+    check_difficulty_config(cfg)
     run_dir = open_run_dir(cfg)
     tokenizer = instantiate(cfg.model.tokenizer)
     records = instantiate(cfg.data.source)
+    check_difficulty_config(cfg, records)
     @functools.lru_cache(maxsize=None)   # difficulty and diversity both measure the same traces
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     final, card, removed = curate(records, cfg, count_tokens)
+    card["length_tokenizer"] = cfg.model.get("name_or_path") or cfg.model.get("name")
     card["skipped_by_loader"] = getattr(records, "skipped", {})
     write_jsonl(final, run_dir / "curated.jsonl")
     with open(run_dir / "removed.jsonl", "w", encoding="utf-8") as f:

@@ -18,6 +18,8 @@ from omegaconf import DictConfig
 
 from reasoning_sft.ablation import apply_transforms, summarize
 from reasoning_sft.config import run_cli, ConfigError, finish_stage, open_run_dir, write_json
+from reasoning_sft.data.correctness import grade_records, keep_by_grade
+from reasoning_sft.errors import DataError
 from reasoning_sft.records import Record, content_hash, write_jsonl
 
 
@@ -27,8 +29,10 @@ def _priority(seed: int, rec: Record) -> str:
 
 
 def select_records(records: list[Record], data: DictConfig, seed: int,
-                   count_tokens: Callable[[str], int]) -> tuple[list[Record], dict]:
-    """Seeded selection for sweeps; returns the records and what each step kept or dropped."""
+                   count_tokens: Callable[[str], int], selected_by_ablation: bool = False) -> tuple[list[Record], dict]:
+    """Seeded selection for sweeps; returns the records and what each step kept or dropped.
+    `selected_by_ablation`: the ablation makes data.num_samples records itself (Long1K's combine
+    joins several source problems per sample), so the pool is not cut to that number here."""
     counts: dict = {}
     ordered = sorted(records, key=lambda r: _priority(seed, r))
     lo, hi = data.get("min_trace_tokens"), data.get("max_trace_tokens")
@@ -53,7 +57,7 @@ def select_records(records: list[Record], data: DictConfig, seed: int,
             counts["buckets"][f"{b_lo}-{b_hi}"] = per
         counts["dropped_outside_buckets_or_over_quota"] = len(ordered) - len(chosen)
         ordered = sorted(chosen, key=lambda r: _priority(seed, r))
-    n = data.get("num_samples")
+    n = None if selected_by_ablation else data.get("num_samples")
     if n is not None:
         if n > len(ordered):
             raise ConfigError(f"data.num_samples={n}: only {len(ordered)} records are left after selection")
@@ -86,6 +90,21 @@ def token_counter(tokenizer) -> Callable[[str], int]:
     return count
 
 
+def _base_set(records: list[Record], cfg: DictConfig, card: dict) -> tuple[list[Record], list[Record]]:
+    """Grade the pool against its gold answers when the data keeps by grade or the ablation draws
+    graded responses (`ablation.needs_grades`); returns (base set, graded pool), counted in the card."""
+    keep = cfg.data.get("keep", "all")
+    if keep == "all" and not cfg.ablation.get("needs_grades", False):
+        return records, records
+    pool, counts = grade_records(records)
+    if keep != "all" and not counts["graded"]:
+        raise DataError(f"data.keep={keep}: none of the {len(pool)} records has a gold answer to grade against "
+                        "(map one: data.source.fields.gold_answer=COL, or data.source.gold_field=COL)")
+    base = keep_by_grade(pool, keep)
+    card["correctness"] = {"keep": keep, **counts, "kept": len(base)}
+    return base, pool
+
+
 def prepare_records(cfg: DictConfig, tokenizer, measure_traces: bool = True) -> tuple[list[Record], dict]:
     """Everything between the source and tokenization, with a card that accounts for every record.
     measure_traces=False leaves the card's trace-token stats to the caller (training measures the
@@ -96,13 +115,15 @@ def prepare_records(cfg: DictConfig, tokenizer, measure_traces: bool = True) -> 
     card: dict = {"data": cfg.data.name, "records_loaded": len(records),
                   "skipped_by_loader": getattr(records, "skipped", {})}
     d = cfg.data
+    records, pool = _base_set(records, cfg, card)
     if d.get("min_trace_tokens") is not None or d.get("max_trace_tokens") is not None or d.get("length_buckets"):
         count_tokens.prefetch(r.thinking for r in records)
-    records, card["selection"] = select_records(records, cfg.data, cfg.seed, count_tokens)
+    records, card["selection"] = select_records(records, cfg.data, cfg.seed, count_tokens,
+                                                bool(cfg.ablation.get("makes_num_samples", False)))
     card["records_selected"] = len(records)
     if cfg.ablation.transforms:
         transforms = [instantiate(t) for t in cfg.ablation.transforms]
-        records, stages = apply_transforms(records, transforms, cfg.seed, count_tokens)
+        records, stages = apply_transforms(records, transforms, cfg.seed, count_tokens, pool)
         card["ablation"] = {"name": cfg.ablation.get("name"), "stages": stages, "changes": summarize(records)}
     card["records_prepared"] = len(records)
     card["domains"] = dict(sorted(Counter(r.domain or "unlabelled" for r in records).items()))

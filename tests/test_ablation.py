@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from hydra.utils import instantiate
 
-from reasoning_sft.ablation import (NUMBER, Context, ParagraphSplitter, apply_transforms, combine,
+from reasoning_sft.ablation import (NUMBER, REFLECTION_KEYWORDS, Context, ParagraphSplitter, apply_transforms, combine,
                                     digit_corruption, keyword_removal, short_cot, step_delete,
                                     step_insert, step_shuffle, summarize, wrong_answers)
 from reasoning_sft.config import ConfigError, validate_prepare_config
 from reasoning_sft.data.loaders import load_r1
 from reasoning_sft.data.synthetic import generate_records
 from reasoning_sft.grading import last_boxed
+from reasoning_sft.records import Record
 
 
 @pytest.fixture(scope="module")
@@ -32,51 +35,94 @@ def _within_sampling_error(observed: int, n: int, p: float) -> bool:
     return abs(observed - n * p) <= 4 * math.sqrt(n * p * (1 - p)) + 1
 
 
-@pytest.mark.parametrize("rate", [0.2, 0.5, 0.7, 1.0])
-def test_digit_corruption_rate_holds_and_answer_survives(traces, rate):
-    out = digit_corruption(traces, ctx(), rate)
-    numbers = sum(len(NUMBER.findall(r.thinking)) for r in traces)
-    replaced = sum(r.metadata["ablation"][-1]["replaced"] for r in out)
-    assert _within_sampling_error(replaced, numbers, rate)
+def _numbers(rec) -> list[str]:
+    return NUMBER.findall(rec.thinking) + NUMBER.findall(rec.answer)
+
+
+def test_digit_corruption_at_rate_one_is_skythoughts_script(traces):
+    """Every number of the whole response, thinking and solution, becomes an integer 0-10."""
+    out = digit_corruption(traces, ctx(), 1.0)
     for before, after in zip(traces, out):
-        assert after.answer == before.answer and last_boxed(after.answer) == last_boxed(before.answer)
+        assert all(n.isdigit() and 0 <= int(n) <= 10 for n in _numbers(after))
+        assert len(_numbers(after)) == len(_numbers(before))
         assert after.question == before.question and after.id == before.id
-        # same layout: only digits change, each replaced number keeps its digit count
-        assert len(after.thinking) == len(before.thinking)
-        assert [len(m) for m in NUMBER.findall(after.thinking)] == [len(m) for m in NUMBER.findall(before.thinking)]
     card = summarize(out)["digit_corruption"]
-    assert abs(card["replaced_share"] - rate) < 0.02
+    assert card["numbers_found"] == sum(len(_numbers(r)) for r in traces) == card["numbers_replaced"]
+    assert card["replaced_share"] == 1.0 and 0.8 < card["changed_share"] < 1.0   # randint may redraw the same
+    assert 0 < card["text_changed_share"] < 0.2 and card["chars_changed"] > card["numbers_changed"]
+    # the solutions' boxed answers are numbers too: most of them change
+    assert sum(last_boxed(x.answer) != last_boxed(y.answer) for x, y in zip(out, traces)) > 0.8 * len(traces)
 
 
-def test_digit_corruption_is_deterministic_and_can_corrupt_the_answer(traces):
+@pytest.mark.parametrize("rate", [0.2, 0.5, 0.7])
+def test_digit_corruption_replaces_the_rate_of_numbers(traces, rate):
+    out = digit_corruption(traces, ctx(), rate)
+    found = sum(len(_numbers(r)) for r in traces)
+    replaced = sum(r.metadata["ablation"][-1]["replaced"] for r in out)
+    assert _within_sampling_error(replaced, found, rate)
+    assert abs(summarize(out)["digit_corruption"]["replaced_share"] - rate) < 0.02
+    # a number left alone is exactly where it was: the text around the numbers never changes
+    for before, after in zip(traces, out):
+        assert NUMBER.split(after.thinking) == NUMBER.split(before.thinking)
+
+
+def test_digit_corruption_variants_thinking_only_and_digit_count(traces):
+    kept = digit_corruption(traces[:30], ctx(), 1.0, scope="thinking", keep_digit_count=True)
+    for before, after in zip(traces[:30], kept):
+        assert after.answer == before.answer
+        assert [len(m) for m in NUMBER.findall(after.thinking)] == [len(m) for m in NUMBER.findall(before.thinking)]
+        assert len(after.thinking) == len(before.thinking)
     a, b = digit_corruption(traces[:20], ctx(3), 0.5), digit_corruption(traces[:20], ctx(3), 0.5)
     assert [r.thinking for r in a] == [r.thinking for r in b]
     assert [r.thinking for r in a] != [r.thinking for r in digit_corruption(traces[:20], ctx(4), 0.5)]
-    bad = digit_corruption(traces[:20], ctx(), 1.0, corrupt_answer=True)
-    assert all(last_boxed(x.answer) != last_boxed(y.answer) for x, y in zip(bad, traces[:20]))
+    with pytest.raises(ValueError, match="scope='solution'"):
+        digit_corruption(traces[:1], ctx(), 0.5, scope="solution")
 
 
-def test_keyword_removal_removes_whole_words_readably(traces):
-    out = keyword_removal(traces, ctx(), 1.0, ["wait", "hmm", "alternatively", "let me double-check"])
-    removed = sum(r.metadata["ablation"][-1]["removed"] for r in out)
-    assert removed > 100
-    for r in out:
-        lowered = r.thinking.lower()
-        assert "hmm" not in lowered.replace("hmmm", "")
-        assert not any(w in lowered.split() for w in ["wait,", "wait", "alternatively,"])
-    rec = generate_records(1, seed=0)[0]
-    rec.thinking = "Wait, so the total is 5. But hmm, let me double-check: 5. Awaited but-not."
-    (cleaned,) = keyword_removal([rec], ctx(), 1.0)
-    # phrases go with their comma or colon; a sentence start is re-capitalised; "Awaited" stays
-    assert cleaned.thinking == "So the total is 5. 5. Awaited -not."
-    assert cleaned.metadata["ablation"][-1]["removed"] == 5
+def _blemishes(text: str) -> tuple:
+    return (text.count("  "), text.count(" ,"), text.count(",,"), text.count(" ."),
+            len(re.findall(r"(?m)^[ \t]*[,.;:]", text)), len(re.findall(r"\n{3,}", text)))
 
 
-def test_keyword_removal_rate_is_over_samples(traces):
+def test_keyword_removal_at_rate_one_leaves_no_reflection_keyword(traces, shared_data):
+    s1k = [json.loads(line) for line in open(shared_data / "s1k_sample.jsonl")]
+    gemini = [Record(id=str(i), question=r["question"], thinking=r["gemini_thinking_trajectory"], answer="a")
+              for i, r in enumerate(s1k)]
+    for pool in (traces, gemini):
+        out = keyword_removal(pool, ctx(), 1.0)
+        pattern = re.compile(r"\b(wait|hmm|alternatively|double-check|verify|let me check|let's check)\b", re.I)
+        for before, after in zip(pool, out):
+            assert not pattern.search(after.thinking)
+            change = after.metadata["ablation"][-1]
+            if change["found"] == 0:
+                assert after.thinking == before.thinking            # byte-identical
+            # readable: no doubled spaces, orphan commas or empty lines created
+            assert all(x <= y for x, y in zip(_blemishes(after.thinking), _blemishes(before.thinking)))
+    card = summarize(keyword_removal(traces, ctx(), 1.0))["keyword_removal"]
+    assert card["keywords_removed"] == card["keywords_found"] > 8000 and card["removed_share"] == 1.0
+    assert "but" not in REFLECTION_KEYWORDS
+
+
+def test_keyword_removal_reads_well():
+    cases = {"Wait, so x is 5.": "So x is 5.",
+             "So, wait, the answer is 5.": "So, the answer is 5.",
+             "But wait, that is wrong.": "But that is wrong.",
+             "That is 5, hmm. So x.": "That is 5. So x.",
+             "Hmm... Wait, no.": "No.",
+             "x = 3.\n\nWait.\n\nThen y.": "x = 3.\n\nThen y.",
+             "I think so. Hmm, let me double-check: 2+2=4.": "I think so. 2+2=4.",
+             "Awaited but-not.": "Awaited but-not.",
+             "but wait-- actually no": "but actually no"}
+    for text, expected in cases.items():
+        (out,) = keyword_removal([Record("a", "q", text, "ans")], ctx(), 1.0)
+        assert out.thinking == expected
+
+
+def test_keyword_removal_rate_is_over_keyword_occurrences(traces):
     out = keyword_removal(traces, ctx(), 0.5)
-    selected = sum(r.metadata["ablation"][-1]["selected"] for r in out)
-    assert _within_sampling_error(selected, len(traces), 0.5)
-    assert summarize(out)["keyword_removal"]["selected_share"] == round(selected / len(traces), 4)
+    found = sum(r.metadata["ablation"][-1]["found"] for r in out)
+    removed = sum(r.metadata["ablation"][-1]["removed"] for r in out)
+    assert _within_sampling_error(removed, found, 0.5)
 
 
 @pytest.mark.parametrize("rate", [0.33, 0.67, 1.0])
@@ -84,7 +130,7 @@ def test_step_shuffle_keeps_the_multiset_of_steps(traces, rate):
     split = ParagraphSplitter(200)
     out = step_shuffle(traces, ctx(), rate, split)
     for before, after in zip(traces, out):
-        steps, sep = split(before.thinking)
+        steps, sep, _ = split(before.thinking)
         change = after.metadata["ablation"][-1]
         order = change.get("order", list(range(len(steps))))
         assert sorted(order) == list(range(len(steps)))                 # a permutation: same multiset
@@ -101,7 +147,7 @@ def test_step_delete_keeps_order_and_removes_the_share(traces, rate):
     split = ParagraphSplitter(200)
     out = step_delete(traces, ctx(), rate, split)
     for before, after in zip(traces, out):
-        steps, sep = split(before.thinking)
+        steps, sep, _ = split(before.thinking)
         change = after.metadata["ablation"][-1]
         gone = set(change["deleted_steps"])
         assert change["deleted"] == len(gone) == min(int(round(rate * len(steps))), len(steps) - 1)
@@ -122,7 +168,32 @@ def test_step_insert_adds_steps_from_other_records(traces):
         assert sum(s not in own_steps[i] for s in a) >= 1 or inserted == 0
 
 
-def test_wrong_answers_swap_perturb_and_filter(traces):
+def _graded_pool(traces, wrong_every=3):
+    """The real traces, every third answer made wrong, graded as prepare grades them."""
+    from reasoning_sft.data.correctness import grade_records
+    pool = [replace(r, answer=r.answer.replace(f"\\boxed{{{last_boxed(r.answer)}}}", "\\boxed{1000}"))
+            if i % wrong_every == 0 else r for i, r in enumerate(traces)]
+    return grade_records(pool)
+
+
+def test_wrong_answers_natural_draws_the_pools_graded_wrong_responses(traces):
+    pool, counts = _graded_pool(traces)
+    assert counts["graded_wrong"] == sum(1 for i in range(len(traces)) if i % 3 == 0)
+    correct = [r for r in pool if r.metadata["correct"]]
+    base = correct[:50]
+    out = wrong_answers(base, Context(random.Random(0), pool=pool), "natural")
+    assert len(out) == 50 and all(r.metadata["correct"] is False for r in out)
+    assert all(last_boxed(r.answer) == "1000" for r in out) and len({r.id for r in out}) == 50
+    more = wrong_answers(correct, Context(random.Random(0), pool=pool), "natural")   # 194 wanted, 97 exist
+    assert len(more) == counts["graded_wrong"]
+    card = summarize(more)["wrong_answers"]
+    assert card["wanted"] == len(correct) and card["shortfall"] == len(correct) - counts["graded_wrong"]
+    with pytest.raises(ValueError, match="none of the 290 graded responses is wrong"):
+        wrong_answers(traces, Context(random.Random(0), pool=_graded_pool(traces, 10 ** 6)[0][1:]), "natural")
+    assert len(wrong_answers(pool, ctx(), "filter_incorrect")) == counts["graded_wrong"]
+
+
+def test_wrong_answers_variants_swap_and_perturb(traces):
     swapped = wrong_answers(traces, ctx(), "swap")
     assert Counter(r.answer for r in swapped) == Counter(r.answer for r in traces)   # a permutation
     assert all(r.metadata["ablation"][-1]["donor"] != r.id for r in swapped)
@@ -130,24 +201,48 @@ def test_wrong_answers_swap_perturb_and_filter(traces):
     assert changed >= 0.9 * len(traces)
     perturbed = wrong_answers(traces, ctx(), "perturb")
     assert sum(last_boxed(p.answer) != last_boxed(t.answer) for p, t in zip(perturbed, traces)) >= 0.9 * len(traces)
-    marked = generate_records(10, seed=0)
-    for i, r in enumerate(marked):
-        r.metadata["correct"] = i % 3 == 0
-    assert len(wrong_answers(marked, ctx(), "filter_incorrect")) == 6
     with pytest.raises(ValueError, match="metadata\\['correct'\\]"):
         wrong_answers(traces, ctx(), "filter_incorrect")
 
 
-def test_combine_makes_long_traces_and_keeps_the_count(traces):
-    out = combine(traces[:40], ctx(), k=2, mix_ratio=0.5)
-    assert len(out) == 40
-    combined = [r for r in out if r.source == "combined"]
-    assert len(combined) == 20
-    for r in combined:
-        assert r.question.startswith("Solve the following 2 problems.") and "Problem 2:" in r.question
-        assert len(r.metadata["parts"]) == 2 and "second problem" in r.thinking
-    by_target = combine(traces[:40], ctx(), k=2, target_tokens=8000, mix_ratio=1.0)
-    assert all(r.metadata["ablation"][-1]["tokens"] >= 8000 or len(r.metadata["parts"]) == 6 for r in by_target)
+def test_combine_pairs_each_source_problem_at_most_once(traces):
+    out = combine(traces, ctx(), k=2, num_samples=100)
+    assert len(out) == 100
+    parts = [p for r in out for p in r.metadata["parts"]]
+    assert len(parts) == 200 and len(set(parts)) == 200            # no source problem used twice
+    by_id = {t.id: t for t in traces}
+    for r in out:
+        first, second = (by_id[p] for p in r.metadata["parts"])
+        assert r.question.startswith("Solve the following 2 problems.")
+        assert first.question in r.question and second.question in r.question
+        assert first.thinking in r.thinking and second.thinking in r.thinking
+        assert r.thinking.index(first.thinking) < r.thinking.index("second problem") < r.thinking.index(second.thinking)
+        assert first.answer in r.answer and second.answer in r.answer
+    assert len(combine(traces, ctx(), k=2)) == len(traces) // 2    # null num_samples: all pairs the pool makes
+    with pytest.raises(ValueError, match="need 300 distinct source problems; the pool holds 291"):
+        combine(traces, ctx(), k=2, num_samples=150)
+
+
+def test_combine_mixes_long_samples_as_a_share(traces):
+    count = lambda text: len(text.split())   # noqa: E731
+    long_pool = traces[200:]
+    out = combine(traces[:200], Context(random.Random(0), count), k=2, num_samples=60, long_share=0.25,
+                  long_source=long_pool, long_min_tokens=1000)
+    assert len(out) == 60
+    longs = [r for r in out if r.metadata["ablation"][-1].get("long_mix")]
+    assert len(longs) == 15 and all(count(r.thinking) >= 1000 and r.id in {t.id for t in long_pool} for r in longs)
+    assert summarize(out)["combine"]["parts"] == {1: 15, 2: 45}
+
+
+@pytest.mark.parametrize("target", [1000, 1500, 2000, 3000, 6000, 12000])
+def test_combine_reaches_every_level_of_the_length_law(traces, target):
+    count = lambda text: len(text.split())   # noqa: E731  (words: the R1 traces run 300-9,000 of them)
+    out = combine(traces, Context(random.Random(0), count), num_samples=20, target_tokens=target)
+    assert len(out) == 20
+    lengths = [count(r.thinking) for r in out]
+    assert all(0.75 * target <= n <= 1.25 * target + 40 for n in lengths)   # + the linking words
+    used = [p for r in out for p in r.metadata.get("parts", [r.id])]
+    assert len(used) == len(set(used))
 
 
 def test_short_cot_uses_the_reference_solution(shared_data):
@@ -186,27 +281,53 @@ def test_unknown_transform_is_a_config_error(make_cfg):
         validate_prepare_config(cfg)
 
 
-def test_llm_splitter_speaks_the_openai_protocol_and_refuses_rewrites(traces, chat_endpoint):
+def _paraphrase(step: str, i: int) -> str:
+    """What a chat model does to a step it was asked to copy: drops a word, rewrites another, trims."""
+    words = step.split()
+    if len(words) > 6:
+        words[1] = words[1].upper() + "s"
+        del words[3]
+    return (" ".join(words[:-1]) if i % 4 == 3 else " ".join(words)).strip()
+
+
+def test_llm_splitter_aligns_a_paraphrasing_model_and_caches(traces, chat_endpoint, tmp_path):
     from reasoning_sft.ablation import LLMSplitter
 
-    rewrite = {"on": False}
+    mode = {"reply": "paraphrase"}
 
     def reply(prompt, model):
-        steps = [p for p in prompt.split("\n\n", 1)[1].split("\n\n") if p.strip()]
-        if rewrite["on"]:
-            steps[0] = "A different first step."
-        return "Steps:\n" + json.dumps(steps)
+        trace = prompt.split("\n\n", 1)[1]
+        paragraphs = [p for p in trace.split("\n\n") if p.strip()]
+        if mode["reply"] == "junk":
+            return "I cannot split this."
+        if mode["reply"] == "other":
+            return json.dumps(["An unrelated text about cooking pasta.", "Boil water, add salt."])
+        return "Steps:\n" + json.dumps([_paraphrase(p, i) for i, p in enumerate(paragraphs)])
 
-    splitter = LLMSplitter(base_url=chat_endpoint(reply), model="llama-3.3-70b")
-    steps, sep = splitter(traces[0].thinking)
-    assert sep.join(steps).split() == traces[0].thinking.split() and len(steps) > 5
+    splitter = LLMSplitter(base_url=chat_endpoint(reply), model="llama-3.3-70b", cache_dir=str(tmp_path / "cache"))
+    text = traces[0].thinking
+    steps, sep, how = splitter(text)
+    assert how == "llm" and len(steps) > 5
+    assert "".join("".join(steps).split()) == "".join(text.split())   # the trace's own text, nothing rewritten
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    assert sum(s in paragraphs for s in steps) >= 0.9 * len(steps)   # cut where the model's steps begin
     assert chat_endpoint.requests[0]["path"] == "/v1/chat/completions"
     assert chat_endpoint.requests[0]["model"] == "llama-3.3-70b"
-    out = step_delete(traces[:2], ctx(), 0.5, splitter)
-    assert out[0].metadata["ablation"][-1]["deleted"] == int(round(0.5 * len(steps)))
-    rewrite["on"] = True
-    with pytest.raises(ValueError, match="do not reproduce the trace"):
-        splitter(traces[0].thinking)
+    # a 3-rate sweep over two traces asks the model once per trace
+    for rate in (0.33, 0.67, 1.0):
+        out = step_delete(traces[:2], ctx(), rate, splitter)
+    assert len(chat_endpoint.requests) == 2
+    assert summarize(out)["step_delete"]["splitter"] == {"llm_cached": 2}
+    # unusable replies fall back to paragraphs for that trace, counted; or fail with fallback=raise
+    for bad in ("junk", "other"):
+        mode["reply"] = bad
+        fresh = LLMSplitter(base_url=splitter.base_url, model="llama-3.3-70b")
+        out = step_shuffle(traces[2:4], ctx(), 0.67, fresh)
+        assert summarize(out)["step_shuffle"]["splitter"] == {"paragraph_fallback": 2}
+        with pytest.raises(ValueError, match="LLMSplitter"):
+            LLMSplitter(base_url=splitter.base_url, model="m", fallback="raise")(traces[2].thinking)
+    with pytest.raises(OSError):   # an endpoint that is down is an error, never a silent fallback
+        LLMSplitter(base_url="http://127.0.0.1:9/v1", model="m", timeout_seconds=5)(text)
 
 
 def test_llm_splitter_is_a_config_choice(make_cfg):

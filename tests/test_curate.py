@@ -8,8 +8,9 @@ import pytest
 
 from reasoning_sft.curate import EvalIndex, quality_issue, run_curate
 from reasoning_sft.records import Record
+from conftest import ROOT
 
-POOL = ["data=jsonl", "data.source.path=${paths.data_dir}/s1k_questions_no_traces.jsonl",
+POOL = ["model=tiny", "data=jsonl", "data.source.path=${paths.data_dir}/s1k_questions_no_traces.jsonl",
         "data.source.fields.question=question", "data.source.fields.thinking=solution",
         "data.source.fields.answer=solution", "data.source.fields.id=id"]
 # Read by hand from the matches: 4 verbatim MATH-500 / OlympiadBench problems, and 3 near-verbatim
@@ -21,7 +22,8 @@ CONTAMINATED = {"124", "81", "631", "181", "255", "191", "498"}
 def curated(tmp_path_factory, shared_data):
     from conftest import compose_config
     out = tmp_path_factory.mktemp("curate")
-    cfg = compose_config(POOL + ["curation.diversity.num_samples=200"], "curate", out / "run")
+    cfg = compose_config(POOL + ["curation.diversity.num_samples=200", "curation.difficulty.enabled=false"],
+                         "curate", out / "run")
     summary = run_curate(cfg)
     return summary["data_card"], [json.loads(line) for line in open(out / "run" / "removed.jsonl")], out / "run"
 
@@ -53,7 +55,7 @@ def test_every_record_is_accounted_for(curated):
     assert card["records_curated"] == 200 == sum(1 for _ in open(run_dir / "curated.jsonl"))
     assert card["records_loaded"] == card["records_curated"] + len(removed)
     stages = {s["stage"]: s for s in card["stages"]}
-    assert list(stages) == ["quality", "dedup", "decontamination", "difficulty", "diversity"]
+    assert list(stages) == ["quality", "dedup", "decontamination", "diversity"]
     for a, b in zip(card["stages"], card["stages"][1:]):
         assert a["out"] == b["in"]
     assert stages["quality"]["in"] - stages["quality"]["out"] == sum(stages["quality"]["removed_by_reason"].values())
@@ -72,34 +74,101 @@ def test_quality_filters():
     assert quality_issue(rec("Find all primes p with p+2 prime."), []) is None
 
 
-def test_diversity_prefers_long_traces_within_a_domain():
+def _pick(recs, n, seed, **kw):
     import random
     from reasoning_sft.curate import diversity_sample
-    recs = [Record(id=str(i), question="triangle area", thinking="w " * (i + 1), answer="a", domain="geometry")
+    return diversity_sample(recs, n, random.Random(seed), lambda t: len(t.split()), **kw)[0]
+
+
+def test_diversity_prefers_long_traces_within_a_domain():
+    recs = [Record(id=str(i), question="triangle area", thinking="w " * (i + 1), answer="a", domain="51 Geometry")
             for i in range(40)]
-    picks = [diversity_sample(recs, 1, random.Random(s), lambda t: len(t.split()))[0].id for s in range(300)]
+    picks = [_pick(recs, 1, s)[0].id for s in range(300)]
     assert picks.count("39") > 120 and picks.count("38") > 50   # P = 1/2, 1/4 for the two longest
 
 
-def test_domains_from_an_llm_classifier(chat_endpoint, tmp_path, shared_data):
+def test_diversity_is_s1s_algorithm_step_for_step():
+    from omegaconf import OmegaConf
+    rare = [Record(id="rare", question="q", thinking="w", answer="a", domain="05 Combinatorics")]
+    common = [Record(id=f"c{i}", question="q", thinking="w " * (i + 1), answer="a", domain="11 Number theory")
+              for i in range(50)]
+    # a domain is drawn uniformly, not by its size: the one-record domain is in nearly every 10-pick
+    assert sum(any(r.id == "rare" for r in _pick(rare + common, 10, s)) for s in range(100)) >= 95
+    # an emptied domain leaves the draw: asking for everything returns everything, each once
+    assert sorted(r.id for r in _pick(rare + common, 51, 0)) == sorted(r.id for r in rare + common)
+    # S starts with what include_first names (s1: AIME, GPQA, and MATH traces over 5,600 tokens)
+    pool = ([Record(id=f"aime{i}", question="q", thinking="w", answer="a", source="qq8933/AIME_1983_2024",
+                    domain="11 Number theory") for i in range(3)]
+            + [Record(id=f"math{i}", question="q", thinking="w " * (5590 + 10 * i), answer="a",
+                      source="qfq/openaimath/Algebra", domain="12 Field theory and polynomials") for i in range(4)]
+            + common)
+    include = OmegaConf.create({"sources": ["AIME", "gpqa"], "long_sources": {"openaimath": 5600}})
+    picked = _pick(pool, 8, 0, include_first=include)
+    ids = [r.id for r in picked]
+    assert ids[:5] == ["aime0", "aime1", "aime2", "math2", "math3"]   # MATH over 5,600 tokens only (not 5,590 / 5,600)
+    assert len(ids) == 8 and len(set(ids)) == 8
+    with pytest.raises(Exception, match="include_first selects 5 records, more than"):
+        _pick(pool, 4, 0, include_first=include)
+
+
+def test_domains_are_msc_classes_from_an_llm_classifier(chat_endpoint, tmp_path, shared_data):
     from conftest import compose_config
 
     def reply(prompt, model):
-        question = prompt.split("Question: ", 1)[1].lower()
-        return "Geometry." if "triangle" in question else ("number theory" if "prime" in question else "poetry")
+        question = prompt.split("## Question\n", 1)[1].split("## Classification rubrics", 1)[0].lower()
+        assert "### Number theory\n* Code: 11" in prompt and "two-digit code" in prompt   # s1's rubric prompt
+        return ("Triangles are geometry.\n51" if "triangle" in question else
+                "Primes.\n11" if "prime" in question else "I am not sure.")
 
     url = chat_endpoint(reply)
     cfg = compose_config(POOL + ["data.num_samples=60", "curation.decontamination.enabled=false",
-                                 "curation.diversity.num_samples=60",
+                                 "curation.difficulty.enabled=false", "curation.diversity.num_samples=60",
                                  "curation.diversity.classifier._target_=reasoning_sft.curate.LLMDomainClassifier",
                                  "~curation.diversity.classifier._partial_",
                                  f"+curation.diversity.classifier.base_url={url}",
-                                 "+curation.diversity.classifier.model=judge",
-                                 "+curation.diversity.classifier.domains=[geometry,number theory,algebra]"],
+                                 "+curation.diversity.classifier.model=judge"],
                          "curate", tmp_path / "run")
     card = run_curate(cfg)["data_card"]
-    assert set(card["domains"]) <= {"geometry", "number theory", "other"} and "other" in card["domains"]
+    assert {"51 Geometry", "11 Number theory"} <= set(card["domains"])
+    assert all(d in ("51 Geometry", "11 Number theory") or d.endswith("(keywords: unusable reply)") for d in card["domains"])
     assert len(chat_endpoint.requests) == card["stages"][-1]["in"]     # one call per record to classify
+    assert card["length_tokenizer"] == "tiny"
+
+
+def test_curation_measures_length_in_the_training_models_tokenizer(make_cfg):
+    from conftest import compose_config
+    cfg = compose_config([], "curate")
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-32B-Instruct"     # s1's model, not the demo tokenizer
+
+
+def test_difficulty_without_a_solver_signal_is_refused(tmp_path):
+    from conftest import compose_config
+    from reasoning_sft.config import ConfigError
+    cfg = compose_config(POOL, "curate", tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"curation\.difficulty: enabled, but nothing measures difficulty"):
+        run_curate(cfg)
+    assert not (tmp_path / "run" / "curated.jsonl").exists()
+    cfg = compose_config(POOL + ["curation.difficulty.solver_answer_fields=[solution]"], "curate", tmp_path / "run2")
+    with pytest.raises(ConfigError, match="no record has one"):
+        run_curate(cfg)
+
+
+def test_decontamination_covers_gpqa_when_given(tmp_path):
+    import csv
+    from conftest import compose_config
+    rows = [json.loads(line) for line in open(ROOT.parent / "shared" / "data" / "s1k_questions_no_traces.jsonl")]
+    path = tmp_path / "gpqa_diamond.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["Question", "Correct Answer"])
+        w.writeheader()
+        w.writerow({"Question": rows[10]["question"], "Correct Answer": "x"})
+        w.writerow({"Question": "An unrelated question about the boiling point of water at altitude.", "Correct Answer": "y"})
+    cfg = compose_config(POOL + ["curation.difficulty.enabled=false", "curation.diversity.enabled=false",
+                                 f"eval.gpqa_path={path}"], "curate", tmp_path / "run")
+    card = run_curate(cfg)["data_card"]
+    removed = {json.loads(line)["id"]: json.loads(line) for line in open(tmp_path / "run" / "removed.jsonl")}
+    assert removed[str(rows[10]["id"])]["matches"][0]["eval_item"] == "gpqa_diamond:1"
+    assert "gpqa_diamond" in card["decontamination_sets"]
 
 
 def test_difficulty_drops_what_a_solver_answered_correctly(tmp_path):
@@ -109,7 +178,7 @@ def test_difficulty_drops_what_a_solver_answered_correctly(tmp_path):
             for i in range(1, 31)]
     path = tmp_path / "pool.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = compose_config(["data=jsonl", f"data.source.path={path}", "data.source.fields.question=q",
+    cfg = compose_config(["model=tiny", "data=jsonl", f"data.source.path={path}", "data.source.fields.question=q",
                           "data.source.fields.thinking=t", "data.source.fields.answer=a", "data.source.fields.id=id",
                           "data.source.fields.gold_answer=gold", "data.source.fields.extra=[qwen7b,qwen32b_ok]",
                           "curation.decontamination.enabled=false", "curation.diversity.enabled=false",
@@ -145,7 +214,7 @@ def test_difficulty_runs_a_solver_model_on_the_pool(tmp_path, tiny_tokenizer):
     golds = [(extract_answer(e) or e) if i % 2 == 0 else "no such answer 12345" for i, e in enumerate(expected)]
     path.write_text("".join(json.dumps({"id": i, "q": q, "t": "think", "a": "a", "gold": g}) + "\n"
                             for i, (q, g) in enumerate(zip(questions, golds))))
-    cfg = compose_config(["data=jsonl", f"data.source.path={path}", "data.source.fields.question=q",
+    cfg = compose_config(["model=tiny", "data=jsonl", f"data.source.path={path}", "data.source.fields.question=q",
                           "data.source.fields.thinking=t", "data.source.fields.answer=a", "data.source.fields.id=id",
                           "data.source.fields.gold_answer=gold", "curation.quality.enabled=false",
                           "curation.decontamination.enabled=false", "curation.diversity.enabled=false",

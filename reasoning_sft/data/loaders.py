@@ -132,8 +132,10 @@ _SKY_SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)<\|end_of_solution\|>",
 
 
 def load_sharegpt(path: str = "bespokelabs/Bespoke-Stratos-17k", split: str = "train",
-                  on_error: str = "raise") -> Loaded:
-    """Sky-T1 / Bespoke-Stratos: `conversations[{from, value}]` with Sky-T1 thought markers."""
+                  on_error: str = "raise", gold_field: str | None = None, domain_field: str | None = None) -> Loaded:
+    """Sky-T1 / Bespoke-Stratos: `conversations[{from, value}]` with Sky-T1 thought markers.
+    `gold_field`: a column with the gold answer (graded by data.keep / wrong_answers);
+    `domain_field`: a column naming the domain (e.g. math / code)."""
     def make(i: int, where: str, row: dict) -> Record:
         turns = row.get("conversations")
         if not isinstance(turns, list) or len(turns) < 2:
@@ -146,9 +148,14 @@ def load_sharegpt(path: str = "bespokelabs/Bespoke-Stratos-17k", split: str = "t
             raise DataError(f"{where}: expected a user turn and an assistant turn with a non-empty "
                             "<|begin_of_thought|>...<|end_of_thought|> and "
                             "<|begin_of_solution|>...<|end_of_solution|>")
-        return Record(id=f"sharegpt-{i}", question=user.strip(), thinking=thought.group(1).strip(),
-                      answer=solution.group(1).strip(), source=Path(path).stem,
-                      metadata={"system": row.get("system")})
+        meta = {"system": row.get("system")}
+        if gold_field:
+            if row.get(gold_field) is None:
+                raise DataError(f"{where}: no gold answer in column {gold_field!r} (data.source.gold_field)")
+            meta["gold_answer"] = str(row[gold_field])
+        return Record(id=str(row["id"]) if row.get("id") is not None else f"sharegpt-{i}", question=user.strip(),
+                      thinking=thought.group(1).strip(), answer=solution.group(1).strip(), source=Path(path).stem,
+                      domain=str(row.get(domain_field) or "") if domain_field else "", metadata=meta)
     return load_rows(path, split, on_error, make)
 
 
