@@ -438,11 +438,12 @@ def _join(parts: list[Record], linking: dict, index: int) -> Record:
 
 
 def _groups_by_length(records: list[Record], ctx: Context, wanted: int, target: int, tolerance: float,
-                      max_parts: int) -> tuple[list[list[Record]], dict]:
+                      max_parts: int, link_tokens: int = 0) -> tuple[list[list[Record]], dict]:
     """First-fit: each record (seeded order, each used at most once) goes to the first open group it
-    fits in without passing target*(1+tolerance) tokens; a group closes at target*(1-tolerance). A
-    record alone within the bounds is a group of one (the short end of the length study)."""
-    lo, hi = target * (1 - tolerance), target * (1 + tolerance)
+    fits in without passing target*(1+tolerance) tokens; a group closes at target*(1-tolerance/2). A
+    record alone within the bounds is a group of one (the short end of the length study). Each part
+    of a joined group also counts the `link_tokens` of its linking sentence."""
+    lo, hi = target * (1 - tolerance / 2), target * (1 + tolerance)   # closing at 1 - tol/2 centres the mean
     order = list(records)
     ctx.rng.shuffle(order)
     open_groups: list[tuple[list[Record], int]] = []
@@ -456,9 +457,10 @@ def _groups_by_length(records: list[Record], ctx: Context, wanted: int, target: 
             too_long += 1
             continue
         for g, (members, total) in enumerate(open_groups):
-            if total + n <= hi and len(members) < max_parts:
+            joined = total + n + link_tokens * (2 if len(members) == 1 else 1)
+            if joined <= hi and len(members) < max_parts:
                 members.append(rec)
-                open_groups[g] = (members, total + n)
+                open_groups[g] = (members, joined)
                 break
         else:
             open_groups.append(([rec], n))
@@ -501,7 +503,9 @@ def combine(records: list[Record], ctx: Context, k: int = 2, num_samples: int | 
         ctx.rng.shuffle(order)
         groups = [order[i * k:(i + 1) * k] for i in range(n_joined)]
     else:
-        groups, more = _groups_by_length(records, ctx, n_joined, target_tokens, tolerance, max_parts)
+        link = {**LINKING, **(linking or {})}
+        link_tokens = ctx.count_tokens(link["thinking_next"].format(ordinal="second") + "\n\n")
+        groups, more = _groups_by_length(records, ctx, n_joined, target_tokens, tolerance, max_parts, link_tokens)
         stats.update(more)
         if len(groups) < n_joined:
             raise ValueError(f"ablation combine target_tokens={target_tokens}: the pool of {len(records)} "

@@ -19,7 +19,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from reasoning_sft.grading import extract_answer, is_equivalent
+from reasoning_sft.grading import extract_answer, is_equivalent, last_boxed
 from reasoning_sft.config import run_cli, ConfigError, finish_stage, open_run_dir, validate_prepare_config, write_json
 from reasoning_sft.records import Record, content_hash, write_jsonl
 
@@ -314,6 +314,7 @@ def curate(records: list[Record], cfg: DictConfig, count_tokens) -> tuple[list[R
         for rec in current:
             solved = [f for f in fields if rec.metadata.get(f) is True]
             gold = rec.metadata.get("gold_answer")
+            gold = (last_boxed(str(gold)) or gold) if gold is not None else None   # a worked solution: its boxed answer
             solved += [f for f in answer_fields if gold is not None and rec.metadata.get(f) is not None
                        and is_equivalent(extract_answer(str(rec.metadata[f])) or str(rec.metadata[f]), str(gold))]
             if solved:
