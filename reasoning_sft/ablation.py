@@ -584,9 +584,9 @@ def summarize(records: list[Record]) -> dict:
         numeric = {k for c in changes for k, v in c.items() if isinstance(v, (int, float))
                    and not isinstance(v, bool)}
         agg = {"samples": len(changes),
-               "samples_changed": sum(c["chars_before"] != c["chars_after"] or c.get("changed", False)
-                                      or c.get("replaced", 0) > 0 or c.get("moved", 0) > 0
-                                      or c.get("removed", 0) > 0 for c in changes)}
+               "samples_changed": sum(bool(c["chars_before"] != c["chars_after"] or c.get("changed", False)
+                                           or c.get("replaced", 0) > 0 or c.get("moved", 0) > 0
+                                           or c.get("removed", 0) > 0) for c in changes)}
         agg.update({f"mean_{k}": round(mean(c.get(k, 0) for c in changes), 3) for k in sorted(numeric)})
         total = lambda key: sum(c.get(key, 0) for c in changes)   # noqa: E731
         if name == "digit_corruption":

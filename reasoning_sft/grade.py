@@ -1,4 +1,6 @@
 """Grade stage: `python -m reasoning_sft.grade input=FILE [fields.response=...] [thinking_style=...]`.
+Code (`task=livecodebench|apps|taco`): rows carry LiveCodeBench's problem fields and a response; each
+response's program runs on the problem's tests in the sandbox (reasoning_sft/sandbox.py).
 
 Re-grades saved generations, never regenerating them: an `eval_samples.jsonl` of this project (its
 fields and each row's thinking style are known) or any user jsonl with a response and a gold answer.
@@ -20,14 +22,16 @@ from omegaconf import DictConfig
 from reasoning_sft.config import finish_stage, open_run_dir, run_cli
 from reasoning_sft.data.loaders import read_rows
 from reasoning_sft.errors import ConfigError, DataError
-from reasoning_sft.grading import OUTCOMES, TRUNCATED_POLICIES, Grade, detect_style, grade_letter_response, \
-    grade_response
-from reasoning_sft.metrics import accuracy_summary
+from reasoning_sft.grading import OUTCOMES, TRUNCATED_POLICIES, Grade, answer_section, detect_style, \
+    grade_letter_response, grade_response
+from reasoning_sft.sandbox import VERDICTS
+from reasoning_sft.code_tasks import CODE_TASKS, extract_code, problem_from_row
+from reasoning_sft.metrics import accuracy_summary, pass_at_k
 
 RESPONSE_FIELDS = ("generation", "response")
 GOLD_FIELDS = ("gold", "answer", "gt", "gold_answer")
 STYLES = ("s1", "r1", "skyt1", "none")
-TASKS = ("math", "gpqa")
+TASKS = ("math", "gpqa", *CODE_TASKS)
 
 
 def _pick(given: str | None, candidates: tuple[str, ...], row: dict, where: str, key: str) -> str:
@@ -51,6 +55,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"truncated={cfg.truncated!r}: expected one of {list(TRUNCATED_POLICIES)}")
     if not Path(str(cfg.input)).is_file():
         raise ConfigError(f"input={cfg.input!r}: no such file")
+    if cfg.task in CODE_TASKS:
+        from reasoning_sft.sandbox import require_harness
+        require_harness()
 
 
 def row_style(cfg: DictConfig, row: dict, response: str) -> str | None:
@@ -70,6 +77,12 @@ def read_input(cfg: DictConfig) -> list[tuple[str, dict, str, str]]:
     out = []
     for where, row in read_rows(str(cfg.input)):
         response = row[_pick(cfg.fields.response, RESPONSE_FIELDS, row, where, "fields.response")]
+        if cfg.task in CODE_TASKS:   # the tests are the gold: a bad problem row is named here, before any run
+            gold = problem_from_row(row, where, cfg.code.public_only).input_output
+            if not isinstance(response, str):
+                raise DataError(f"{where}: the response field holds {type(response).__name__}, expected text")
+            out.append((where, row, response, gold))
+            continue
         gold = row[_pick(cfg.fields.gold, GOLD_FIELDS, row, where, "fields.gold")]
         if cfg.fields.verdict and cfg.fields.verdict not in row:
             raise DataError(f"{where}: no field {cfg.fields.verdict!r} (fields.verdict); the row has {sorted(row)}")
@@ -86,6 +99,8 @@ def read_input(cfg: DictConfig) -> list[tuple[str, dict, str, str]]:
 def problem_key(cfg: DictConfig, row: dict, index: int):
     if cfg.fields.problem:
         return row.get(cfg.fields.problem)
+    if cfg.task in CODE_TASKS and "question_id" in row:
+        return row["question_id"]
     if "task" in row and "id" in row:
         return (row["task"], row["id"])
     return index
@@ -100,9 +115,32 @@ def summarize(cfg: DictConfig, rows: list[dict]) -> dict:
     summary = accuracy_summary(pass1, cfg.bootstrap_samples, cfg.seed)
     summary["num_responses"] = len(rows)
     outcomes = Counter(r["grading"] for r in rows)
-    summary["grading"] = {o: outcomes[o] for o in (*OUTCOMES, "letter") if outcomes[o]}
+    summary["grading"] = {o: outcomes[o] for o in (*OUTCOMES, "letter", *VERDICTS, "truncated") if outcomes[o]}
     summary["thinking_styles"] = dict(Counter(str(r["_style"]) for r in rows))
+    if cfg.task in CODE_TASKS:
+        n = min(len(v) for v in per_problem.values())
+        for k in (k for k in (1, 5, 10) if k <= n):
+            summary[f"pass@{k}"] = sum(pass_at_k(len(v), sum(v), k) for v in per_problem.values()) / len(per_problem)
+        isolation = Counter(json.dumps(r["sandbox"]["isolation"], sort_keys=True) for r in rows if r.get("sandbox"))
+        summary["sandbox_isolation"] = [{"isolation": json.loads(k), "programs": v} for k, v in isolation.items()]
     return summary
+
+
+def grade_code_rows(cfg: DictConfig, inputs: list) -> list[dict]:
+    """Each response's program (the last code block of its answer section) run on its problem's tests
+    in the sandbox, `code.workers` at a time."""
+    from reasoning_sft.sandbox import Limits, run_programs
+    styles = [row_style(cfg, row, response) for _, row, response, _ in inputs]
+    programs = [extract_code(response, style) for (_, _, response, _), style in zip(inputs, styles)]
+    limits = Limits(cfg.code.timeout_seconds, cfg.code.memory_mb, cfg.code.file_mb, cfg.code.processes)
+    verdicts = run_programs([(p, gold) for p, (_, _, _, gold) in zip(programs, inputs)], limits, cfg.code.workers)
+    rows = []
+    for (_, row, response, _), style, program, v in zip(inputs, styles, programs, verdicts):
+        grading = "truncated" if program is None and answer_section(response, style) is None else v["verdict"]
+        rows.append({**row, "correct": v["verdict"] == "passed", "extracted": program, "grading": grading,
+                     "sandbox": {"results": v["results"], "message": v["metadata"].get("error_message"),
+                                 "isolation": v["isolation"], "seconds": v["seconds"]}, "_style": style})
+    return rows
 
 
 def agreement(cfg: DictConfig, rows: list[dict], wheres: list[str]) -> dict:
@@ -120,12 +158,13 @@ def run_grade(cfg: DictConfig) -> dict:
     validate(cfg)
     inputs = read_input(cfg)
     run_dir = open_run_dir(cfg)
-    rows, wheres = [], []
-    for where, row, response, gold in inputs:
+    rows, wheres = [], [where for where, *_ in inputs]
+    if cfg.task in CODE_TASKS:
+        rows = grade_code_rows(cfg, inputs)
+    for where, row, response, gold in ([] if cfg.task in CODE_TASKS else inputs):
         result, style = grade_row(cfg, row, response, gold)
         rows.append({**row, "correct": result.correct, "extracted": result.extracted, "grading": result.outcome,
                      "_style": style})
-        wheres.append(where)
     with open(run_dir / "graded.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps({k: v for k, v in row.items() if k != "_style"}, ensure_ascii=False, default=str)

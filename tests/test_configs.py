@@ -16,7 +16,8 @@ from reasoning_sft.config import ConfigError, grad_accumulation, validate_train_
 GROUPS = ["model", "data", "ablation", "trainer", "deepspeed", "peft", "logger", "eval", "paths"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-NEEDS_A_PATH = {("data", "skyt1_ablation_base"), ("data", "long1k"), ("data", "jsonl")}   # data.source.path is ??? on purpose: the user's own file
+# data.source.path is ??? on purpose: the user's own file
+NEEDS_A_PATH = {("data", "skyt1_ablation_base"), ("data", "long1k"), ("data", "jsonl")}
 
 
 def test_the_tree_has_what_the_pipeline_needs():
