@@ -101,6 +101,7 @@ def summarize_samples(samples: list[dict], n: int, cfg: DictConfig) -> dict:
     summary["grading_timeouts"], summary["grading_errors"] = outcomes["timeout"], outcomes["error"]
     summary["truncated"] = outcomes["truncated"]     # never left the thinking: wrong, counted apart
     summary["grading"] = {o: outcomes[o] for o in OUTCOMES if outcomes[o]}
+    summary["grading"].update({o: c for o, c in outcomes.items() if o and o not in OUTCOMES})   # code verdicts
     if "thinking_tokens" in samples[0]:
         thinking = [s["thinking_tokens"] for s in samples]
         summary.update(thinking_tokens_mean=mean(thinking), thinking_tokens_median=median(thinking),

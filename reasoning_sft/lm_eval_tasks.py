@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from reasoning_sft.code_tasks import CODE_TASKS
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.grading import Grade, grade_letter_response
 from reasoning_sft.prompts import eval_prompt
@@ -24,7 +25,7 @@ BENCHMARKS = {
     "math500": ("math500.jsonl", "problem", "answer"),
     "olympiadbench": ("olympiadbench.jsonl", "question", "final_answer"),
 }
-OURS = set(BENCHMARKS) | {"gpqa_diamond"}
+OURS = set(BENCHMARKS) | {"gpqa_diamond"} | set(CODE_TASKS)
 
 
 def gold_of(doc: dict, field: str) -> str:
@@ -54,13 +55,26 @@ class Grader:
     """Grades each generation once: lm-eval's `process_results` and the per-sample rows share it."""
 
     def __init__(self, cfg: DictConfig):
-        self.cfg, self.cache = cfg, {}
+        self.cfg, self.cache, self.code_problems = cfg, {}, {}
 
     def math(self, generation: str, gold: str) -> Grade:
         from reasoning_sft.evaluation import grade_generation
         key = ("math", generation, gold)
         if key not in self.cache:
             self.cache[key] = grade_generation(generation, gold, self.cfg)
+        return self.cache[key]
+
+    def code(self, generation: str, problem_id: str) -> Grade:
+        """The response's program run on the problem's tests in the sandbox (verdict as outcome)."""
+        from reasoning_sft.code_tasks import extract_code
+        from reasoning_sft.sandbox import Limits, run_program
+        key = ("code", generation, problem_id)
+        if key not in self.cache:
+            c = self.cfg.eval.code
+            program = extract_code(generation, self.cfg.data.format.thinking_style)
+            v = run_program(program, self.code_problems[problem_id].input_output,
+                            Limits(c.timeout_seconds, c.memory_mb, c.file_mb, c.processes))
+            self.cache[key] = Grade(v["verdict"] == "passed", program, v["verdict"])
         return self.cache[key]
 
     def letter(self, generation: str, gold: str) -> Grade:
@@ -91,6 +105,53 @@ def gpqa_task_config(path: str, seed: int, max_new_tokens: int, grader: Grader, 
         "doc_to_target": lambda doc: gpqa_choices(doc, seed)[1], "process_results": process_results,
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
         "generation_kwargs": {"until": [], "max_gen_toks": max_new_tokens, "do_sample": False},
+        "repeats": repeats, "metadata": {"version": 1.0},
+        "filter_list": [{"name": "none", "filter": [{"function": "take_first_k", "k": repeats}]}],
+    }
+
+
+def load_code_problems(cfg: DictConfig) -> dict:
+    """The problems of `eval.code.path` (LiveCodeBench's released rows) inside the release window."""
+    from reasoning_sft.code_tasks import in_window, problem_from_row
+    from reasoning_sft.data.loaders import read_rows
+    c = cfg.eval.get("code")
+    if c is None:
+        raise ConfigError("eval.code: the code tasks' settings are missing: use eval=code (conf/eval/code.yaml)")
+    if not c.get("path") or not Path(str(c.path)).is_file():
+        raise ConfigError(f"eval.code.path={c.get('path')!r}: a jsonl of LiveCodeBench problems (its released "
+                          "format) is needed for the code tasks")
+    problems = {}
+    for where, row in read_rows(str(c.path)):
+        p = problem_from_row(row, where, bool(c.get("public_only", False)))
+        if in_window(p, c.get("start_date"), c.get("end_date")):
+            problems[p.id] = p
+    if not problems:
+        raise ConfigError(f"eval.code.path={c.path}: no problem between eval.code.start_date={c.get('start_date')} "
+                          f"and eval.code.end_date={c.get('end_date')}")
+    return problems
+
+
+def code_task_config(name: str, cfg: DictConfig, grader: Grader, repeats: int = 1) -> dict:
+    """LiveCodeBench (or APPS / TACO rows in its format) from a local file: SkyThought's prompt, the
+    last code block of the answer run on every test in the sandbox; pass@1 over the repeats."""
+    from reasoning_sft.code_tasks import problem_prompt
+    grader.code_problems.update(load_code_problems(cfg))
+    problems = grader.code_problems
+
+    def process_docs(dataset):
+        return dataset.filter(lambda row: str(row.get("question_id")) in problems)
+
+    def process_results(doc: dict, results: list) -> dict:
+        gens = results[0] if results and isinstance(results[0], (list, tuple)) else results
+        return {"exact_match": sum(grader.code(g, str(doc["question_id"])).correct for g in gens) / len(gens)}
+
+    return {
+        "task": f"rsft_{name}", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(cfg.eval.code.path)}},
+        "test_split": "test", "output_type": "generate_until", "process_docs": process_docs,
+        "doc_to_text": lambda doc: problem_prompt(problems[str(doc["question_id"])]),
+        "doc_to_target": lambda doc: str(doc["question_id"]), "process_results": process_results,
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        "generation_kwargs": {"until": [], "max_gen_toks": cfg.eval.max_new_tokens, "do_sample": False},
         "repeats": repeats, "metadata": {"version": 1.0},
         "filter_list": [{"name": "none", "filter": [{"function": "take_first_k", "k": repeats}]}],
     }
@@ -177,6 +238,8 @@ def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str]) -> tuple[di
             return gpqa_task_config(cfg.eval.get("gpqa_path"), cfg.seed, cfg.eval.max_new_tokens, grader, n)
         if t in BENCHMARKS:
             return task_config(t, cfg.eval.data_dir, cfg.eval.max_new_tokens, grader, user_template, n)
+        if t in CODE_TASKS:
+            return code_task_config(t, cfg, grader, n)
         return t
     configs = [config(t) for t in tasks]
     out = lm_eval.simple_evaluate(model=lm, tasks=configs, limit=cfg.eval.get("limit"), log_samples=True,
@@ -188,7 +251,7 @@ def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str]) -> tuple[di
                                            if isinstance(v, (int, float))}}
             continue
         key = f"rsft_{task}"
-        verdict = grader.letter if task == "gpqa_diamond" else grader.math
+        verdict = grader.letter if task == "gpqa_diamond" else grader.code if task in CODE_TASKS else grader.math
         task_rows = []
         for s in sorted(out["samples"].get(key, []), key=lambda s: s["doc_id"]):
             first = s["arguments"][0] if isinstance(s["arguments"], list) else s["arguments"]["gen_args_0"]
@@ -244,6 +307,10 @@ def check_eval_config(cfg: DictConfig) -> None:
             if not path or not Path(path).is_file():
                 raise ConfigError(f"eval.gpqa_path={path!r}: GPQA-Diamond is read only from your own copy "
                                   "(gpqa_diamond.csv); set eval.gpqa_path")
+        elif t in CODE_TASKS:
+            from reasoning_sft.sandbox import require_harness
+            require_harness()
+            load_code_problems(cfg)
         elif t in BENCHMARKS:
             path = Path(str(cfg.eval.data_dir)) / BENCHMARKS[t][0]
             if not path.is_file():

@@ -35,6 +35,13 @@ def select_records(records: list[Record], data: DictConfig, seed: int,
     joins several source problems per sample), so the pool is not cut to that number here."""
     counts: dict = {}
     ordered = sorted(records, key=lambda r: _priority(seed, r))
+    domains = data.get("domains")
+    if domains:   # e.g. [math] or [code]: one part of a mixed set such as Sky-T1's 17K
+        before = len(ordered)
+        ordered = [r for r in ordered if r.domain in set(domains)]
+        counts["dropped_domain"] = before - len(ordered)
+        if not ordered:
+            raise ConfigError(f"data.domains={list(domains)}: no record has one of these domains")
     lo, hi = data.get("min_trace_tokens"), data.get("max_trace_tokens")
     buckets = data.get("length_buckets")
     if lo is not None or hi is not None or buckets:

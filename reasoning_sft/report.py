@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from reasoning_sft.code_tasks import CODE_TASKS
+
 from reasoning_sft.sweep import job_dirs
 
 FIGURES = ("sample_count", "trace_length", "ablation", "model_size", "thinking_tokens")
@@ -113,10 +115,15 @@ def gather_row(run_dir: Path) -> dict:
         if _get(cfg, "eval.budget_forcing.enabled") else None,
         "num_wait": _get(cfg, "eval.budget_forcing.num_wait") if _get(cfg, "eval.budget_forcing.enabled") else None,
     }
+    by_domain: dict[str, list[float]] = {}
     for task, m in (summary.get("eval") or {}).items():
         for k in ("accuracy", "ci95_low", "ci95_high", "num_problems", "thinking_tokens_mean"):
             if k in m:
                 row[f"{task}/{k}"] = m[k]
+        if "accuracy" in m and task != "synthetic":
+            by_domain.setdefault("code" if task in CODE_TASKS else "math", []).append(m["accuracy"])
+    for domain, accs in sorted(by_domain.items()):   # Sky-T1 reports math and code apart: the mean per domain
+        row[f"{domain}_mean"] = sum(accs) / len(accs)
     return row
 
 
@@ -260,6 +267,8 @@ def write_report(rows: list[dict], out: Path, figures: dict) -> tuple[Path, Path
         w.writerows(rows)
     tasks = tasks_of(rows)
     cols = COLUMNS + [f"{t}/accuracy" for t in tasks]
+    if any("code_mean" in r for r in rows):   # math and code benchmarks side by side, as Sky-T1 reports them
+        cols += [c for c in ("math_mean", "code_mean") if any(c in r for r in rows)]
     lines = ["# Report", "", f"{len(rows)} runs: {sum(r['status'] == 'finished' for r in rows)} finished, "
              f"{sum(r['status'] != 'finished' for r in rows)} failed.", ""]
     lines += ["| " + " | ".join(cols + ["95% CI"]) + " |", "|" + "---|" * (len(cols) + 1)]

@@ -195,3 +195,52 @@ def test_grade_stage_grades_code_as_written(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["grade"]
     assert summary["num_problems"] == 12 and summary["pass@1"] == pytest.approx(12 / 25 * 25 / 12 * 0.5, abs=0.05)
     assert summary["grading"] == {"passed": 12, "wrong answer": 12, "truncated": 1}
+
+
+def _problem_file(tmp_path):
+    path = tmp_path / "lcb_problems.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in problems()))
+    return path
+
+
+@pytest.mark.slow
+def test_livecodebench_through_lm_eval_runs_each_answer_in_the_sandbox(make_cfg, tiny_tokenizer, tmp_path):
+    from test_lm_eval import _always_answers
+
+    from reasoning_sft.evaluation import run_tasks
+    from reasoning_sft.models import build_tiny_model
+    model = build_tiny_model(tiny_tokenizer).eval()
+    cfg = make_cfg(["eval=code", f"eval.code.path={_problem_file(tmp_path)}", "eval.code.start_date=2024-01-01",
+                    "eval.code.end_date=2024-03-31", "eval.code.timeout_seconds=2", "eval.max_new_tokens=64"],
+                   config_name="evaluate")
+    program = solutions()["sum2"]["good"]
+    handle = _always_answers(model, tiny_tokenizer, f"<|im_start|>think\nok\n<|im_start|>answer\n```python\n{program}\n```")
+    try:
+        results = run_tasks(model, tiny_tokenizer, cfg, tmp_path)
+    finally:
+        handle.remove()
+    rows = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
+    # the release window keeps the three problems dated January to March 2024
+    assert sorted(r["gold"] for r in rows) == ["maxn", "rev", "sum2"]
+    assert {r["gold"]: r["grading"] for r in rows} == {"sum2": "passed", "rev": "runtime error", "maxn": "runtime error"}
+    assert all(r["extracted"] == program for r in rows)
+    s = results["livecodebench"]
+    assert s["accuracy"] == pytest.approx(1 / 3) and s["lm_eval"]["exact_match,none"] == pytest.approx(1 / 3)
+    assert s["grading"] == {"passed": 1, "runtime error": 2}
+
+
+@pytest.mark.slow
+def test_the_documented_code_evaluation_command(tmp_path, tiny_tokenizer):
+    from reasoning_sft.models import build_tiny_model
+    model = build_tiny_model(tiny_tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    proc = subprocess.run(
+        [sys.executable, "-m", "reasoning_sft.evaluate", f"model_path={tmp_path}/model", "eval=code",
+         "eval.tasks=[livecodebench]", f"eval.code.path={_problem_file(tmp_path)}",
+         "eval.limit=2", "eval.max_new_tokens=8", "logger=none", f"hydra.run.dir={tmp_path}/run"],  # CPU-sized
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["eval"]["livecodebench"]
+    assert summary["num_problems"] == 2 and summary["accuracy"] == 0.0   # an untrained model writes no program

@@ -159,3 +159,23 @@ def test_repeated_ids_and_empty_files_are_named(tmp_path):
     empty.write_text("")
     with pytest.raises(DataError, match=f"{empty}: no records \\(the file holds no rows\\)"):
         load_r1(str(empty))
+
+
+def test_skyt1_code_and_math_samples_are_told_apart_and_selected(tmp_path, make_cfg):
+    import json
+
+    from reasoning_sft.prepare import run_prepare
+    code_user = ("Generate an executable Python function generated from the given prompt. The function should take "
+                 "stdin as input and print the output. Simply call the function after the definition.Read n.")
+    reply = "<|begin_of_thought|>\n\nthink\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n{}\n\n<|end_of_solution|>"
+    rows = [{"system": "s", "conversations": [{"from": "user", "value": code_user if i % 3 == 0 else f"What is {i}+{i}?"},
+                                              {"from": "assistant", "value": reply.format(i)}]} for i in range(30)]
+    path = tmp_path / "sky.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = ["data=skyt1_17k", f"data.source.path={path}"]
+    card = run_prepare(make_cfg(base, config_name="prepare"))["data_card"]
+    assert card["domains"] == {"code": 10, "math": 20}
+    card = run_prepare(make_cfg(base + ["data.domains=[code]"], config_name="prepare"))["data_card"]
+    assert card["domains"] == {"code": 10} and card["selection"]["dropped_domain"] == 20
+    with pytest.raises(Exception, match=r"data.domains=\['physics'\]: no record"):
+        run_prepare(make_cfg(base + ["data.domains=[physics]"], config_name="prepare"))

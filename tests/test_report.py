@@ -139,3 +139,19 @@ def test_a_corrupt_run_is_listed_and_the_report_still_written(tmp_path, capsys):
     md = (sweep / "report" / "report.md").read_text()
     assert "3 runs: 2 finished, 1 failed" in md
     assert "- `2` (unreadable): summary.json: JSONDecodeError" in md
+
+
+def test_report_splits_accuracy_by_domain(tmp_path):
+    import json
+
+    from reasoning_sft.report import gather_row, write_report
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("experiment_name: skyt1\n")
+    (run / "summary.json").write_text(json.dumps({"status": "finished", "eval": {
+        "aime24": {"accuracy": 0.4}, "math500": {"accuracy": 0.8}, "livecodebench": {"accuracy": 0.3}}}))
+    row = gather_row(run)
+    assert row["math_mean"] == pytest.approx(0.6) and row["code_mean"] == pytest.approx(0.3)
+    _, md = write_report([row], tmp_path / "report", {})
+    header = md.read_text().splitlines()[4]
+    assert "math_mean" in header and "code_mean" in header

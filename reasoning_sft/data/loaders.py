@@ -131,11 +131,19 @@ _SKY_THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>", re
 _SKY_SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)<\|end_of_solution\|>", re.S)
 
 
+CODE_PROMPT_PREFIX = "Generate an executable Python function generated from the given prompt."
+
+
+def sharegpt_domain(user: str) -> str:
+    """Sky-T1's coding samples (APPS, TACO) open with SkyThought's code instruction; the rest are math."""
+    return "code" if user.lstrip().startswith(CODE_PROMPT_PREFIX) else "math"
+
+
 def load_sharegpt(path: str = "bespokelabs/Bespoke-Stratos-17k", split: str = "train",
                   on_error: str = "raise", gold_field: str | None = None, domain_field: str | None = None) -> Loaded:
     """Sky-T1 / Bespoke-Stratos: `conversations[{from, value}]` with Sky-T1 thought markers.
     `gold_field`: a column with the gold answer (graded by data.keep / wrong_answers);
-    `domain_field`: a column naming the domain (e.g. math / code)."""
+    `domain_field`: a column naming the domain; null: `code` for SkyThought's code prompt, else `math`."""
     def make(i: int, where: str, row: dict) -> Record:
         turns = row.get("conversations")
         if not isinstance(turns, list) or len(turns) < 2:
@@ -153,9 +161,10 @@ def load_sharegpt(path: str = "bespokelabs/Bespoke-Stratos-17k", split: str = "t
             if row.get(gold_field) is None:
                 raise DataError(f"{where}: no gold answer in column {gold_field!r} (data.source.gold_field)")
             meta["gold_answer"] = str(row[gold_field])
+        domain = str(row.get(domain_field) or "") if domain_field else sharegpt_domain(user)
         return Record(id=str(row["id"]) if row.get("id") is not None else f"sharegpt-{i}", question=user.strip(),
                       thinking=thought.group(1).strip(), answer=solution.group(1).strip(), source=Path(path).stem,
-                      domain=str(row.get(domain_field) or "") if domain_field else "", metadata=meta)
+                      domain=domain, metadata=meta)
     return load_rows(path, split, on_error, make)
 
 
