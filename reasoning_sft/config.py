@@ -127,13 +127,25 @@ def world_size(cfg: DictConfig) -> int:
     return int(cfg.trainer.nproc_per_node) * int(cfg.trainer.nnodes)
 
 
+def sequence_parallel_size(cfg: DictConfig) -> int:
+    return int(cfg.trainer.get("sequence_parallel_size") or 1)
+
+
+def data_parallel_size(cfg: DictConfig) -> int:
+    """Ranks that see different samples: the world divided by the sequence-parallel group (whose ranks
+    share one sample, each a slice of its tokens)."""
+    return world_size(cfg) // sequence_parallel_size(cfg)
+
+
 def grad_accumulation(cfg: DictConfig) -> int:
     t = cfg.trainer
-    per_step = t.micro_batch_size * world_size(cfg)
+    per_step = t.micro_batch_size * data_parallel_size(cfg)
     if t.global_batch_size % per_step:
+        sp = sequence_parallel_size(cfg)
         raise ConfigError(
             f"trainer.global_batch_size={t.global_batch_size}: expected a multiple of "
-            f"trainer.micro_batch_size x nproc_per_node x nnodes = {per_step}")
+            f"trainer.micro_batch_size x nproc_per_node x nnodes" + (f" / sequence_parallel_size ({sp})" if sp > 1 else "")
+            + f" = {per_step}")
     return t.global_batch_size // per_step
 
 
@@ -155,6 +167,9 @@ def validate_train_config(cfg: DictConfig) -> None:
     _check(t.precision in PRECISIONS, "trainer.precision", f"one of {PRECISIONS}", t.precision)
     _check(t.sampling in ("random", "group_by_length"), "trainer.sampling", "'random' or 'group_by_length'",
            t.sampling)
+    chunk = t.get("loss_chunk_tokens", 0)
+    _check(isinstance(chunk, int) and chunk >= 0, "trainer.loss_chunk_tokens", "an integer >= 0 (0: the model's own loss)",
+           chunk)
     _check(isinstance(t.save_steps, int) and t.save_steps >= 0, "trainer.save_steps", "an integer >= 0", t.save_steps)
     _check(isinstance(t.save_total_limit, int) and t.save_total_limit >= 1, "trainer.save_total_limit",
            "an integer >= 1", t.save_total_limit)
@@ -166,6 +181,16 @@ def validate_train_config(cfg: DictConfig) -> None:
         _check(t.pack_length is None or (isinstance(t.pack_length, int) and t.pack_length >= cfg.data.max_seq_len),
                "trainer.pack_length", f"null or an integer >= data.max_seq_len={cfg.data.max_seq_len}", t.pack_length)
     _check(t.lr_scheduler in SCHEDULERS, "trainer.lr_scheduler", f"one of {SCHEDULERS}", t.lr_scheduler)
+    sp = t.get("sequence_parallel_size", 1)
+    _check(isinstance(sp, int) and sp >= 1 and world_size(cfg) % sp == 0, "trainer.sequence_parallel_size",
+           f"an integer >= 1 dividing nproc_per_node x nnodes = {world_size(cfg)}", sp)
+    if sp > 1:
+        _check(cfg.deepspeed.get("config") is not None, "trainer.sequence_parallel_size",
+               "1 without DeepSpeed: Ulysses sequence parallelism runs on DeepSpeed (deepspeed=zero3)", sp)
+        attention = cfg.model.get("network", {}).get("attn_implementation", "sdpa")
+        _check(not t.packing or str(attention).startswith("flash_attention"), "trainer.packing",
+               f"false with trainer.sequence_parallel_size > 1 and {attention} attention: Ulysses runs SDPA causal over "
+               "the whole row, across packed samples (flash_attention_2 keeps their boundaries)", t.packing)
     if cfg.eval.get("after_train") and cfg.eval.get("backend", "hf") != "hf":
         raise ConfigError(f"eval.backend={cfg.eval.backend!r}: after training the trainer still holds the GPUs; "
                           "evaluate the saved model with python -m reasoning_sft.evaluate model_path=<run dir>/"

@@ -1,19 +1,23 @@
-"""Padding-free packing for long traces, exact on every attention backend.
+"""Padding-free packing for long traces, exact on every attention backend, with no T x T mask.
 
 1. `pack_examples`: best-fit-decreasing placement of tokenized samples into bins of at most
    `pack_length` tokens (ties broken by a seeded order, so the bins are the same every run and epoch).
    A bin is one training row: batch sizes count bins when packing is on.
-2. `PackedCollator`: the bins of a micro batch become ONE flat row: samples concatenated, position ids
-   restarting at 0 for each, the first label of each sample set to -100 (the token before it belongs to
-   another sample, so nothing predicts across a boundary), and `cu_seq_lens` (sample boundaries) passed
-   to the attention. Every computed token is a real one.
+2. `PackedCollator`: transformers' own `DataCollatorWithFlattening` (return_flash_attn_kwargs=True):
+   the bins of a micro batch become ONE flat row, position ids restarting at 0 per sample, the first
+   label of each sample -100 (nothing is predicted across a boundary), and `cu_seq_lens_q/k` (sample
+   boundaries). The wrapper adds only the project's sample indices. Every computed token is real.
 3. Attention never crosses a sample boundary and never pays for the masked-out part: on a GPU with
    flash-attn, `flash_attention_2` takes `cu_seq_lens` natively (varlen kernels); elsewhere the
-   `packed_sdpa` implementation registered here runs causal SDPA per sample (cost sum L_i^2, not
-   (sum L_i)^2, and no dense mask). Without `cu_seq_lens` (generation) it is plain SDPA.
+   `packed_sdpa` implementation registered here runs causal SDPA per sample (cost sum L_i^2, with
+   `enable_gqa` instead of copied K/V heads). Its mask function builds no mask for a flat packed row:
+   transformers would otherwise detect the restarted position ids and build a dense (1, 1, T, T)
+   mask (1 GiB at T = 32k) that the per-sample kernel never reads. Batches with an attention mask
+   (padding) get SDPA's own mask as before.
 
-transformers 5 with SDPA/eager and restarted position ids but no mask lets a packed sample attend to
-the one before it (FIELD_NOTES: logits off by ~0.5); this module is why ours are equal to 1e-6.
+Under the Trainer (`use_cache=False`) transformers itself masks packed sequences it detects from
+restarted position ids, exactly but with that dense mask; with `use_cache=True` and no mask it does
+not. The packing tests compare every path with running each sample alone (1e-6).
 """
 
 from __future__ import annotations
@@ -59,24 +63,18 @@ def pack_examples(examples: list[dict], pack_length: int, seed: int) -> tuple[li
 
 
 class PackedCollator:
-    """A micro batch of bins -> one flat row with per-sample positions, labels and boundaries."""
+    """A micro batch of bins -> one flat row: transformers' `DataCollatorWithFlattening`, plus the
+    indices of the samples (for per-sample accounting)."""
+
+    def __init__(self):
+        from transformers import DataCollatorWithFlattening
+        self.flatten = DataCollatorWithFlattening(return_flash_attn_kwargs=True, return_position_ids=True,
+                                                  separator_id=-100)
 
     def __call__(self, bins: list[dict]) -> dict[str, Any]:
         samples = [s for b in bins for s in b["samples"]]
-        input_ids, labels, positions, bounds = [], [], [], [0]
-        for s in samples:
-            ids = list(s["input_ids"])
-            lab = list(s["labels"])
-            lab[0] = -100                                # never predicted from the previous sample
-            input_ids += ids
-            labels += lab
-            positions += range(len(ids))
-            bounds.append(bounds[-1] + len(ids))
-        cu = torch.tensor(bounds, dtype=torch.int32)
-        longest = max(b - a for a, b in zip(bounds, bounds[1:]))
-        batch = {"input_ids": torch.tensor([input_ids]), "labels": torch.tensor([labels]),
-                 "position_ids": torch.tensor([positions]),
-                 "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+        batch = self.flatten([{"input_ids": list(s["input_ids"]), "labels": list(s["labels"])} for s in samples],
+                             return_tensors="pt")
         if "sample_index" in samples[0]:
             batch["sample_index"] = torch.tensor([s["sample_index"] for s in samples])
         return batch
@@ -92,23 +90,31 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
                                       scaling=scaling, **kwargs)
     if query.shape[0] != 1:
         raise ValueError("packed attention expects one flat row (batch size 1)")
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:                                       # grouped-query attention: share K/V heads
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
+    gqa = query.shape[1] != key.shape[1]                 # grouped-query attention: K/V heads shared, not copied
     bounds = cu.tolist()
     outs = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
-                                           dropout_p=dropout if module.training else 0.0, scale=scaling)
+                                           dropout_p=dropout if module.training else 0.0, scale=scaling,
+                                           enable_gqa=gqa)
             for a, b in zip(bounds, bounds[1:])]
     return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
 
 
+def packed_sdpa_mask(*args, attention_mask=None, **kwargs):
+    """No mask for a flat row without padding (the attention splits it by `cu_seq_lens`, or runs
+    causal SDPA): transformers' dense packed-sequence mask is never built. SDPA's mask otherwise."""
+    if attention_mask is None:
+        return None
+    from transformers.masking_utils import sdpa_mask
+    return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
 def register_packed_attention() -> None:
-    """Make `packed_sdpa` a transformers attention implementation (with SDPA's mask for generation)."""
+    """Make `packed_sdpa` a transformers attention implementation, with a mask function that builds
+    no T x T mask for packed rows."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_SDPA, sdpa_mask)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_SDPA, packed_sdpa_mask)
 
 
 def use_packed_attention(model) -> str:

@@ -10,11 +10,13 @@ attention keeps its input, normed input, q, k, v and output (4h + 2kv); the SwiG
 input, normed input, gate, up, act(gate) and their product (2h + 4i). With checkpointing only each
 layer's input (h) is kept, plus one layer recomputed during backward. Logits: HF upcasts them to
 fp32 for the loss and cross-entropy keeps an fp32 log-softmax: 2 + 4 + 4 bytes per token per vocab
-entry unless a fused linear cross-entropy (Liger, `trainer.liger_kernel`) never materialises them.
+entry, for one chunk of `trainer.loss_chunk_tokens` (reasoning_sft/chunked_loss.py), or none with
+Liger's fused linear cross-entropy (`trainer.liger_kernel`).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -99,10 +101,56 @@ def activation_bytes(arch: Architecture, tokens: int, elem: int, checkpointing: 
     return L * per_layer * tokens * elem + working
 
 
-def logits_bytes(arch: Architecture, tokens: int, elem: int, fused: bool) -> int:
-    if fused:
+def logits_bytes(arch: Architecture, tokens: int, elem: int, t: DictConfig, sp: int) -> int:
+    """Logits, their fp32 copy and fp32 log-softmax of the tokens scored at once: none with Liger's fused
+    kernel, one chunk with the chunked loss (which sequence parallelism, splitting them, does not use)."""
+    if t.liger_kernel:
         return 0
-    return tokens * arch.vocab_size * (elem + 4 + 4)   # logits, fp32 copy, fp32 log-softmax
+    chunk = t.get("loss_chunk_tokens", 0)
+    scored = min(tokens, chunk) if chunk and sp == 1 else tokens
+    return scored * arch.vocab_size * (elem + 4 + 4)
+
+
+def ulysses_buffer_bytes(arch: Architecture, tokens: int, elem: int, sp: int) -> int:
+    """Ulysses' all-to-all of one layer in flight: q, k, v and the output, sent and received (each rank
+    exchanges its token slice of all heads for all tokens of its heads: the same size, T / sp)."""
+    if sp == 1:
+        return 0
+    kv = arch.hidden_size // arch.num_attention_heads * arch.num_key_value_heads
+    return 2 * (2 * arch.hidden_size + 2 * kv) * (tokens // sp) * elem
+
+
+def per_gpu_bytes(cfg: DictConfig, arch: Architecture, total: int, largest: int, trainable: int,
+                  seq_len: int, sp: int, offload: bool) -> int:
+    """GPU bytes of one configuration: model states over every GPU (ZeRO partitions over the whole
+    world, sequence-parallel ranks included), activations and logits of T / sp tokens, SP buffers."""
+    t = cfg.trainer
+    elem = 4 if t.precision == "fp32" else 2
+    tokens = t.micro_batch_size * seq_len
+    return (model_state_bytes(cfg, total, largest, trainable, offload)["gpu"]
+            + activation_bytes(arch, tokens // sp, elem, bool(t.gradient_checkpointing))
+            + logits_bytes(arch, tokens // sp, elem, t, sp) + ulysses_buffer_bytes(arch, tokens, elem, sp))
+
+
+LENGTHS = [2 ** k for k in range(13, 21)]   # 8k .. 1M tokens
+
+
+def longest_trace_table(cfg: DictConfig, arch: Architecture, total: int, largest: int, trainable: int,
+                        offload: bool) -> list[dict]:
+    """The longest trace (8k..1M, powers of two) one sample fits on 8 and 16 GPUs of trainer.gpu_memory_gb,
+    without and with sequence parallelism (over as many of them as divide the attention heads: 8 for
+    Qwen2.5-32B's 40), as configured otherwise."""
+    from omegaconf import open_dict
+    rows = []
+    for gpus in (8, 16):
+        c = cfg.copy()
+        with open_dict(c):
+            c.trainer.nproc_per_node, c.trainer.nnodes = 8, gpus // 8
+        for sp in (1, math.gcd(gpus, arch.num_attention_heads)):   # Ulysses splits the heads over the SP group
+            fits = [n for n in LENGTHS if per_gpu_bytes(c, arch, total, largest, trainable, n, sp, offload)
+                    <= cfg.trainer.gpu_memory_gb * GB]
+            rows.append({"gpus": gpus, "sequence_parallel_size": sp, "longest_trace": max(fits) if fits else None})
+    return rows
 
 
 def make_plan(cfg: DictConfig) -> dict:
@@ -111,17 +159,20 @@ def make_plan(cfg: DictConfig) -> dict:
     total, largest = count_parameters(arch)
     trainable = lora_trainable(arch, cfg.peft.config.r) if cfg.peft.enabled else total
     t = cfg.trainer
+    sp = int(t.get("sequence_parallel_size") or 1)
     elem = 4 if t.precision == "fp32" else 2
     tokens = t.micro_batch_size * cfg.data.max_seq_len
     zero = cfg.deepspeed.config.zero_optimization if cfg.deepspeed.config is not None else {}
     offload_configured = "offload_param" in zero or "offload_optimizer" in zero
     states = {"no_offload": model_state_bytes(cfg, total, largest, trainable, offload=False),
               "offload": model_state_bytes(cfg, total, largest, trainable, offload=True)}
-    acts = {"checkpointing": activation_bytes(arch, tokens, elem, True),
-            "no_checkpointing": activation_bytes(arch, tokens, elem, False)}
-    logits = logits_bytes(arch, tokens, elem, bool(t.liger_kernel))
+    local = tokens // sp                      # each sequence-parallel rank holds T / sp of the tokens
+    acts = {"checkpointing": activation_bytes(arch, local, elem, True),
+            "no_checkpointing": activation_bytes(arch, local, elem, False)}
+    logits = logits_bytes(arch, local, elem, t, sp)
+    sp_buffers = ulysses_buffer_bytes(arch, tokens, elem, sp)
     configured = (states["offload" if offload_configured else "no_offload"]["gpu"]
-                  + acts["checkpointing" if t.gradient_checkpointing else "no_checkpointing"] + logits)
+                  + acts["checkpointing" if t.gradient_checkpointing else "no_checkpointing"] + logits + sp_buffers)
     budget = t.gpu_memory_gb * GB
     host_needed = states["offload" if offload_configured else "no_offload"]["cpu_per_node"]
     host_budget = t.host_memory_gb * GB
@@ -133,16 +184,20 @@ def make_plan(cfg: DictConfig) -> dict:
         if not t.gradient_checkpointing and states["no_offload"]["gpu"] + acts["checkpointing"] + logits <= budget:
             advice.append("trainer.gradient_checkpointing=true")
         if logits > 0.25 * budget:
-            advice.append("trainer.liger_kernel=true (fused linear cross-entropy: the logits are never "
-                          "materialised)")
+            advice.append("trainer.loss_chunk_tokens=2048 or, on GPUs with liger-kernel, trainer.liger_kernel=true "
+                          "(the logits are never materialised at once)")
         if not offload_configured:
             advice.append("deepspeed=zero3_offload or more GPUs")
+        if sp == 1 and arch.num_attention_heads % 2 == 0 and world_size(cfg) > 1:
+            advice.append("trainer.sequence_parallel_size=N (Ulysses: activations and logits divide by N)")
         advice.append("a smaller data.max_seq_len")
     return {
         "model": cfg.model.name, "architecture": asdict(arch),
         "parameters": total, "trainable_parameters": trainable, "largest_parameter": largest,
         "gpus": world_size(cfg), "zero_stage": zero.get("stage", 0) if zero else 0, "offload": offload_configured,
-        "precision_bytes": elem, "tokens_per_micro_batch": tokens,
+        "precision_bytes": elem, "tokens_per_micro_batch": tokens, "sequence_parallel_size": sp,
+        "tokens_per_gpu": local, "sequence_parallel_buffers_gb": round(sp_buffers / GB, 2),
+        "longest_trace": longest_trace_table(cfg, arch, total, largest, trainable, offload_configured),
         "tokens_per_step": t.global_batch_size * cfg.data.max_seq_len,
         "model_states_gb": {k: {kk: round(vv / GB, 2) for kk, vv in v.items()} for k, v in states.items()},
         "activations_gb": {k: round(v / GB, 2) for k, v in acts.items()},
@@ -172,6 +227,13 @@ def print_plan(p: dict) -> None:
     print(f"activations:      {act['checkpointing']:.1f} GB with checkpointing, "
           f"{act['no_checkpointing']:.1f} GB without")
     print(f"logits:           {p['logits_gb']:.1f} GB")
+    if p["sequence_parallel_size"] > 1:
+        print(f"sequence parallel: {p['sequence_parallel_size']} GPUs per sequence, {p['tokens_per_gpu']:,} tokens "
+              f"per GPU, all-to-all buffers {p['sequence_parallel_buffers_gb']:.1f} GB")
+    print("longest trace:    " + "; ".join(
+        f"{r['gpus']} GPUs SP={r['sequence_parallel_size']}: "
+        + (f"{r['longest_trace'] // 1024}k" if r["longest_trace"] else "< 8k")
+        for r in p["longest_trace"]) + f" (one sample per GPU, {p['gpu_memory_gb']} GB each, as configured)")
     print(f"as configured:    {p['per_gpu_gb']:.1f} GB per GPU: {'fits' if p['fits_gpu'] else 'does NOT fit'} in "
           f"{p['gpu_memory_gb']} GB; {p['host_gb_per_node']:.0f} GB CPU per node: "
           f"{'fits' if p['fits_host'] else 'does NOT fit'} in {p['host_memory_gb']} GB")

@@ -21,9 +21,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import (AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments,
                           set_seed)
 
+from reasoning_sft.chunked_loss import add_chunked_loss
+from reasoning_sft.cpu_allocator import keep_freed_memory
 from reasoning_sft.checkpoints import CheckpointCallback, check_resumed_data, resume_checkpoint, seconds_trained
-from reasoning_sft.config import (ConfigError, check_hardware, hydra_runtime, lock_run_dir, grad_accumulation, open_run_dir, training_dtype,
-                                  finish_stage, run_cli, validate_train_config, world_size, write_json)
+from reasoning_sft.config import (ConfigError, check_hardware, data_parallel_size, hydra_runtime, lock_run_dir,
+                                  grad_accumulation, open_run_dir,
+                                  sequence_parallel_size, training_dtype, finish_stage, run_cli, validate_train_config,
+                                  world_size, write_json)
 from reasoning_sft.data.loaders import DataError
 from reasoning_sft.launch import (check_launch_config, is_worker, launch_workers, launcher_name, needs_launch, rank,
                                   finish_distributed, single_process_env, slurm_rank_env,
@@ -139,7 +143,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path, precision: str, report_to
         # Explicit numbers, never "auto": DeepSpeed checks global = micro x accumulation x world.
         ds_config.update(train_micro_batch_size_per_gpu=t.micro_batch_size,
                          gradient_accumulation_steps=grad_accumulation(cfg),
-                         train_batch_size=t.global_batch_size,
+                         train_batch_size=t.global_batch_size if sequence_parallel_size(cfg) == 1 else "auto",
                          bf16={"enabled": precision == "bf16"}, fp16={"enabled": precision == "fp16"})
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
@@ -161,7 +165,44 @@ def training_arguments(cfg: DictConfig, run_dir: Path, precision: str, report_to
         deepspeed=ds_config,
         dataloader_num_workers=t.dataloader_num_workers, train_sampling_strategy=t.sampling,
         remove_unused_columns=False, disable_tqdm=not show_bar(cfg),
+        parallelism_config=ulysses_config(cfg),
     )
+
+
+def ulysses_config(cfg: DictConfig):
+    """DeepSpeed Ulysses sequence parallelism through accelerate (transformers' integration): each
+    sequence is split over `trainer.sequence_parallel_size` GPUs; None when it is 1."""
+    sp = sequence_parallel_size(cfg)
+    if sp == 1:
+        return None
+    import deepspeed
+    from accelerate.parallelism_config import ParallelismConfig
+    from accelerate.utils import DeepSpeedSequenceParallelConfig
+    deepspeed.init_distributed()   # Ulysses builds its groups on deepspeed.comm before the engine would
+    attention = cfg.model.network.get("attn_implementation", "sdpa")
+    return ParallelismConfig(sp_backend="deepspeed", sp_size=sp, sp_handler=DeepSpeedSequenceParallelConfig(
+        sp_seq_length_is_variable=True, sp_attn_implementation=attention))
+
+
+class SequenceParallelCollator:
+    """Padded batches for Ulysses: lengths a multiple of the SP size (each rank takes an equal slice),
+    position ids and sample indices per token, which the SP data loader adapter shards with the tokens.
+    The adapter all-gathers the SP group's batches: gloo (CPU) needs equal sizes, so there every batch
+    is padded to `max_length`; NCCL takes uneven ones."""
+
+    def __init__(self, tokenizer, sp: int, max_length: int):
+        equal = not torch.cuda.is_available()
+        self.pad = DataCollatorForSeq2Seq(tokenizer, padding="max_length" if equal else True, label_pad_token_id=-100,
+                                          pad_to_multiple_of=sp, max_length=max_length if equal else None)
+
+    def __call__(self, features):
+        batch = self.pad([{k: f[k] for k in ("input_ids", "labels")} for f in features])
+        batch.pop("attention_mask", None)   # Ulysses discards masks; right padding is causal-safe
+        batch["position_ids"] = torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"]).clone()
+        if "sample_index" in features[0]:
+            batch["sample_index"] = torch.tensor([f["sample_index"] for f in features])[:, None].expand_as(
+                batch["input_ids"]).clone()
+        return batch
 
 
 class SFTTrainer(Trainer):
@@ -174,7 +215,8 @@ class SFTTrainer(Trainer):
         self.activation_offload = activation_offload
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.samples_seen += inputs.pop("sample_index").tolist()
+        index = inputs.pop("sample_index")
+        self.samples_seen += (index[:, 0] if index.dim() == 2 else index).tolist()   # SP: one per token
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -274,6 +316,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     t0 = time.time()
     set_seed(cfg.seed)
     is_main = rank() == 0
+    if not torch.cuda.is_available():
+        keep_freed_memory()   # each step reuses the last step's pages (reasoning_sft/cpu_allocator.py)
     tokenizer = instantiate(cfg.model.tokenizer)
     examples, card = prepare_examples(cfg, tokenizer)
     if cfg.trainer.resume not in (None, "never", "auto"):   # before this run's card replaces the old one
@@ -303,6 +347,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         base_model, attention = model, None
         if cfg.trainer.packing:
             attention = use_packed_attention(model)   # restored before saving
+        if cfg.trainer.loss_chunk_tokens and not cfg.trainer.liger_kernel:
+            add_chunked_loss(model, cfg.trainer.loss_chunk_tokens)   # long rows: logits one chunk at a time
         if cfg.peft.enabled:
             from peft import get_peft_model
             model = get_peft_model(model, instantiate(cfg.peft.config))
@@ -311,7 +357,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         first_step = FirstStepTime()
         checkpointing = CheckpointCallback(cfg.trainer.save_total_limit,
                                            seconds_trained(Path(cfg.trainer.resume)) if resumed else 0.0)
-        collator = collator or DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        collator = collator or (SequenceParallelCollator(tokenizer, sequence_parallel_size(cfg), cfg.data.max_seq_len)
+                                if sequence_parallel_size(cfg) > 1 else
+                                DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
                              data_collator=collator, callbacks=[checkpointing, first_step],
                              activation_offload=cfg.trainer.activation_offload)
@@ -369,7 +417,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                       "train_seconds": round(train_seconds, 1), "this_session_seconds": round(session_seconds, 1),
                       "tokens_seen": card["sequence_tokens"]["total"] * trainer.state.num_train_epochs,
                       "precision": precision, "gradient_accumulation": grad_accumulation(cfg),
-                      "world_size": trainer.args.world_size,
+                      "world_size": trainer.args.world_size, "data_parallel_size": data_parallel_size(cfg),
+                      "sequence_parallel_size": sequence_parallel_size(cfg),   # tokens_seen: real tokens, once each
                       "resumed_from": cfg.trainer.resume if resumed else None},
             "save_check": save_check,
             "eval": evaluation,

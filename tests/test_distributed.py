@@ -484,3 +484,30 @@ def test_a_second_command_in_a_run_dir_in_use_is_refused_and_the_first_finishes(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["train"]["steps"] == 30
     assert not (run_dir / ".lock").exists()
+
+
+@pytest.mark.slow
+def test_ulysses_sequence_parallel_on_two_cpu_ranks_matches_one(tmp_path):
+    """DeepSpeed Ulysses runs on CPU here (gloo's all_to_all_single): each sequence split over 2 ranks
+    gives the losses of one rank holding it whole."""
+    sp = ["data.source.num_samples=64", "trainer.max_steps=4", "trainer.global_batch_size=1", "trainer.logging_steps=1",
+          "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0", "data.max_seq_len=256", "deepspeed=zero3",
+          "logger=none", "eval=none"]
+    split = run_cli_ok(tmp_path / "sp2", sp + ["trainer.nproc_per_node=2", "trainer.sequence_parallel_size=2"])
+    whole = run_cli_ok(tmp_path / "sp1", sp)
+    l1, l2 = losses(tmp_path / "sp1"), losses(tmp_path / "sp2")
+    assert sorted(l2) == [1, 2, 3, 4]
+    for step in l1:
+        assert l2[step] == pytest.approx(l1[step], abs=1e-5), step
+    ranks = [json.loads((tmp_path / "sp2" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # one data-parallel replica: both ranks train on the same 4 samples, each on half of every sequence
+    assert ranks[0]["samples_seen"] == ranks[1]["samples_seen"] == \
+        json.loads((tmp_path / "sp1" / "ranks" / "rank0.json").read_text())["samples_seen"]
+    assert split["status"] == whole["status"] == "finished"
+    assert (split["train"]["data_parallel_size"], split["train"]["sequence_parallel_size"]) == (1, 2)
+    assert split["train"]["tokens_seen"] == whole["train"]["tokens_seen"]      # real tokens, counted once
+    with pytest.raises(ConfigError, match="trainer.packing=True: expected false with trainer.sequence_parallel_size"):
+        from reasoning_sft.config import validate_train_config
+        from conftest import compose_config
+        validate_train_config(compose_config(sp + ["trainer.nproc_per_node=2", "trainer.sequence_parallel_size=2",
+                                                   "trainer.packing=true"]))

@@ -88,6 +88,42 @@ def test_packed_loss_gradients_and_logits_equal_one_by_one(tiny_tokenizer, archi
     assert (plain[bounds[1]:bounds[2]] - alone_logits[1]).abs().max() > 1e-2
 
 
+def test_packed_rows_build_no_dense_mask_and_share_kv_heads(tiny_tokenizer):
+    """The mask function of packed_sdpa builds nothing for a flat packed row; plain SDPA under the
+    Trainer's use_cache=False builds a dense (1, 1, T, T) mask for the same row."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    from reasoning_sft.packing import packed_sdpa_attention, packed_sdpa_mask, register_packed_attention
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    register_packed_attention()
+    masks, kv_heads = [], []
+
+    def spy(inner):
+        def attention(module, query, key, value, attention_mask, **kwargs):
+            masks.append(attention_mask)
+            kv_heads.append((query.shape[1], key.shape[1]))
+            return inner(module, query, key, value, attention_mask, **kwargs)
+        return attention
+    AttentionInterface.register("spy_packed", spy(packed_sdpa_attention))
+    ALL_MASK_ATTENTION_FUNCTIONS.register("spy_packed", packed_sdpa_mask)
+    AttentionInterface.register("spy_sdpa", spy(sdpa_attention_forward))
+    ALL_MASK_ATTENTION_FUNCTIONS.register("spy_sdpa", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    model = build_tiny_model(tiny_tokenizer, seed=0)   # 4 query heads, 2 KV heads
+    model.config.use_cache = False                      # as under the Trainer
+    batch = PackedCollator()([{"samples": _samples([30, 50, 20])}])
+    batch.pop("sample_index")
+    model.set_attn_implementation("spy_packed")
+    packed = model(**batch).logits
+    assert masks and all(m is None for m in masks)                  # no T x T mask, in any layer
+    assert set(kv_heads) == {(4, 2)}                                # K/V heads shared (enable_gqa), not copied
+    masks.clear()
+    model.set_attn_implementation("spy_sdpa")
+    dense = model(**{k: v for k, v in batch.items() if k in ("input_ids", "position_ids", "labels")}).logits
+    assert masks[0] is not None and tuple(masks[0].shape) == (1, 1, 100, 100)
+    assert torch.allclose(packed, dense, atol=1e-5)                 # same result, without the mask
+
+
 def test_packing_config_errors(make_cfg):
     from reasoning_sft.config import validate_train_config
     with pytest.raises(ConfigError, match="trainer.sampling='group_by_length': expected 'random' with trainer.packing"):
@@ -100,9 +136,10 @@ def test_packing_config_errors(make_cfg):
 def test_packed_training_under_zero3_matches_one_process(make_cfg, tmp_path):
     from reasoning_sft.train import run_training
     packed = BASE + ["trainer.packing=true", "data.max_seq_len=256"]
+    # ZeRO-3 with the chunked loss (64 tokens a chunk) against one process with the model's own loss
     two = run_cli_ok(tmp_path / "zero3", packed + ["trainer.micro_batch_size=1", "trainer.nproc_per_node=2",
-                                                    "deepspeed=zero3", "logger=none"])
-    one = run_training(make_cfg(packed + ["trainer.micro_batch_size=2", "logger=none"]))
+                                                    "deepspeed=zero3", "logger=none", "trainer.loss_chunk_tokens=64"])
+    one = run_training(make_cfg(packed + ["trainer.micro_batch_size=2", "logger=none", "trainer.loss_chunk_tokens=0"]))
     one_dir, two_dir = Path(one["run_dir"]), tmp_path / "zero3"
     assert two["data"]["packing"] == one["data"]["packing"] and one["data"]["packing"]["fill"] > 0.7
     l1, l2 = losses(one_dir), losses(two_dir)

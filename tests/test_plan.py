@@ -29,10 +29,12 @@ def test_s1_32b_at_32k_fits_16_gpus_and_not_one(make_cfg):
 
     one = make_plan(make_cfg(["experiment=s1k_qwen32b", "trainer.nproc_per_node=1", "trainer.nnodes=1"]))
     assert not one["fits"] and one["model_states_gb"]["no_offload"]["gpu"] > 500
-    # Without the fused cross-entropy the 32k logits alone (~50 GB) break it, and the plan says why.
-    unfused = make_plan(make_cfg(["experiment=s1k_qwen32b", "trainer.liger_kernel=false"]))
+    # Without a fused or chunked cross-entropy the 32k logits alone (~50 GB) break it, and the plan says why.
+    unfused = make_plan(make_cfg(["experiment=s1k_qwen32b", "trainer.liger_kernel=false", "trainer.loss_chunk_tokens=0"]))
     assert not unfused["fits"] and unfused["logits_gb"] == pytest.approx(32768 * 152064 * 10 / 1e9, abs=0.01)
-    assert any("liger_kernel" in a for a in unfused["advice"])
+    assert any("liger_kernel" in a and "loss_chunk_tokens" in a for a in unfused["advice"])
+    chunked = make_plan(make_cfg(["experiment=s1k_qwen32b", "trainer.liger_kernel=false"]))   # 2048 tokens a chunk
+    assert chunked["fits"] and chunked["logits_gb"] == pytest.approx(2048 * 152064 * 10 / 1e9, abs=0.01)
     nockpt = make_plan(make_cfg(["experiment=s1k_qwen32b", "trainer.gradient_checkpointing=false"]))
     assert not nockpt["fits"] and "trainer.gradient_checkpointing=true" in nockpt["advice"]
 
@@ -80,3 +82,34 @@ def test_plan_counts_host_memory_and_gates_a_script(make_cfg, tmp_path):
             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert runs[512].returncode == 1 and "CPU per node: does NOT fit in 512 GB" in runs[512].stdout
     assert runs[4096].returncode == 0 and "CPU per node: fits in 4096 GB" in runs[4096].stdout
+
+
+def test_sequence_parallel_divides_activations_and_the_plan_says_how_long_a_trace_fits(make_cfg):
+    base = make_plan(make_cfg(["experiment=s1k_qwen32b"]))
+    sp = make_plan(make_cfg(["experiment=s1k_qwen32b", "trainer.sequence_parallel_size=8"]))
+    assert sp["sequence_parallel_size"] == 8 and sp["tokens_per_gpu"] == 32768 // 8
+    assert sp["activations_gb"]["checkpointing"] < base["activations_gb"]["checkpointing"] / 7
+    assert sp["sequence_parallel_buffers_gb"] > 0 and sp["model_states_gb"] == base["model_states_gb"]
+    table = {(r["gpus"], r["sequence_parallel_size"]): r["longest_trace"] for r in base["longest_trace"]}
+    assert set(table) == {(8, 1), (8, 8), (16, 1), (16, 8)}       # 40 heads split over 8, not 16
+    assert table[(16, 1)] == 32768                                  # s1's 32k fits 16 GPUs, as configured
+    assert table[(8, 1)] is None and table[(8, 8)] >= 16384         # 8 GPUs: only with SP
+    assert table[(16, 8)] >= 4 * table[(16, 1)]
+    offload = make_plan(make_cfg(["experiment=s1k_qwen32b", "deepspeed=zero3_offload"]))["longest_trace"]
+    assert {(r["gpus"], r["sequence_parallel_size"]): r["longest_trace"] for r in offload}[(8, 8)] >= 256 * 1024
+    from reasoning_sft.config import ConfigError, validate_train_config
+    with pytest.raises(ConfigError, match=r"trainer.sequence_parallel_size=3: expected an integer >= 1 dividing"):
+        validate_train_config(make_cfg(["experiment=s1k_qwen32b", "trainer.sequence_parallel_size=3"]))
+    with pytest.raises(ConfigError, match="Ulysses sequence parallelism runs on DeepSpeed"):
+        validate_train_config(make_cfg(["trainer.nproc_per_node=2", "trainer.sequence_parallel_size=2",
+                                        "trainer.global_batch_size=2"]))
+
+
+def test_the_64k_experiment_splits_each_trace_over_8_gpus_and_fits(make_cfg):
+    from reasoning_sft.config import data_parallel_size, grad_accumulation, validate_train_config
+    cfg = make_cfg(["experiment=s1k_qwen32b_64k"])
+    validate_train_config(cfg)
+    assert cfg.data.max_seq_len == 65536 and cfg.trainer.sequence_parallel_size == 8
+    assert data_parallel_size(cfg) == 2 and grad_accumulation(cfg) == 8   # global batch 16, as s1
+    plan = make_plan(cfg)
+    assert plan["tokens_per_gpu"] == 8192 and plan["fits"]
