@@ -1,6 +1,7 @@
 # make test   -- build .venv (once), install pinned deps, run the suite
 # make demo   -- train + evaluate a tiny model on synthetic long-CoT data (CPU, a few minutes)
 # make demo-sweep -- a real CPU study (accuracy vs training samples) and its report
+# make demo-ablation -- a CPU ablation study (digit corruption 0 / 0.5 / 1.0 on the demo task) and its report
 # make demo-budget -- s1's test-time scaling curve on the demo model: accuracy vs thinking tokens
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ LCB    := nvidia-livecodebench==26.3
 # The demos log to W&B offline (files under the run dir) unless you set WANDB_MODE yourself.
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-fast lint demo demo-sweep demo-budget clean
+.PHONY: install test test-fast lint demo demo-sweep demo-ablation demo-budget clean
 
 install: $(STAMP)
 
@@ -42,6 +43,12 @@ demo-sweep: install
 	rm -rf $(DEMO_SWEEP)
 	$(PY) -m reasoning_sft.train -m --config-dir sweeps --config-name tiny_sample_count hydra.sweep.dir=$(DEMO_SWEEP)
 	$(PY) -m reasoning_sft.report $(DEMO_SWEEP)
+
+DEMO_ABLATION := outputs/train/multiruns/tiny_digit_corruption/make-demo-ablation
+demo-ablation: install
+	rm -rf $(DEMO_ABLATION)
+	$(PY) -m reasoning_sft.train -m --config-dir sweeps --config-name tiny_digit_corruption hydra.sweep.dir=$(DEMO_ABLATION)
+	$(PY) -m reasoning_sft.report $(DEMO_ABLATION)
 
 # The demo model is trained once (as `make demo`) into a fixed dir, then evaluated at each thinking cap.
 DEMO_MODEL  := outputs/train/runs/demo/make-demo-budget

@@ -124,7 +124,7 @@ def test_reproduce_cpu_commands_compose_and_validate(argv, tmp_path):
             validate_train_config(job_cfg)
 
 
-@pytest.mark.parametrize("name", [s for s in SWEEPS if s != "tiny_sample_count"])
+@pytest.mark.parametrize("name", [s for s in SWEEPS if not s.startswith("tiny_")])
 def test_every_study_job_ends_with_its_evaluation(name):
     """On the cluster a job evaluates the paper's benchmarks after training; scale=cpu swaps in the
     synthetic held-out task (a config that would generate 32k tokens per AIME problem on a CPU is
@@ -134,3 +134,33 @@ def test_every_study_job_ends_with_its_evaluation(name):
     cpu = _compose(name, EXTRA.get(name, []) + ["scale=cpu"])
     assert cpu.eval.after_train and list(cpu.eval.tasks) == ["synthetic"] and cpu.eval.max_new_tokens <= 256
     assert cpu.model.name == "tiny" and cpu.deepspeed.config is None and cpu.trainer.nproc_per_node == 1
+
+
+def _accuracy_by(sweep, key: str) -> dict:
+    import csv
+    rows = list(csv.DictReader(open(sweep / "report" / "report.csv")))
+    assert rows and all(r["status"] == "finished" for r in rows)
+    return {float(r[key]): (float(r["synthetic/accuracy"]), float(r["synthetic/ci95_low"]),
+                            float(r["synthetic/ci95_high"])) for r in rows}
+
+
+@pytest.mark.slow
+def test_make_demo_sweep_and_demo_ablation_show_their_effect():
+    """The two CPU studies run as written (make targets) and show an effect you can see: accuracy
+    grows with the training samples, and falls when the traces' numbers are corrupted."""
+    import json
+    import subprocess
+    sweeps = {}
+    for target, study in (("demo-sweep", "tiny_sample_count"), ("demo-ablation", "tiny_digit_corruption")):
+        proc = subprocess.run(["make", target], cwd=ROOT, capture_output=True, text=True, timeout=2400)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        sweeps[target] = ROOT / "outputs" / "train" / "multiruns" / study / f"make-{target}"
+        report = json.loads((sweeps[target] / "report" / "summary.json").read_text())
+        assert not report["warnings"] and report["failed"] == 0
+    by_samples = _accuracy_by(sweeps["demo-sweep"], "examples")
+    assert by_samples[22000][0] >= 0.3 and by_samples[22000][1] > by_samples[2000][2]     # intervals apart
+    by_rate = _accuracy_by(sweeps["demo-ablation"], "ablation_rate")
+    assert by_rate[0.0][0] >= 0.3 and by_rate[0.0][1] > by_rate[1.0][2]
+    figure = sweeps["demo-ablation"] / "report" / "ablation.png"
+    assert figure.stat().st_size > 5000
+    assert "![ablation](ablation.png)" in (figure.parent / "report.md").read_text()
