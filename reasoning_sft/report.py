@@ -8,6 +8,11 @@ papers' figures for what the jobs vary (PNG, embedded in the Markdown):
 - accuracy vs model size (log x);
 - accuracy vs thinking tokens for budget-forcing sweeps, s1.
 Failed jobs are rows too (status, error), never dropped.
+
+A sweep file says what it studies (`report: {figure: ablation, x: ablation.mode, baseline: natural}`);
+every job's config.yaml carries that block, and the report draws the declared figure over the
+declared key (a column of its own) instead of guessing from what varies. Runs without it (ad-hoc
+`-m` commands) get the figures their varying keys call for.
 """
 
 from __future__ import annotations
@@ -114,7 +119,11 @@ def gather_row(run_dir: Path) -> dict:
         "max_thinking_tokens": _get(cfg, "eval.budget_forcing.max_thinking_tokens")
         if _get(cfg, "eval.budget_forcing.enabled") else None,
         "num_wait": _get(cfg, "eval.budget_forcing.num_wait") if _get(cfg, "eval.budget_forcing.enabled") else None,
+        "study_figure": _get(cfg, "report.figure"), "study_x": _get(cfg, "report.x"),
+        "study_baseline": _get(cfg, "report.baseline"),
     }
+    if row["study_x"]:
+        row[row["study_x"]] = _get(cfg, row["study_x"])   # the declared axis, as its own column
     by_domain: dict[str, list[float]] = {}
     for task, m in (summary.get("eval") or {}).items():
         for k in ("accuracy", "ci95_low", "ci95_high", "num_problems", "thinking_tokens_mean"):
@@ -140,6 +149,22 @@ def no_signal_warnings(rows: list[dict]) -> list[str]:
             out.append(f"warning: every run scores {max(accs):.3f} or less on {task}: the models are at chance and "
                        "the study shows no effect (train longer, or on the task it is evaluated on)")
     return out
+
+
+def declared_study(rows: list[dict]) -> dict | None:
+    """The sweep file's `report` block, when every finished run carries the same one."""
+    for r in rows:
+        if r.get("study_figure") is not None and r["study_figure"] not in FIGURES:
+            raise ValueError(f"report.figure={r['study_figure']!r} in {r.get('run_dir', r['run'])}/config.yaml: "
+                             f"expected one of {list(FIGURES)}")
+    blocks = {json.dumps([r.get("study_figure"), r.get("study_x"), r.get("study_baseline")])
+              for r in rows if r["status"] == "finished"}
+    if len(blocks) != 1:
+        return None
+    figure, x, baseline = json.loads(blocks.pop())
+    if figure is None:
+        return None
+    return {"figure": figure, "x": x, "baseline": baseline}
 
 
 def _varies(rows: list[dict], key: str) -> bool:
@@ -196,21 +221,35 @@ def draw_figures(rows: list[dict], out: Path) -> dict[str, dict]:
         plt.close(fig)
         figures[name] = {"file": path.name, "fits": fits}
 
-    if _varies(done, "examples") and (_varies(done, "num_samples") or not _varies(done, "trace_tokens_mean")):
+    study = declared_study(done)
+    wanted = {study["figure"]} if study else {   # undeclared: what the varying keys call for
+        name for name, calls in (
+            ("sample_count", _varies(done, "examples") and (_varies(done, "num_samples")
+                                                            or not _varies(done, "trace_tokens_mean"))),
+            # Trace length is the study when the jobs choose it: length buckets, Long1K's target, bounds.
+            ("trace_length", _varies(done, "trace_tokens_mean") and any(_varies(done, k) for k in (
+                "length_buckets", "target_tokens", "min_trace_tokens", "max_trace_tokens"))),
+            ("model_size", _varies(done, "parameters")),
+            ("thinking_tokens", _varies(done, "max_thinking_tokens") or _varies(done, "num_wait")),
+            ("ablation", _varies(done, "ablation") or _varies(done, "ablation_rate"))) if calls}
+    if "sample_count" in wanted:
         line_figure("sample_count", "examples", "training samples", logx=True)
-    # Trace length is the study when the jobs choose it: length buckets, Long1K's combine target, bounds.
-    if _varies(done, "trace_tokens_mean") and any(_varies(done, k) for k in (
-            "length_buckets", "target_tokens", "min_trace_tokens", "max_trace_tokens")):
+    if "trace_length" in wanted:
         line_figure("trace_length", "trace_tokens_mean", "mean trace tokens (log)", logx=True, fit=True)
-    if _varies(done, "parameters"):
+    if "model_size" in wanted:
         line_figure("model_size", "parameters", "parameters", logx=True)
-    if _varies(done, "max_thinking_tokens") or _varies(done, "num_wait"):
+    if "thinking_tokens" in wanted:
         # s1's test-time scaling: x is the thinking each task's model actually did
         line_figure("thinking_tokens", "{task}/thinking_tokens_mean", "mean thinking tokens", logx=False)
-    if _varies(done, "ablation") or _varies(done, "ablation_rate"):
+    if "ablation" in wanted:
         fig, ax = plt.subplots(figsize=(6, 3.8))
-        labels = [f"{r['ablation']}" + (f" {r['ablation_rate']}" if r["ablation_rate"] is not None else "")
-                  for r in done]
+        if study and study["x"]:
+            labels = [f"{study['x'].split('.')[-1]}={r.get(study['x'])}" for r in done]
+            is_base = [str(r.get(study["x"])) == str(study["baseline"]) for r in done]
+        else:
+            labels = [f"{r['ablation']}" + (f" {r['ablation_rate']}" if r["ablation_rate"] is not None else "")
+                      for r in done]
+            is_base = [r["ablation"] == "none" or r["ablation_rate"] == 0 for r in done]
         width = 0.8 / len(tasks)
         for i, task in enumerate(tasks):
             ys = [r.get(f"{task}/accuracy") or 0.0 for r in done]
@@ -219,7 +258,7 @@ def draw_figures(rows: list[dict], out: Path) -> dict[str, dict]:
             hi = [(r.get(f"{task}/ci95_high") if r.get(f"{task}/ci95_high") is not None else y) - y
                   for y, r in zip(ys, done)]
             ax.bar([j + i * width for j in range(len(done))], ys, width, yerr=[lo, hi], capsize=3, label=task)
-            base = [r.get(f"{task}/accuracy") for r in done if r["ablation"] == "none" or r["ablation_rate"] == 0]
+            base = [r.get(f"{task}/accuracy") for r, b in zip(done, is_base) if b]
             if base:
                 ax.axhline(base[0], linestyle="--", color="grey", linewidth=1)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(done))], labels, rotation=30, ha="right", fontsize=8)
@@ -266,7 +305,8 @@ def write_report(rows: list[dict], out: Path, figures: dict) -> tuple[Path, Path
         w.writeheader()
         w.writerows(rows)
     tasks = tasks_of(rows)
-    cols = COLUMNS + [f"{t}/accuracy" for t in tasks]
+    axis = [k for k in dict.fromkeys(r.get("study_x") for r in rows) if k and k not in COLUMNS]
+    cols = COLUMNS[:3] + axis + COLUMNS[3:] + [f"{t}/accuracy" for t in tasks]   # the declared axis up front
     if any("code_mean" in r for r in rows):   # math and code benchmarks side by side, as Sky-T1 reports them
         cols += [c for c in ("math_mean", "code_mean") if any(c in r for r in rows)]
     lines = ["# Report", "", f"{len(rows)} runs: {sum(r['status'] == 'finished' for r in rows)} finished, "

@@ -155,3 +155,25 @@ def test_report_splits_accuracy_by_domain(tmp_path):
     _, md = write_report([row], tmp_path / "report", {})
     header = md.read_text().splitlines()[4]
     assert "math_mean" in header and "code_mean" in header
+
+
+def test_a_declared_axis_gets_its_figure_and_column(tmp_path):
+    """A sweep over ablation.mode (no ablation.rate varies) still gets its bars and a `ablation.mode` column,
+    because the sweep file declares it; the declared baseline draws the reference line."""
+    from reasoning_sft.report import declared_study, draw_figures, write_report
+    rows = [{"run": str(i), "status": "finished", "error": None, "overrides": f"ablation.mode={mode}",
+             "ablation": "wrong_answers", "ablation_rate": 1.0, "ablation.mode": mode,
+             "study_figure": "ablation", "study_x": "ablation.mode", "study_baseline": "natural",
+             "math500/accuracy": acc, "math500/ci95_low": acc - 0.05, "math500/ci95_high": acc + 0.05}
+            for i, (mode, acc) in enumerate([("natural", 0.6), ("swap", 0.55), ("perturb", 0.5)])]
+    assert declared_study(rows) == {"figure": "ablation", "x": "ablation.mode", "baseline": "natural"}
+    figures = draw_figures(rows, tmp_path)
+    assert set(figures) == {"ablation"} and (tmp_path / "ablation.png").stat().st_size > 5000
+    _, md = write_report(rows, tmp_path, figures)
+    header = md.read_text().splitlines()[4]
+    assert "| ablation.mode |" in header and "| swap |" in md.read_text()
+    undeclared = [{**r, "study_figure": None, "study_x": None, "study_baseline": None} for r in rows]
+    assert draw_figures(undeclared, tmp_path) == {}      # undeclared, guessed: neither ablation nor rate varies
+    rows[0]["study_figure"] = "histogram"
+    with pytest.raises(ValueError, match="report.figure='histogram'"):
+        declared_study(rows)

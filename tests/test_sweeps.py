@@ -164,3 +164,18 @@ def test_make_demo_sweep_and_demo_ablation_show_their_effect():
     figure = sweeps["demo-ablation"] / "report" / "ablation.png"
     assert figure.stat().st_size > 5000
     assert "![ablation](ablation.png)" in (figure.parent / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_sweep_declares_what_it_studies(name):
+    """`report: {figure, x, baseline}`: a known figure, and x a key whose value differs across the grid's jobs."""
+    from reasoning_sft.report import FIGURES
+    cfg = _compose(name, EXTRA.get(name, []))
+    assert cfg.report.figure in FIGURES
+    values = []
+    for job in _jobs(cfg):
+        value = OmegaConf.select(_compose(name, EXTRA.get(name, []) + job), cfg.report.x)
+        values.append(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
+    assert len({str(v) for v in values}) == len(values) > 1, (cfg.report.x, values)
+    if cfg.report.get("baseline") is not None:
+        assert str(cfg.report.baseline) in {str(v) for v in values}
