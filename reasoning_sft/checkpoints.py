@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
-from reasoning_sft.config import ConfigError
+from reasoning_sft.errors import ConfigError
 
 COMPLETE = "complete.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

@@ -1,4 +1,4 @@
-"""Config checks run before anything is built, and the run-dir files every stage writes.
+"""Config checks run before anything is built (run dirs: rundir.py; the command line: cli.py).
 
 Every error names the config key and what was expected. `_target_` nodes are checked against the
 signature of the function they name (torchtune's habit): a misspelt key fails here, not an hour in.
@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import json
-import os
-import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from reasoning_sft.errors import ConfigError, DataError
+from reasoning_sft.errors import ConfigError
 
 # Arguments the code passes itself when it instantiates a node (not set in YAML).
 RUNTIME_KWARGS = {
@@ -244,158 +241,3 @@ def training_dtype(cfg: DictConfig) -> tuple[str, torch.dtype]:
         return p, torch.float32
     half = torch.bfloat16 if p == "bf16" else torch.float16
     return p, half if cfg.deepspeed.config is not None else torch.float32
-
-
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    tmp.replace(path)   # a reader never sees half a summary
-
-
-OPENED_RUN_DIRS: set[Path] = set()   # run dirs this process has written into (failures are recorded there)
-LOCK_FILE = ".lock"
-_HELD_LOCKS: set[Path] = set()
-
-
-def lock_run_dir(run_dir: Path) -> None:
-    """One command per run dir: `<run dir>/.lock` names the holder (host, pid, command). A second
-    command is refused at once, naming it; a lock whose process is gone (same host) is taken over.
-    Workers started by the holder write under its lock (they never take it)."""
-    import socket
-    import time
-    if os.environ.get("RSFT_WORKER") == "1" or int(os.environ.get("RANK", "0")) != 0:
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = (run_dir / LOCK_FILE).resolve()
-    if lock in _HELD_LOCKS:
-        return
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text())
-            except (OSError, json.JSONDecodeError):
-                holder = {}
-            if holder.get("host") == me["host"] and holder.get("pid") and not _alive(int(holder["pid"])):
-                lock.unlink(missing_ok=True)     # stale: its process is gone
-                continue
-            raise ConfigError(f"{run_dir} is in use by `{holder.get('command', '?')}` (pid {holder.get('pid', '?')} on "
-                              f"{holder.get('host', '?')}, since {holder.get('since', '?')}): one run per run dir; "
-                              f"if that run is gone, delete {lock}")
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        _HELD_LOCKS.add(lock)
-        return
-    raise ConfigError(f"{lock}: could not take the run dir's lock")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def release_run_dirs() -> None:
-    for lock in list(_HELD_LOCKS):
-        try:
-            if json.loads(lock.read_text()).get("pid") == os.getpid():
-                lock.unlink()
-        except (OSError, json.JSONDecodeError):
-            pass
-        _HELD_LOCKS.discard(lock)
-
-
-def open_run_dir(cfg: DictConfig) -> Path:
-    """The stage's run dir (`paths.output_dir`), created, holding the resolved config.yaml."""
-    run_dir = Path(cfg.paths.output_dir)
-    lock_run_dir(run_dir)
-    OPENED_RUN_DIRS.add(run_dir.resolve())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / "config.yaml.tmp"
-    OmegaConf.save(cfg, tmp, resolve=True)
-    tmp.replace(run_dir / "config.yaml")   # workers and resumes read it: never half written
-    return run_dir
-
-
-def run_cli(run: Callable[[DictConfig], dict], cfg: DictConfig, report: Callable[[dict], None]) -> None:
-    """A stage's command line. A bad config or bad data ends in one line naming it, and exit code 2;
-    any failure is also written to the run dir's summary.json (status: failed, the error). Inside a
-    `-m` sweep the failure is recorded and the sweep goes on: its end counts the failed jobs."""
-    import traceback
-
-    from hydra.errors import InstantiationException
-
-    try:
-        summary = run(cfg)
-        release_run_dirs()
-    except KeyboardInterrupt:   # Ctrl-C: one line and a status, not a traceback
-        run_dir = Path(cfg.paths.output_dir)
-        if run_dir.resolve() in OPENED_RUN_DIRS and int(os.environ.get("RANK", "0")) == 0:
-            finish_stage(run_dir, str(cfg.get("task_name", "stage")), status="interrupted",
-                         error="interrupted (SIGINT): stopped without a final checkpoint; SIGTERM checkpoints first")
-        release_run_dirs()
-        print(f"interrupted: {run_dir} (status: interrupted); to stop at a checkpoint, send SIGTERM instead",
-              file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - recorded, then re-raised or exited with its code
-        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ is not None else e
-        known = isinstance(cause, (ConfigError, DataError))
-        message = f"{'config' if isinstance(cause, ConfigError) else 'data'} error: {cause}" if known \
-            else f"{type(cause).__name__}: {cause}"
-        _record_failure(cfg, message, traceback.format_exc())
-        release_run_dirs()
-        if _in_multirun():
-            print(f"job failed: {message}" + ("" if known else "\n" + traceback.format_exc()), file=sys.stderr)
-            return
-        if known:
-            print(message, file=sys.stderr)
-            sys.exit(2)
-        raise
-    report(summary)
-
-
-def hydra_runtime():
-    """Hydra's runtime config (`hydra.*`) when running under a Hydra app, else None (tests, notebooks)."""
-    from hydra.core.hydra_config import HydraConfig
-    return HydraConfig.get() if HydraConfig.initialized() else None
-
-
-def _in_multirun() -> bool:
-    from hydra.types import RunMode
-    hc = hydra_runtime()
-    return hc is not None and hc.mode == RunMode.MULTIRUN
-
-
-def _record_failure(cfg: DictConfig, message: str, trace: str) -> None:
-    """A failure after the stage opened its run dir (or in a sweep's job) is recorded there
-    (summary.json, status failed). One before it (a bad config or input found up front) writes
-    nothing: another run's summary.json in that dir stays as it was, and the empty dir Hydra made for
-    this command is removed."""
-    import os
-    import shutil
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    try:
-        run_dir = Path(cfg.paths.output_dir)
-    except Exception:  # noqa: BLE001 - no run dir to write into: the message still goes to stderr
-        return
-    if run_dir.resolve() in OPENED_RUN_DIRS or _in_multirun():   # a sweep's job dir is its own: the report counts it
-        finish_stage(run_dir, str(cfg.get("task_name", "stage")), status="failed", error=message, traceback=trace)
-        return
-    hydra_only = {".hydra", f"{cfg.get('task_name', '')}.log"}
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def finish_stage(run_dir: Path, stage: str, **results: Any) -> dict:
-    """Write and return the stage's machine-readable summary.json."""
-    summary = {"stage": stage, "run_dir": str(run_dir), "status": "finished", **results}
-    write_json(run_dir / "summary.json", summary)
-    return summary

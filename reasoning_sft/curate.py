@@ -20,7 +20,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from reasoning_sft.grading import extract_answer, is_equivalent, last_boxed
-from reasoning_sft.config import run_cli, ConfigError, finish_stage, open_run_dir, validate_prepare_config, write_json
+from reasoning_sft.config import validate_prepare_config
+from reasoning_sft.rundir import finish_stage, open_run_dir, write_json
+from reasoning_sft.cli import run_cli
+from reasoning_sft.errors import ConfigError
 from reasoning_sft.records import Record, content_hash, write_jsonl
 
 # --- quality --------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from reasoning_sft.config import ConfigError, finish_stage, hydra_runtime, open_run_dir, run_cli
-from reasoning_sft.evaluation import generation_budget, result_line, run_tasks
-from reasoning_sft.lm_eval_tasks import check_eval_config
+from reasoning_sft.rundir import finish_stage, open_run_dir
+from reasoning_sft.cli import hydra_runtime, run_cli
+from reasoning_sft.errors import ConfigError
+from reasoning_sft.evaluation import generation_budget, result_line
+from reasoning_sft.lm_eval_tasks import check_eval_config, run_tasks
 from reasoning_sft.models import load_pretrained_model, load_pretrained_tokenizer
 from reasoning_sft.prompts import read_model_format
 from reasoning_sft.wandb_logging import init_wandb, log_eval

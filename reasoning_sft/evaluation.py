@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import json
 import sys
 import time
-from pathlib import Path
 from statistics import mean, median
 
 import torch
@@ -174,21 +172,3 @@ def result_line(task: str, metrics: dict) -> str:
         return f"eval/{task}: {metrics['lm_eval']}"
     return (f"eval/{task}: accuracy {metrics['accuracy']:.3f} (95% CI {metrics['ci95_low']:.3f}-"
             f"{metrics['ci95_high']:.3f}, n={metrics['num_problems']})")
-
-
-def run_tasks(model, tokenizer, cfg: DictConfig, run_dir: Path) -> dict:
-    """Run every task of `eval.tasks`; per-sample results go to `eval_samples.jsonl`."""
-    results, rows = {}, []
-    for task in (t for t in cfg.eval.tasks if t in TASKS):
-        results[task], samples = TASKS[task](model, tokenizer, cfg)
-        rows += samples
-    harness = [t for t in cfg.eval.tasks if t not in TASKS]
-    if harness:   # the papers' benchmarks (and any lm-eval task) through lm-evaluation-harness
-        from reasoning_sft.lm_eval_tasks import run_lm_eval
-        summaries, samples = run_lm_eval(model, tokenizer, cfg, harness)
-        results.update(summaries)
-        rows += samples
-    with open(run_dir / "eval_samples.jsonl", "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-    return results

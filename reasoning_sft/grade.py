@@ -19,7 +19,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from reasoning_sft.config import finish_stage, open_run_dir, run_cli
+from reasoning_sft.rundir import finish_stage, open_run_dir
+from reasoning_sft.cli import run_cli
 from reasoning_sft.data.loaders import read_rows
 from reasoning_sft.errors import ConfigError, DataError
 from reasoning_sft.grading import OUTCOMES, TRUNCATED_POLICIES, Grade, answer_section, detect_style, \

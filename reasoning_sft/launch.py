@@ -20,7 +20,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from reasoning_sft.config import ConfigError, hydra_runtime, world_size
+from reasoning_sft.config import world_size
+from reasoning_sft.cli import hydra_runtime
+from reasoning_sft.errors import ConfigError
 
 WORKER_ENV = "RSFT_WORKER"   # set for the processes this module starts
 LAUNCHER_ENV = "RSFT_LAUNCHER"   # host:pid of the launching command, which the workers watch

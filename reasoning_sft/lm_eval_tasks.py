@@ -8,12 +8,14 @@ Hugging Face model serves log-likelihood tasks (any built-in task such as `mmlu`
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from reasoning_sft.code_tasks import CODE_TASKS
 from reasoning_sft.errors import ConfigError
+from reasoning_sft.evaluation import TASKS, generate_for_eval, grade_generation, graded, summarize_samples
 from reasoning_sft.grading import Grade, grade_letter_response
 from reasoning_sft.prompts import eval_prompt
 
@@ -58,7 +60,6 @@ class Grader:
         self.cfg, self.cache, self.code_problems = cfg, {}, {}
 
     def math(self, generation: str, gold: str) -> Grade:
-        from reasoning_sft.evaluation import grade_generation
         key = ("math", generation, gold)
         if key not in self.cache:
             self.cache[key] = grade_generation(generation, gold, self.cfg)
@@ -187,7 +188,6 @@ def make_lm(model, tokenizer, cfg: DictConfig):
     """An lm-eval LM over an already loaded model: our generation, lm-eval's log-likelihoods."""
     from lm_eval.models.huggingface import HFLM
 
-    from reasoning_sft.evaluation import generate_for_eval
     from reasoning_sft.formatting import render_prompt
 
     vllm = hasattr(model, "generate_ids")
@@ -226,7 +226,6 @@ def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str]) -> tuple[di
     """lm-eval's `simple_evaluate` on the tasks; returns per-task summaries and per-sample rows."""
     import lm_eval
 
-    from reasoning_sft.evaluation import graded, summarize_samples
 
     n = cfg.eval.get("num_samples", 1)
     lm = make_lm(model, tokenizer, cfg)
@@ -289,7 +288,6 @@ def check_eval_config(cfg: DictConfig) -> None:
     """Everything about `eval` that can be known wrong before training or loading a model: each task
     exists (ours, a bundled benchmark whose file is there, GPQA with its file, or an lm-eval task),
     the prompt and the grading policy are known."""
-    from reasoning_sft.evaluation import TASKS
     from reasoning_sft.grading import TRUNCATED_POLICIES
     tasks = list(cfg.eval.get("tasks") or [])
     if not tasks:
@@ -324,3 +322,20 @@ def check_eval_config(cfg: DictConfig) -> None:
         if missing:
             raise ConfigError(f"eval.tasks: {missing[0]!r} is not a task: expected one of "
                               f"{sorted(set(TASKS) | OURS)} or an lm-eval task name")
+
+
+def run_tasks(model, tokenizer, cfg: DictConfig, run_dir: Path) -> dict:
+    """Run every task of `eval.tasks`; per-sample results go to `eval_samples.jsonl`."""
+    results, rows = {}, []
+    for task in (t for t in cfg.eval.tasks if t in TASKS):
+        results[task], samples = TASKS[task](model, tokenizer, cfg)
+        rows += samples
+    harness = [t for t in cfg.eval.tasks if t not in TASKS]
+    if harness:   # the papers' benchmarks (and any lm-eval task) through lm-evaluation-harness
+        summaries, samples = run_lm_eval(model, tokenizer, cfg, harness)
+        results.update(summaries)
+        rows += samples
+    with open(run_dir / "eval_samples.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    return results

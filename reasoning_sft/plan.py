@@ -26,7 +26,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from reasoning_sft.config import finish_stage, open_run_dir, run_cli, validate_train_config, world_size
+from reasoning_sft.config import validate_train_config, world_size
+from reasoning_sft.rundir import finish_stage, open_run_dir
+from reasoning_sft.cli import run_cli
 
 GB = 1e9
 

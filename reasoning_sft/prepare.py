@@ -17,7 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from reasoning_sft.ablation import apply_transforms, summarize
-from reasoning_sft.config import run_cli, ConfigError, finish_stage, open_run_dir, write_json
+from reasoning_sft.rundir import finish_stage, open_run_dir, write_json
+from reasoning_sft.cli import run_cli
+from reasoning_sft.errors import ConfigError
 from reasoning_sft.data.correctness import grade_records, keep_by_grade
 from reasoning_sft.errors import DataError
 from reasoning_sft.records import Record, content_hash, write_jsonl

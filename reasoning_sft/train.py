@@ -24,20 +24,21 @@ from transformers import (AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer,
 from reasoning_sft.chunked_loss import add_chunked_loss
 from reasoning_sft.cpu_allocator import keep_freed_memory
 from reasoning_sft.checkpoints import CheckpointCallback, check_resumed_data, resume_checkpoint, seconds_trained
-from reasoning_sft.config import (ConfigError, check_hardware, data_parallel_size, hydra_runtime, lock_run_dir,
-                                  grad_accumulation, open_run_dir,
-                                  sequence_parallel_size, training_dtype, finish_stage, run_cli, validate_train_config,
-                                  world_size, write_json)
+from reasoning_sft.config import (check_hardware, data_parallel_size, grad_accumulation, sequence_parallel_size,
+                                  training_dtype, validate_train_config, world_size)
+from reasoning_sft.rundir import finish_stage, lock_run_dir, open_run_dir, write_json
+from reasoning_sft.cli import hydra_runtime, run_cli
+from reasoning_sft.errors import ConfigError
 from reasoning_sft.data.loaders import DataError
 from reasoning_sft.launch import (check_launch_config, is_worker, launch_workers, launcher_name, needs_launch, rank,
                                   finish_distributed, single_process_env, slurm_rank_env,
                                   write_worker_error)
-from reasoning_sft.evaluation import generation_budget, result_line, run_tasks
+from reasoning_sft.evaluation import generation_budget, result_line
 from reasoning_sft.formatting import get_style, tokenize_records, training_system_prompt
 from reasoning_sft.models import count_parameters, load_pretrained_tokenizer
 from reasoning_sft.packing import PackedCollator, pack_examples, use_packed_attention
 from reasoning_sft.prepare import prepare_records, token_stats
-from reasoning_sft.lm_eval_tasks import check_eval_config
+from reasoning_sft.lm_eval_tasks import check_eval_config, run_tasks
 from reasoning_sft.model_card import check_push, write_and_push
 from reasoning_sft.prompts import write_model_format
 from reasoning_sft.records import content_hash

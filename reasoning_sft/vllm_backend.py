@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reasoning_sft.config import ConfigError
+from reasoning_sft.errors import ConfigError
 
 INSTALL_HINT = ("eval.backend='vllm': vLLM is not installed here (pip install vllm, on a machine with a "
                 "CUDA GPU); or use eval.backend=hf")

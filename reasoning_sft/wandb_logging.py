@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 def override_name() -> str | None:
     """`hydra.job.override_dirname` when running under Hydra: names a sweep job by what it varies."""
-    from reasoning_sft.config import hydra_runtime
+    from reasoning_sft.cli import hydra_runtime
     hc = hydra_runtime()
     return (hc.job.override_dirname or None) if hc is not None else None
 

@@ -15,7 +15,8 @@ from hydra.utils import instantiate
 from reasoning_sft.ablation import (NUMBER, REFLECTION_KEYWORDS, Context, ParagraphSplitter, apply_transforms, combine,
                                     digit_corruption, keyword_removal, short_cot, step_delete,
                                     step_insert, step_shuffle, summarize, wrong_answers)
-from reasoning_sft.config import ConfigError, validate_prepare_config
+from reasoning_sft.config import validate_prepare_config
+from reasoning_sft.errors import ConfigError
 from reasoning_sft.data.loaders import load_r1
 from reasoning_sft.data.synthetic import generate_records
 from reasoning_sft.grading import last_boxed

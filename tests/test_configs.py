@@ -11,7 +11,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT
-from reasoning_sft.config import ConfigError, grad_accumulation, validate_train_config
+from reasoning_sft.config import grad_accumulation, validate_train_config
+from reasoning_sft.errors import ConfigError
 
 GROUPS = ["model", "data", "ablation", "trainer", "deepspeed", "peft", "logger", "eval", "paths"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]

@@ -143,7 +143,7 @@ def test_curation_measures_length_in_the_training_models_tokenizer(make_cfg):
 
 def test_difficulty_without_a_solver_signal_is_refused(tmp_path):
     from conftest import compose_config
-    from reasoning_sft.config import ConfigError
+    from reasoning_sft.errors import ConfigError
     cfg = compose_config(POOL, "curate", tmp_path / "run")
     with pytest.raises(ConfigError, match=r"curation\.difficulty: enabled, but nothing measures difficulty"):
         run_curate(cfg)

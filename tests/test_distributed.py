@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import ROOT
 from reasoning_sft.checkpoints import COMPLETE, complete_checkpoints, resume_checkpoint, set_aside_incomplete
-from reasoning_sft.config import ConfigError
+from reasoning_sft.errors import ConfigError
 from reasoning_sft.launch import first_host, slurm_rank_env
 from reasoning_sft.models import load_pretrained_tokenizer
 from reasoning_sft.train import PROBE_TEXT, run_training

@@ -45,7 +45,7 @@ def _always_answers(model, tokenizer, text: str, either: tuple[str, str] | None 
 
 @pytest.mark.slow
 def test_lm_eval_accuracy_matches_our_recount(make_cfg, tiny_tokenizer, shared_data, tmp_path):
-    from reasoning_sft.evaluation import run_tasks
+    from reasoning_sft.lm_eval_tasks import run_tasks
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=benchmarks", "eval.tasks=[amc23,aime24,math500]", "eval.limit=3",
                     "eval.max_new_tokens=64", f"eval.data_dir={shared_data}"])
@@ -99,7 +99,7 @@ def test_evaluate_stage_on_every_bundled_task(tmp_path, tiny_tokenizer, shared_d
 def test_sampled_metrics_through_lm_eval(make_cfg, tiny_tokenizer, shared_data, tmp_path):
     from math import comb
 
-    from reasoning_sft.evaluation import run_tasks
+    from reasoning_sft.lm_eval_tasks import run_tasks
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=benchmarks", "eval.tasks=[amc23]", "eval.limit=2", "eval.max_new_tokens=64",
                     "eval.num_samples=8", "eval.temperature=1.0", "eval.ks=[1,4,8]", f"eval.data_dir={shared_data}"])
@@ -140,7 +140,7 @@ def _gpqa_file(tmp_path):
 def test_gpqa_shuffles_choices_by_seed_and_grades_letters(make_cfg, tiny_tokenizer, tmp_path):
     import re
 
-    from reasoning_sft.evaluation import run_tasks
+    from reasoning_sft.lm_eval_tasks import run_tasks
     path = _gpqa_file(tmp_path)
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=benchmarks", "eval.tasks=[gpqa_diamond]", f"eval.gpqa_path={path}", "eval.max_new_tokens=48"])
@@ -167,14 +167,15 @@ def test_gpqa_shuffles_choices_by_seed_and_grades_letters(make_cfg, tiny_tokeniz
 
 def test_gpqa_needs_the_users_copy(make_cfg, tiny_tokenizer):
     from reasoning_sft.lm_eval_tasks import gpqa_task_config
-    from reasoning_sft.config import ConfigError
+    from reasoning_sft.errors import ConfigError
     with pytest.raises(ConfigError, match="eval.gpqa_path=None: GPQA-Diamond is read only from your own copy"):
         gpqa_task_config(None, 0, 16, grader=None)
 
 
 def test_vllm_backend_without_vllm_is_a_clear_error(make_cfg, tmp_path):
     import importlib.util
-    from reasoning_sft.config import ConfigError, validate_train_config
+    from reasoning_sft.config import validate_train_config
+    from reasoning_sft.errors import ConfigError
     from reasoning_sft.evaluate import run_evaluation
     assert importlib.util.find_spec("vllm") is None     # this machine: no CUDA, no vLLM
     cfg = make_cfg(["eval=benchmarks", "eval.backend=vllm", f"model_path={tmp_path}"], config_name="evaluate")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reasoning_sft.config import ConfigError
+from reasoning_sft.errors import ConfigError
 from reasoning_sft.models import build_tiny_model
 from reasoning_sft.packing import PACKED_SDPA, PackedCollator, pack_examples, use_packed_attention
 from test_distributed import BASE, losses, run_cli_ok

@@ -97,7 +97,8 @@ def test_sequence_parallel_divides_activations_and_the_plan_says_how_long_a_trac
     assert table[(16, 8)] >= 4 * table[(16, 1)]
     offload = make_plan(make_cfg(["experiment=s1k_qwen32b", "deepspeed=zero3_offload"]))["longest_trace"]
     assert {(r["gpus"], r["sequence_parallel_size"]): r["longest_trace"] for r in offload}[(8, 8)] >= 256 * 1024
-    from reasoning_sft.config import ConfigError, validate_train_config
+    from reasoning_sft.config import validate_train_config
+    from reasoning_sft.errors import ConfigError
     with pytest.raises(ConfigError, match=r"trainer.sequence_parallel_size=3: expected an integer >= 1 dividing"):
         validate_train_config(make_cfg(["experiment=s1k_qwen32b", "trainer.sequence_parallel_size=3"]))
     with pytest.raises(ConfigError, match="Ulysses sequence parallelism runs on DeepSpeed"):

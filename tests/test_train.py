@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import ROOT
-from reasoning_sft.config import ConfigError
+from reasoning_sft.errors import ConfigError
 from reasoning_sft.train import run_training
 from reasoning_sft.wandb_logging import find_offline_run_file, read_offline_run
 

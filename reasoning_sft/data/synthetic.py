@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from reasoning_sft.config import ConfigError
+from reasoning_sft.errors import ConfigError
 from reasoning_sft.records import Record
 
 QUESTION_TEMPLATES = [

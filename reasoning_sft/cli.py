@@ -1,0 +1,84 @@
+"""A stage's command line: Hydra's runtime, one-line errors with exit code 2, failures recorded in the
+run dir, a sweep's failed job recorded and the sweep going on."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig
+
+from reasoning_sft.errors import ConfigError, DataError
+from reasoning_sft.rundir import OPENED_RUN_DIRS, finish_stage, release_run_dirs
+
+
+def run_cli(run: Callable[[DictConfig], dict], cfg: DictConfig, report: Callable[[dict], None]) -> None:
+    """A stage's command line. A bad config or bad data ends in one line naming it, and exit code 2;
+    any failure is also written to the run dir's summary.json (status: failed, the error). Inside a
+    `-m` sweep the failure is recorded and the sweep goes on: its end counts the failed jobs."""
+    import traceback
+
+    from hydra.errors import InstantiationException
+
+    try:
+        summary = run(cfg)
+        release_run_dirs()
+    except KeyboardInterrupt:   # Ctrl-C: one line and a status, not a traceback
+        run_dir = Path(cfg.paths.output_dir)
+        if run_dir.resolve() in OPENED_RUN_DIRS and int(os.environ.get("RANK", "0")) == 0:
+            finish_stage(run_dir, str(cfg.get("task_name", "stage")), status="interrupted",
+                         error="interrupted (SIGINT): stopped without a final checkpoint; SIGTERM checkpoints first")
+        release_run_dirs()
+        print(f"interrupted: {run_dir} (status: interrupted); to stop at a checkpoint, send SIGTERM instead",
+              file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - recorded, then re-raised or exited with its code
+        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ is not None else e
+        known = isinstance(cause, (ConfigError, DataError))
+        message = f"{'config' if isinstance(cause, ConfigError) else 'data'} error: {cause}" if known \
+            else f"{type(cause).__name__}: {cause}"
+        record_failure(cfg, message, traceback.format_exc())
+        release_run_dirs()
+        if in_multirun():
+            print(f"job failed: {message}" + ("" if known else "\n" + traceback.format_exc()), file=sys.stderr)
+            return
+        if known:
+            print(message, file=sys.stderr)
+            sys.exit(2)
+        raise
+    report(summary)
+
+
+def hydra_runtime():
+    """Hydra's runtime config (`hydra.*`) when running under a Hydra app, else None (tests, notebooks)."""
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def in_multirun() -> bool:
+    from hydra.types import RunMode
+    hc = hydra_runtime()
+    return hc is not None and hc.mode == RunMode.MULTIRUN
+
+
+def record_failure(cfg: DictConfig, message: str, trace: str) -> None:
+    """A failure after the stage opened its run dir (or in a sweep's job) is recorded there
+    (summary.json, status failed). One before it (a bad config or input found up front) writes
+    nothing: another run's summary.json in that dir stays as it was, and the empty dir Hydra made for
+    this command is removed."""
+    import os
+    import shutil
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    try:
+        run_dir = Path(cfg.paths.output_dir)
+    except Exception:  # noqa: BLE001 - no run dir to write into: the message still goes to stderr
+        return
+    if run_dir.resolve() in OPENED_RUN_DIRS or in_multirun():   # a sweep's job dir is its own: the report counts it
+        finish_stage(run_dir, str(cfg.get("task_name", "stage")), status="failed", error=message, traceback=trace)
+        return
+    hydra_only = {".hydra", f"{cfg.get('task_name', '')}.log"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
+        shutil.rmtree(run_dir, ignore_errors=True)
