@@ -207,7 +207,7 @@ def _problem_file(tmp_path):
 def test_livecodebench_through_lm_eval_runs_each_answer_in_the_sandbox(make_cfg, tiny_tokenizer, tmp_path):
     from test_lm_eval import _always_answers
 
-    from reasoning_sft.evaluation import run_tasks
+    from reasoning_sft.lm_eval_tasks import run_tasks
     from reasoning_sft.models import build_tiny_model
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=code", f"eval.code.path={_problem_file(tmp_path)}", "eval.code.start_date=2024-01-01",
