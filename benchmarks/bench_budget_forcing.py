@@ -16,7 +16,7 @@ import torch
 
 from reasoning_sft.budget_forcing import BudgetForcing, generate_with_budget
 from reasoning_sft.data.synthetic import generate_records
-from reasoning_sft.evaluation import generate
+from reasoning_sft.generation import generate
 from reasoning_sft.formatting import THINKING_STYLES, render_prompt
 from reasoning_sft.models import build_tiny_model, load_pretrained_model, load_pretrained_tokenizer, train_tiny_tokenizer
 

@@ -25,7 +25,7 @@ def run(tmp: Path, nproc: int, model: str) -> list[dict]:
     run_dir = tmp / f"n{nproc}"
     subprocess.run([sys.executable, "-m", "reasoning_sft.train", f"model={model}", "deepspeed=zero3",
                     f"trainer.nproc_per_node={nproc}", "trainer.global_batch_size=2",
-                    f"trainer.micro_batch_size={2 // nproc}", "trainer.max_steps=2", "data.source.num_samples=64",
+                    f"trainer.micro_batch_size={2 // nproc}", "trainer.max_steps=2", "data.source.num_problems=64",
                     "logger=none", "trainer.save_final_model=false", f"hydra.run.dir={run_dir}"],
                    cwd=ROOT, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return [json.loads(p.read_text()) for p in sorted((run_dir / "ranks").glob("rank*.json"))]

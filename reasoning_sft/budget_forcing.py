@@ -1,4 +1,5 @@
-"""Budget forcing (s1) on the Hugging Face `generate` backend, for every thinking style.
+"""Budget forcing (s1) on the one generation primitive (generation.generate_ids: HF or vLLM), for every
+thinking style.
 
 Thinking is generated from the prompt plus the style's opening marker and stops at the style's stop
 marker (s1: `<|im_start|>`, R1: `</think>`, Sky-T1: `<|end_of_thought|>`):
@@ -15,9 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from reasoning_sft.formatting import ThinkingStyle
+from reasoning_sft.generation import generate_ids
 
 
 @dataclass
@@ -37,33 +37,6 @@ class ForcedGeneration:
     waits: int
     capped: bool            # thinking was cut at the budget
     forced_ids: list[int]   # the token ids appended after the thinking (forced_text)
-
-
-@torch.no_grad()
-def generate_ids(model, tokenizer, contexts: list[list[int]], max_new_tokens: int,
-                 stop_strings: list[str] | None = None, sampling: dict | None = None) -> list[tuple[list[int], bool]]:
-    """Greedy continuation of each context (left-padded batch, KV cache). Returns per row the new ids
-    without padding or end-of-turn token, and whether the row ended with the end-of-turn token.
-    A vLLM engine (reasoning_sft.vllm_backend) brings its own implementation of this primitive."""
-    if hasattr(model, "generate_ids"):
-        return model.generate_ids(contexts, max_new_tokens, stop_strings, sampling)
-    pad = tokenizer.pad_token_id
-    width = max(len(c) for c in contexts)
-    input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=model.device)
-    mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=model.device)
-    out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                         use_cache=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad,
-                         stop_strings=stop_strings, tokenizer=tokenizer if stop_strings else None,
-                         **(sampling or {"do_sample": False}))
-    rows = []
-    for row in out[:, width:].tolist():
-        ended = tokenizer.eos_token_id in row
-        if ended:
-            row = row[: row.index(tokenizer.eos_token_id)]
-        while row and row[-1] == pad:         # rows that stopped early are filled with padding
-            row.pop()
-        rows.append((row, ended))
-    return rows
 
 
 def _cut_at_stop(tokenizer, ids: list[int], stop: str) -> tuple[list[int], bool]:

@@ -344,16 +344,12 @@ def solve_with_model(records: list[Record], model_path: str, cfg: DictConfig) ->
     metadata['solver:<path>'] so the difficulty stage grades them like any solver-answer column."""
     import torch
 
-    from reasoning_sft.evaluation import generate
     from reasoning_sft.formatting import render_prompt
+    from reasoning_sft.generation import generate
+    from reasoning_sft.models import load_saved_model
     from reasoning_sft.prompts import PROMPTS
-    from reasoning_sft.models import load_pretrained_model, load_pretrained_tokenizer
 
-    if not Path(model_path).is_dir():
-        raise ConfigError(f"curation.difficulty.solver_models: {model_path} is not a saved model directory")
-    tokenizer = load_pretrained_tokenizer(model_path)
-    model = load_pretrained_model(tokenizer, model_path, dtype=torch.bfloat16 if torch.cuda.is_available()
-                                  else torch.float32)
+    model, tokenizer = load_saved_model(model_path, "curation.difficulty.solver_models")
     model = model.cuda() if torch.cuda.is_available() else model
     d = cfg.curation.difficulty
     prompts = [render_prompt(PROMPTS["qwen_math"].user.format(question=r.question), tokenizer) for r in records]

@@ -19,7 +19,7 @@ from reasoning_sft.cli import hydra_runtime, run_cli
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.evaluation import generation_budget, result_line
 from reasoning_sft.lm_eval_tasks import check_eval_config, run_tasks
-from reasoning_sft.models import load_pretrained_model, load_pretrained_tokenizer
+from reasoning_sft.models import load_pretrained_tokenizer, load_saved_model
 from reasoning_sft.prompts import read_model_format
 from reasoning_sft.wandb_logging import init_wandb, log_eval
 
@@ -39,16 +39,7 @@ def load_for_eval(cfg: DictConfig):
         v = cfg.eval.get("vllm") or {}
         return VLLMEngine(path, seed=cfg.seed, **v), load_pretrained_tokenizer(str(path))
     if cfg.model_path:
-        path = Path(cfg.model_path)
-        if not path.is_dir():
-            raise ConfigError(f"model_path={cfg.model_path!r}: no such directory")
-        tokenizer = load_pretrained_tokenizer(str(path))
-        if (path / "adapter_config.json").exists():
-            from peft import AutoPeftModelForCausalLM
-            model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=dtype).merge_and_unload()
-        else:
-            model = load_pretrained_model(tokenizer, str(path), dtype=dtype)
-        return model, tokenizer
+        return load_saved_model(cfg.model_path, "model_path", dtype=dtype)
     tokenizer = instantiate(cfg.model.tokenizer)
     return instantiate(cfg.model.network, tokenizer=tokenizer, dtype=dtype, seed=cfg.seed), tokenizer
 

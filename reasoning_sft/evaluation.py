@@ -1,82 +1,55 @@
-"""Generation and scoring shared by `train` (eval.after_train) and the `evaluate` stage.
-
-The held-out synthetic task lives here; the papers' benchmarks run through lm-evaluation-harness.
+"""Evaluation shared by `train` (eval.after_train) and the `evaluate` stage: generation for a task's
+prompts (plain or budget-forced, with progress), grading each response once, the per-sample rows and
+the summary. Tasks come from one registry (tasks.py); the in-process runner here serves the synthetic
+task, lm_eval_tasks.py the benchmarks run through lm-evaluation-harness.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
 import sys
 import time
+from collections import Counter
 from statistics import mean, median
 
-import torch
 from omegaconf import DictConfig, open_dict
 from tqdm.auto import tqdm
 
-from reasoning_sft.data.synthetic import generate_records
 from reasoning_sft.budget_forcing import BudgetForcing, generate_with_budget
 from reasoning_sft.formatting import get_style, render_prompt
-from reasoning_sft.grading import OUTCOMES, Grade, grade_response
+from reasoning_sft.generation import generate, sampling_kwargs
+from reasoning_sft.grading import OUTCOMES, Grade
 from reasoning_sft.metrics import sampled_summary
 from reasoning_sft.prompts import eval_prompt
+from reasoning_sft.tasks import Task
 
 
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-             sampling: dict | None = None) -> list[tuple[str, int]]:
-    """Batched, KV-cached `generate`, greedy unless `sampling` (do_sample, temperature, top_p).
-    Returns (text up to the end of turn, generated tokens)."""
-    if hasattr(model, "generate_ids"):   # the vLLM engine: one call, it batches itself
-        from reasoning_sft.budget_forcing import generate_ids
-        contexts = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        return [(tokenizer.decode(ids, skip_special_tokens=False), len(ids))
-                for ids, _ in generate_ids(model, tokenizer, contexts, max_new_tokens, sampling=sampling)]
-    was_training = model.training
-    model.eval()
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    results = []
-    try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(model.device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, use_cache=True,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                 **(sampling or {"do_sample": False}))
-            for row in out[:, enc["input_ids"].shape[1]:].tolist():
-                if tokenizer.eos_token_id in row:
-                    row = row[: row.index(tokenizer.eos_token_id)]
-                results.append((tokenizer.decode(row, skip_special_tokens=False), len(row)))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return results
+class Grader:
+    """Grades each response once: lm-eval's `process_results` and the per-sample rows share it."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg, self.cache = cfg, {}
+
+    def __call__(self, task: Task, doc, generation: str) -> Grade:
+        key = (task.name, task.target(doc, self.cfg), generation)
+        if key not in self.cache:
+            self.cache[key] = task.grade(generation, doc, self.cfg)
+        return self.cache[key]
 
 
-def evaluate_synthetic(model, tokenizer, cfg: DictConfig) -> tuple[dict, list[dict]]:
-    """Held-out problems of the training generator's own kind (the `test` split never trained on)."""
-    src = cfg.data.source
-    records = generate_records(num_samples=cfg.eval.num_problems, seed=cfg.seed, split="test",
-                               num_terms=src.get("num_terms", 3), digits=src.get("digits", 2))
-    system, user = eval_prompt(cfg)
-    prompts = [render_prompt(user.format(question=r.question), tokenizer, system) for r in records]
-    n = cfg.eval.get("num_samples", 1)
-    outputs = generate_for_eval(model, tokenizer, prompts, cfg)
-    samples = []
-    for i, out in enumerate(outputs):
-        rec = records[i // n]
-        gold = rec.metadata["gold_answer"]
-        samples.append({"task": "synthetic", "id": rec.id, "sample": i % n, "prompt": prompts[i // n], **out,
-                        **graded(grade_generation(out["generation"], gold, cfg), gold, cfg)})
-    return summarize_samples(samples, n, cfg), samples
-
-
-def grade_generation(generation: str, gold: str, cfg: DictConfig) -> Grade:
-    """Grade on the answer section of the model's thinking style (reasoning_sft/grading.py)."""
-    g = cfg.eval.get("grading") or {}
-    return grade_response(generation, gold, cfg.data.format.thinking_style, g.get("truncated", "wrong"),
-                          g.get("timeout_seconds", 5))
+def run_in_process(task: Task, model, tokenizer, cfg: DictConfig, grader: Grader) -> tuple[dict, list[dict]]:
+    """A task's problems generated and graded here, without lm-eval (the synthetic task after every
+    training: no harness start-up, the same batches as the model's own order)."""
+    docs = task.docs(cfg)
+    system = eval_prompt(cfg)[0]
+    prompts = [render_prompt(task.prompt(doc, cfg), tokenizer, system) for doc in docs]
+    n = cfg.eval.get("samples_per_problem", 1)
+    rows = []
+    for i, out in enumerate(generate_for_eval(model, tokenizer, prompts, cfg)):
+        doc = docs[i // n]
+        rows.append({"task": task.name, "id": doc.get("id", i // n) if isinstance(doc, dict) else i // n,
+                     "sample": i % n, "prompt": prompts[i // n], **out,
+                     **graded(grader(task, doc, out["generation"]), task.target(doc, cfg), cfg)})
+    return summarize_samples(rows, n, cfg), rows
 
 
 def graded(result: Grade, gold: str, cfg: DictConfig) -> dict:
@@ -108,20 +81,11 @@ def summarize_samples(samples: list[dict], n: int, cfg: DictConfig) -> dict:
     return summary
 
 
-def sampling_kwargs(cfg: DictConfig) -> dict | None:
-    """`generate` kwargs for `eval.temperature` > 0 (seeded by `seed`), None for greedy."""
-    temperature = cfg.eval.get("temperature", 0.0)
-    if not temperature:
-        return None
-    torch.manual_seed(cfg.seed)
-    return {"do_sample": True, "temperature": temperature, "top_p": cfg.eval.get("top_p", 1.0)}
-
-
 def generate_for_eval(model, tokenizer, prompts: list[str], cfg: DictConfig, repeats: int | None = None) -> list[dict]:
-    """`eval.num_samples` generations per prompt (problem-major), plain or budget-forced
+    """`eval.samples_per_problem` generations per prompt (problem-major), plain or budget-forced
     (`eval.budget_forcing.enabled`), greedy or sampled (`eval.temperature`, `eval.top_p`), with a
     progress bar on stderr (responses done / total, generated tokens per second)."""
-    n = cfg.eval.get("num_samples", 1) if repeats is None else repeats
+    n = cfg.eval.get("samples_per_problem", 1) if repeats is None else repeats
     prompts = [p for p in prompts for _ in range(n)]
     sampling = sampling_kwargs(cfg)
     bf_cfg = cfg.eval.get("budget_forcing")
@@ -162,8 +126,6 @@ def generation_budget(cfg: DictConfig, trained_max_seq_len: int | None) -> int:
           f"({'the trained max_seq_len' if trained_max_seq_len else 'no trained length known'})", file=sys.stderr)
     return budget
 
-
-TASKS = {"synthetic": evaluate_synthetic}
 
 
 def result_line(task: str, metrics: dict) -> str:

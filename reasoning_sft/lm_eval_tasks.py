@@ -1,187 +1,56 @@
 """The papers' benchmarks through lm-evaluation-harness, with the project's generation and grading.
 
-Tasks are lm-eval task configs built here (dicts with callables), so they read the files under
-`eval.data_dir` wherever that is; `ReasoningLM` is an lm-eval model (registered as `reasoning_sft`)
-that renders the chat template and runs plain or budget-forced generation, while lm-eval's own
+Each registry task (tasks.py) becomes an lm-eval task config here: a dict with callables over the
+task's own problems, read from wherever `eval.data_dir` and friends point. `ReasoningLM` is an lm-eval
+model that renders the chat template and runs plain or budget-forced generation, while lm-eval's own
 Hugging Face model serves log-likelihood tasks (any built-in task such as `mmlu` also works).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from reasoning_sft.code_tasks import CODE_TASKS
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation import TASKS, generate_for_eval, grade_generation, graded, summarize_samples
-from reasoning_sft.grading import Grade, grade_letter_response
+from reasoning_sft.evaluation import Grader, generate_for_eval, graded, run_in_process, summarize_samples
 from reasoning_sft.prompts import eval_prompt
-
-# name -> (file in eval.data_dir, question field, gold answer field)
-BENCHMARKS = {
-    "aime24": ("aime24.jsonl", "problem", "answer"),
-    "aime25": ("aime25.jsonl", "problem", "answer"),
-    "amc23": ("amc23.jsonl", "problem", "answer"),
-    "math500": ("math500.jsonl", "problem", "answer"),
-    "olympiadbench": ("olympiadbench.jsonl", "question", "final_answer"),
-}
-OURS = set(BENCHMARKS) | {"gpqa_diamond"} | set(CODE_TASKS)
+from reasoning_sft.tasks import TASKS, Task
 
 
-def gold_of(doc: dict, field: str) -> str:
-    gold = doc[field]
-    if isinstance(gold, list):          # OlympiadBench: a list of final answers, "$...$"-wrapped
-        gold = ", ".join(str(g).strip("$") for g in gold)
-    return str(gold)
-
-
-GPQA_PROMPT = ("{question}\n\n{choices}\n\nPlease reason step by step, and put the letter of the correct "
-               "choice within \\boxed{{}}.")
-LETTERS = "ABCD"
-
-
-def gpqa_choices(doc: dict, seed: int) -> tuple[list[str], str]:
-    """The four choices in a seeded order fixed per question, and the correct letter."""
-    import hashlib
-    import random
-    choices = [doc["Correct Answer"], doc["Incorrect Answer 1"], doc["Incorrect Answer 2"], doc["Incorrect Answer 3"]]
-    rng = random.Random(f"{seed}-{hashlib.sha256(doc['Question'].encode()).hexdigest()}")
-    order = list(range(4))
-    rng.shuffle(order)
-    return [str(choices[i]).strip() for i in order], LETTERS[order.index(0)]
-
-
-class Grader:
-    """Grades each generation once: lm-eval's `process_results` and the per-sample rows share it."""
-
-    def __init__(self, cfg: DictConfig):
-        self.cfg, self.cache, self.code_problems = cfg, {}, {}
-
-    def math(self, generation: str, gold: str) -> Grade:
-        key = ("math", generation, gold)
-        if key not in self.cache:
-            self.cache[key] = grade_generation(generation, gold, self.cfg)
-        return self.cache[key]
-
-    def code(self, generation: str, problem_id: str) -> Grade:
-        """The response's program run on the problem's tests in the sandbox (verdict as outcome)."""
-        from reasoning_sft.code_tasks import extract_code
-        from reasoning_sft.sandbox import Limits, run_program
-        key = ("code", generation, problem_id)
-        if key not in self.cache:
-            c = self.cfg.eval.code
-            program = extract_code(generation, self.cfg.data.format.thinking_style)
-            v = run_program(program, self.code_problems[problem_id].input_output,
-                            Limits(c.timeout_seconds, c.memory_mb, c.file_mb, c.processes))
-            self.cache[key] = Grade(v["verdict"] == "passed", program, v["verdict"])
-        return self.cache[key]
-
-    def letter(self, generation: str, gold: str) -> Grade:
-        return grade_letter_response(generation, gold, self.cfg.data.format.thinking_style,
-                                     (self.cfg.eval.get("grading") or {}).get("truncated", "wrong"))
-
-
-def gpqa_task_config(path: str, seed: int, max_new_tokens: int, grader: Grader, repeats: int = 1) -> dict:
-    """GPQA-Diamond from the user's copy (the official CSV: Question, Correct Answer, Incorrect
-    Answer 1-3). Its authors ask that examples not be posted in plain text: it is never bundled."""
-    if not path or not Path(path).is_file():
-        raise ConfigError(f"eval.gpqa_path={path!r}: GPQA-Diamond is read only from your own copy "
-                                "(gpqa_diamond.csv); set eval.gpqa_path")
-
-    def doc_to_text(doc: dict) -> str:
-        choices, _ = gpqa_choices(doc, seed)
-        return GPQA_PROMPT.format(question=doc["Question"].strip(),
-                                  choices="\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices)))
-
-    def process_results(doc: dict, results: list) -> dict:
-        gold = gpqa_choices(doc, seed)[1]
-        gens = results[0] if results and isinstance(results[0], (list, tuple)) else results
-        return {"exact_match": sum(grader.letter(g, gold).correct for g in gens) / len(gens)}
-
-    return {
-        "task": "rsft_gpqa_diamond", "dataset_path": "csv", "dataset_kwargs": {"data_files": {"test": str(path)}},
-        "test_split": "test", "output_type": "generate_until", "doc_to_text": doc_to_text,
-        "doc_to_target": lambda doc: gpqa_choices(doc, seed)[1], "process_results": process_results,
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
-        "generation_kwargs": {"until": [], "max_gen_toks": max_new_tokens, "do_sample": False},
-        "repeats": repeats, "metadata": {"version": 1.0},
-        "filter_list": [{"name": "none", "filter": [{"function": "take_first_k", "k": repeats}]}],
-    }
-
-
-def load_code_problems(cfg: DictConfig) -> dict:
-    """The problems of `eval.code.path` (LiveCodeBench's released rows) inside the release window."""
-    from reasoning_sft.code_tasks import in_window, problem_from_row
-    from reasoning_sft.data.loaders import read_rows
-    c = cfg.eval.get("code")
-    if c is None:
-        raise ConfigError("eval.code: the code tasks' settings are missing: use eval=code (conf/eval/code.yaml)")
-    if not c.get("path") or not Path(str(c.path)).is_file():
-        raise ConfigError(f"eval.code.path={c.get('path')!r}: a jsonl of LiveCodeBench problems (its released "
-                          "format) is needed for the code tasks")
-    problems = {}
-    for where, row in read_rows(str(c.path)):
-        p = problem_from_row(row, where, bool(c.get("public_only", False)))
-        if in_window(p, c.get("start_date"), c.get("end_date")):
-            problems[p.id] = p
-    if not problems:
-        raise ConfigError(f"eval.code.path={c.path}: no problem between eval.code.start_date={c.get('start_date')} "
-                          f"and eval.code.end_date={c.get('end_date')}")
-    return problems
-
-
-def code_task_config(name: str, cfg: DictConfig, grader: Grader, repeats: int = 1) -> dict:
-    """LiveCodeBench (or APPS / TACO rows in its format) from a local file: SkyThought's prompt, the
-    last code block of the answer run on every test in the sandbox; pass@1 over the repeats."""
-    from reasoning_sft.code_tasks import problem_prompt
-    grader.code_problems.update(load_code_problems(cfg))
-    problems = grader.code_problems
-
-    def process_docs(dataset):
-        return dataset.filter(lambda row: str(row.get("question_id")) in problems)
+def harness_config(task: Task, docs: list, cfg: DictConfig, grader: Grader, repeats: int = 1) -> dict:
+    """An lm-eval task config for a registry task: its problems as the dataset (by index, so a doc is
+    the task's own object, never re-typed by Arrow), its prompt and target, graded by `grader`
+    (mean pass@1 over the `repeats` generations of each problem)."""
+    import datasets
 
     def process_results(doc: dict, results: list) -> dict:
         gens = results[0] if results and isinstance(results[0], (list, tuple)) else results
-        return {"exact_match": sum(grader.code(g, str(doc["question_id"])).correct for g in gens) / len(gens)}
+        return {"exact_match": sum(grader(task, docs[doc["index"]], g).correct for g in gens) / len(gens)}
 
     return {
-        "task": f"rsft_{name}", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(cfg.eval.code.path)}},
-        "test_split": "test", "output_type": "generate_until", "process_docs": process_docs,
-        "doc_to_text": lambda doc: problem_prompt(problems[str(doc["question_id"])]),
-        "doc_to_target": lambda doc: str(doc["question_id"]), "process_results": process_results,
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
-        "generation_kwargs": {"until": [], "max_gen_toks": cfg.eval.max_new_tokens, "do_sample": False},
-        "repeats": repeats, "metadata": {"version": 1.0},
-        "filter_list": [{"name": "none", "filter": [{"function": "take_first_k", "k": repeats}]}],
-    }
-
-
-def task_config(name: str, data_dir: str, max_new_tokens: int, grader: Grader, user_template: str,
-                repeats: int = 1) -> dict:
-    file, question, answer = BENCHMARKS[name]
-    path = Path(data_dir) / file
-    if not path.is_file():
-        raise ConfigError(f"eval.tasks: {name} reads {path}, which does not exist (set eval.data_dir)")
-
-    def process_results(doc: dict, results: list) -> dict:   # mean pass@1 over the repeats
-        gold = gold_of(doc, answer)
-        gens = results[0] if results and isinstance(results[0], (list, tuple)) else results
-        return {"exact_match": sum(grader.math(g, gold).correct for g in gens) / len(gens)}
-
-    return {
-        "task": f"rsft_{name}", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
+        "task": f"rsft_{task.name}",
+        "custom_dataset": lambda **_: datasets.DatasetDict({"test": datasets.Dataset.from_dict(
+            {"index": list(range(len(docs)))})}),
         "test_split": "test", "output_type": "generate_until",
-        "doc_to_text": lambda doc: user_template.format(question=doc[question]),
-        "doc_to_target": lambda doc: gold_of(doc, answer),
+        "doc_to_text": lambda doc: task.prompt(docs[doc["index"]], cfg),
+        "doc_to_target": lambda doc: task.target(docs[doc["index"]], cfg),
         "process_results": process_results,
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
-        "generation_kwargs": {"until": [], "max_gen_toks": max_new_tokens, "do_sample": False},
+        "generation_kwargs": {"until": [], "max_gen_toks": cfg.eval.max_new_tokens, "do_sample": False},
         "repeats": repeats, "metadata": {"version": 1.0},
         # lm-eval's default filter keeps the first generation only: keep all `repeats`
         "filter_list": [{"name": "none", "filter": [{"function": "take_first_k", "k": repeats}]}],
     }
+
+
+class _QuietCustomDataset(logging.Filter):
+    """lm-eval warns about `--metadata` for every task with a custom dataset: not ours to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
 
 
 def make_lm(model, tokenizer, cfg: DictConfig):
@@ -222,51 +91,44 @@ def make_lm(model, tokenizer, cfg: DictConfig):
     return lm
 
 
-def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str]) -> tuple[dict, list[dict]]:
+def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str], grader: Grader) -> tuple[dict, list[dict]]:
     """lm-eval's `simple_evaluate` on the tasks; returns per-task summaries and per-sample rows."""
     import lm_eval
 
-
-    n = cfg.eval.get("num_samples", 1)
+    n = cfg.eval.get("samples_per_problem", 1)
     lm = make_lm(model, tokenizer, cfg)
-    grader = Grader(cfg)
-    user_template = eval_prompt(cfg)[1]
-
-    def config(t: str):
-        if t == "gpqa_diamond":
-            return gpqa_task_config(cfg.eval.get("gpqa_path"), cfg.seed, cfg.eval.max_new_tokens, grader, n)
-        if t in BENCHMARKS:
-            return task_config(t, cfg.eval.data_dir, cfg.eval.max_new_tokens, grader, user_template, n)
-        if t in CODE_TASKS:
-            return code_task_config(t, cfg, grader, n)
-        return t
-    configs = [config(t) for t in tasks]
-    out = lm_eval.simple_evaluate(model=lm, tasks=configs, limit=cfg.eval.get("limit"), log_samples=True,
-                                  bootstrap_iters=0)
+    docs_of = {t: TASKS[t].docs(cfg) for t in tasks if t in TASKS}
+    configs = [harness_config(TASKS[t], docs_of[t], cfg, grader, n) if t in TASKS else t for t in tasks]
+    quiet = _QuietCustomDataset()
+    logging.getLogger("lm_eval.api.task").addFilter(quiet)
+    try:
+        out = lm_eval.simple_evaluate(model=lm, tasks=configs, limit=cfg.eval.get("limit"), log_samples=True,
+                                      bootstrap_iters=0)
+    finally:
+        logging.getLogger("lm_eval.api.task").removeFilter(quiet)
     summaries, rows = {}, []
-    for task in tasks:
-        if task not in OURS:         # a built-in lm-eval task: its own metrics, as lm-eval reports them
-            summaries[task] = {"lm_eval": {k: v for k, v in out["results"][task].items()
+    for name in tasks:
+        if name not in TASKS:        # a built-in lm-eval task: its own metrics, as lm-eval reports them
+            summaries[name] = {"lm_eval": {k: v for k, v in out["results"][name].items()
                                            if isinstance(v, (int, float))}}
             continue
-        key = f"rsft_{task}"
-        verdict = grader.letter if task == "gpqa_diamond" else grader.code if task in CODE_TASKS else grader.math
+        task, key, docs = TASKS[name], f"rsft_{name}", docs_of[name]
         task_rows = []
         for s in sorted(out["samples"].get(key, []), key=lambda s: s["doc_id"]):
             first = s["arguments"][0] if isinstance(s["arguments"], list) else s["arguments"]["gen_args_0"]
             context = first[0] if isinstance(first, (list, tuple)) else first["arg_0"]
             details = lm.details.get(context, [])
+            doc = docs[s["doc"]["index"]]
             # one request per document; its `repeats` generations are listed inside it
             generations = [g for resp in s["resps"] for g in (resp if isinstance(resp, (list, tuple)) else [resp])]
             for j, gen in enumerate(generations):
-                gold = str(s["target"])
-                task_rows.append({"task": task, "id": s["doc_id"], "sample": j,
+                task_rows.append({"task": name, "id": s["doc_id"], "sample": j,
                                   **(details[j] if j < len(details) else {}), "generation": gen,
-                                  **graded(verdict(gen, gold), gold, cfg)})
+                                  **graded(grader(task, doc, gen), task.target(doc, cfg), cfg)})
         summary = summarize_samples(task_rows, n, cfg)
         summary["lm_eval"] = {k: v for k, v in out["results"][key].items() if isinstance(v, (int, float))}
         summary["lm_eval_agreement"] = lm_eval_agreement(summary, out["samples"].get(key, []))
-        summaries[task] = summary
+        summaries[name] = summary
         rows += task_rows
     return summaries, rows
 
@@ -299,20 +161,7 @@ def check_eval_config(cfg: DictConfig) -> None:
     unknown = []
     for t in tasks:
         if t in TASKS:
-            continue
-        if t == "gpqa_diamond":
-            path = cfg.eval.get("gpqa_path")
-            if not path or not Path(path).is_file():
-                raise ConfigError(f"eval.gpqa_path={path!r}: GPQA-Diamond is read only from your own copy "
-                                  "(gpqa_diamond.csv); set eval.gpqa_path")
-        elif t in CODE_TASKS:
-            from reasoning_sft.sandbox import require_harness
-            require_harness()
-            load_code_problems(cfg)
-        elif t in BENCHMARKS:
-            path = Path(str(cfg.eval.data_dir)) / BENCHMARKS[t][0]
-            if not path.is_file():
-                raise ConfigError(f"eval.tasks: {t} reads {path}, which does not exist (set eval.data_dir)")
+            TASKS[t].docs(cfg)       # its data is there and readable (a ConfigError names the key)
         else:
             unknown.append(t)
     if unknown:   # lm-eval's own registry (indexing its task files takes a few seconds)
@@ -321,18 +170,20 @@ def check_eval_config(cfg: DictConfig) -> None:
         missing = [t for t in unknown if t not in known]
         if missing:
             raise ConfigError(f"eval.tasks: {missing[0]!r} is not a task: expected one of "
-                              f"{sorted(set(TASKS) | OURS)} or an lm-eval task name")
+                              f"{sorted(TASKS)} or an lm-eval task name")
 
 
 def run_tasks(model, tokenizer, cfg: DictConfig, run_dir: Path) -> dict:
-    """Run every task of `eval.tasks`; per-sample results go to `eval_samples.jsonl`."""
+    """Run every task of `eval.tasks` (in-process ones here, the rest through lm-eval), each response
+    graded once; per-sample results go to `eval_samples.jsonl`."""
+    grader = Grader(cfg)
     results, rows = {}, []
-    for task in (t for t in cfg.eval.tasks if t in TASKS):
-        results[task], samples = TASKS[task](model, tokenizer, cfg)
+    for name in (t for t in cfg.eval.tasks if t in TASKS and TASKS[t].in_process):
+        results[name], samples = run_in_process(TASKS[name], model, tokenizer, cfg, grader)
         rows += samples
-    harness = [t for t in cfg.eval.tasks if t not in TASKS]
+    harness = [t for t in cfg.eval.tasks if not (t in TASKS and TASKS[t].in_process)]
     if harness:   # the papers' benchmarks (and any lm-eval task) through lm-evaluation-harness
-        summaries, samples = run_lm_eval(model, tokenizer, cfg, harness)
+        summaries, samples = run_lm_eval(model, tokenizer, cfg, harness, grader)
         results.update(summaries)
         rows += samples
     with open(run_dir / "eval_samples.jsonl", "w", encoding="utf-8") as f:

@@ -23,6 +23,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from reasoning_sft.errors import ConfigError
+
 # Qwen2-Instruct's chat template (tools left out). Qwen2.5 differs only in its default system text.
 QWEN_CHAT_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}"
@@ -50,7 +52,7 @@ def _tokenizer_corpus(extra_files: Iterable[str], seed: int) -> list[str]:
     from reasoning_sft.formatting import THINKING_STYLES, assistant_text
 
     texts = ["You are a helpful assistant."]
-    for i, rec in enumerate(generate_records(num_samples=2000, seed=seed)):
+    for i, rec in enumerate(generate_records(num_problems=2000, seed=seed)):
         style = THINKING_STYLES[("s1", "r1", "skyt1")[i % 3]]
         texts += [rec.question, assistant_text(rec, style)]
     for path in extra_files:
@@ -161,3 +163,25 @@ def load_pretrained_model(tokenizer: PreTrainedTokenizerBase, name_or_path: str,
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())   # ZeRO-3: full size
+
+
+def load_saved_model(path: str | Path, key: str, dtype: torch.dtype | None = None,
+                     adapter_base: torch.nn.Module | None = None, merge_adapter: bool = True):
+    """(model, tokenizer) from a saved model directory (a run's final_model or merged_model, any
+    from_pretrained dir) or a LoRA adapter directory, whole and unpartitioned: the one loader that
+    train (save-and-verify, evaluation under ZeRO-3), evaluate and curate use. An adapter goes on
+    `adapter_base` when given (a tiny base rebuilt from its seed), else on the base its config names;
+    it is merged unless `merge_adapter` is False. `key` names the setting the path came from."""
+    from transformers.integrations import unset_hf_deepspeed_config
+    unset_hf_deepspeed_config()        # else from_pretrained would partition it again under ZeRO-3
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"{key}={str(path)!r}: no such directory (a saved model or LoRA adapter)")
+    dtype = dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    tokenizer = load_pretrained_tokenizer(str(path))
+    if not (path / "adapter_config.json").exists():
+        return load_pretrained_model(tokenizer, str(path), dtype=dtype), tokenizer
+    from peft import AutoPeftModelForCausalLM, PeftModel
+    model = (PeftModel.from_pretrained(adapter_base, str(path)) if adapter_base is not None
+             else AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=dtype))
+    return (model.merge_and_unload() if merge_adapter else model), tokenizer

@@ -3,7 +3,7 @@ as the Hugging Face backend, on vLLM's engine. Needs vLLM installed (a CUDA mach
 evaluation stops at once with a config error saying how to get it.
 
 The engine exposes `generate_ids(contexts, max_new_tokens, stop_strings, sampling)`, the one
-generation primitive the budget-forcing loop and plain generation call (budget_forcing.generate_ids
+generation primitive the budget-forcing loop and plain generation call (generation.generate_ids
 dispatches to it), so forcing behaves identically on both backends: token ids in, token ids out.
 """
 

@@ -52,3 +52,13 @@ def test_the_ground_floor_imports_nothing_above_it():
     assert graph["reasoning_sft.rundir"] <= {"reasoning_sft.errors"}
     assert graph["reasoning_sft.cli"] <= {"reasoning_sft.errors", "reasoning_sft.rundir"}
     assert not graph["reasoning_sft.config"] & {"reasoning_sft.rundir", "reasoning_sft.cli"}   # validation only
+
+
+def test_the_readmes_layout_names_every_module_and_only_real_ones():
+    import re
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout: a map of the pipeline", 1)[1].split("```")[1]
+    named = set(re.findall(r"([\w/]+\.py)", layout))
+    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    assert modules - named == set(), "modules the README's layout does not name"
+    assert named - modules == set(), "files the README's layout names that do not exist"

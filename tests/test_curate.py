@@ -195,7 +195,7 @@ def test_difficulty_drops_what_a_solver_answered_correctly(tmp_path):
 @pytest.mark.slow
 def test_difficulty_runs_a_solver_model_on_the_pool(tmp_path, tiny_tokenizer):
     from conftest import compose_config
-    from reasoning_sft.evaluation import generate
+    from reasoning_sft.generation import generate
     from reasoning_sft.formatting import render_prompt
     from reasoning_sft.prompts import PROMPTS
     from reasoning_sft.models import build_tiny_model

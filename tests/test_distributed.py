@@ -22,11 +22,12 @@ from reasoning_sft.checkpoints import COMPLETE, complete_checkpoints, resume_che
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.launch import first_host, slurm_rank_env
 from reasoning_sft.models import load_pretrained_tokenizer
-from reasoning_sft.train import PROBE_TEXT, run_training
+from reasoning_sft.recipe import PROBE_TEXT
+from reasoning_sft.train import run_training
 from reasoning_sft.wandb_logging import read_offline_run
 
 # 64 synthetic problems, 4 optimizer steps of global batch 4.
-BASE = ["data.source.num_samples=64", "trainer.max_steps=4", "trainer.global_batch_size=4",
+BASE = ["data.source.num_problems=64", "trainer.max_steps=4", "trainer.global_batch_size=4",
         "trainer.logging_steps=1", "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0"]
 
 
@@ -47,7 +48,7 @@ def run_cli_ok(run_dir: Path, overrides: list[str], output: list | None = None) 
 
 
 def losses(run_dir: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
@@ -127,14 +128,14 @@ def test_lora_under_zero3_saves_an_adapter_that_loads_and_merges(tmp_path):
 
 @pytest.mark.slow
 def test_more_processes_than_samples_is_a_clear_error(tmp_path):
-    proc = train_cli(tmp_path / "few", ["data.source.num_samples=1", "trainer.global_batch_size=2",
+    proc = train_cli(tmp_path / "few", ["data.source.num_problems=1", "trainer.global_batch_size=2",
                                         "trainer.nproc_per_node=2", "trainer.launcher=torchrun", "logger=none"])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 2, out[-3000:]
     assert "config error: trainer.nproc_per_node x nnodes = 2 processes but only 1 training samples" in out
 
 
-RESUME = ["data.source.num_samples=2000", "trainer.max_steps=150", "trainer.global_batch_size=8",
+RESUME = ["data.source.num_problems=2000", "trainer.max_steps=150", "trainer.global_batch_size=8",
           "trainer.micro_batch_size=8", "trainer.logging_steps=1", "trainer.save_steps=10",
           "trainer.learning_rate=1e-3", "trainer.save_final_model=false"]
 
@@ -166,7 +167,7 @@ def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
     assert summary["train"]["mean_train_loss"] == pytest.approx(uninterrupted["train"]["mean_train_loss"], abs=1e-4)
     assert summary["train"]["train_seconds"] > summary["train"]["this_session_seconds"]
     ref, resumed = losses(reference), losses(killed)
-    # metrics.jsonl holds the whole curve: the checkpoint's history, then the resumed steps.
+    # trainer_state.json holds the whole curve: the checkpoint's history, then the resumed steps.
     assert sorted(resumed) == list(range(1, 151))
     for step in range(stopped_at + 1, 151):
         assert resumed[step] == pytest.approx(ref[step], abs=1e-5), step
@@ -236,8 +237,8 @@ def test_resume_with_a_config_that_trains_differently_is_refused(make_cfg, tmp_p
     resume_checkpoint(make_cfg(["trainer.resume=auto", "trainer.save_steps=5", "trainer.logging_steps=3"]), run_dir)
     with pytest.raises(ConfigError, match=r"trainer.learning_rate: 1e-05 -> 0.001"):
         resume_checkpoint(make_cfg(["trainer.resume=auto", "trainer.learning_rate=1e-3"]), run_dir)
-    with pytest.raises(ConfigError, match=r"data.source.num_samples"):
-        resume_checkpoint(make_cfg(["trainer.resume=auto", "data.source.num_samples=7"]), run_dir)
+    with pytest.raises(ConfigError, match=r"data.source.num_problems"):
+        resume_checkpoint(make_cfg(["trainer.resume=auto", "data.source.num_problems=7"]), run_dir)
 
 
 def test_missing_hostfile_and_multinode_without_one_are_config_errors(make_cfg, tmp_path):
@@ -295,7 +296,7 @@ def test_each_multirun_job_launches_its_own_workers(tmp_path):
     which write into that job's dir."""
     sweep = tmp_path / "sweep"
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.train", "-m", "data.source.num_samples=32",
+    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.train", "-m", "data.source.num_problems=32",
                            "trainer.max_steps=2", "trainer.global_batch_size=2", "trainer.nproc_per_node=2",
                            "trainer.learning_rate=1e-3,3e-3", "logger=none", "trainer.save_final_model=false",
                            f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -370,7 +371,7 @@ def test_rotation_never_leaves_zero_complete_checkpoints(tmp_path):
 
 @pytest.mark.slow
 def test_resume_auto_on_a_finished_run_leaves_it_untouched(tmp_path):
-    args = ["data.source.num_samples=32", "trainer.max_steps=2", "logger=none"]
+    args = ["data.source.num_problems=32", "trainer.max_steps=2", "logger=none"]
     summary = run_cli_ok(tmp_path / "run", args)
     weights = tmp_path / "run" / "final_model" / "model.safetensors"
     before = (weights.stat().st_mtime, (tmp_path / "run" / "summary.json").read_text())
@@ -379,7 +380,7 @@ def test_resume_auto_on_a_finished_run_leaves_it_untouched(tmp_path):
     assert (weights.stat().st_mtime, (tmp_path / "run" / "summary.json").read_text()) == before
 
 
-ZERO3_LONG = ["data.source.num_samples=512", "trainer.max_steps=24", "trainer.global_batch_size=4",
+ZERO3_LONG = ["data.source.num_problems=512", "trainer.max_steps=24", "trainer.global_batch_size=4",
               "trainer.micro_batch_size=2", "trainer.nproc_per_node=2", "deepspeed=zero3", "trainer.logging_steps=1",
               "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0", "trainer.save_final_model=false", "logger=none"]
 
@@ -470,7 +471,7 @@ def test_ctrl_c_of_the_launching_command_leaves_no_worker(tmp_path):
 @pytest.mark.slow
 def test_a_second_command_in_a_run_dir_in_use_is_refused_and_the_first_finishes(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["data.source.num_samples=256", "trainer.max_steps=30", "trainer.logging_steps=1", "logger=none"]
+    args = ["data.source.num_problems=256", "trainer.max_steps=30", "trainer.logging_steps=1", "logger=none"]
     first = train_cli(run_dir, args)
     deadline = time.time() + 120
     while not (run_dir / ".lock").exists():
@@ -490,7 +491,7 @@ def test_a_second_command_in_a_run_dir_in_use_is_refused_and_the_first_finishes(
 def test_ulysses_sequence_parallel_on_two_cpu_ranks_matches_one(tmp_path):
     """DeepSpeed Ulysses runs on CPU here (gloo's all_to_all_single): each sequence split over 2 ranks
     gives the losses of one rank holding it whole."""
-    sp = ["data.source.num_samples=64", "trainer.max_steps=4", "trainer.global_batch_size=1", "trainer.logging_steps=1",
+    sp = ["data.source.num_problems=64", "trainer.max_steps=4", "trainer.global_batch_size=1", "trainer.logging_steps=1",
           "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0", "data.max_seq_len=256", "deepspeed=zero3",
           "logger=none", "eval=none"]
     split = run_cli_ok(tmp_path / "sp2", sp + ["trainer.nproc_per_node=2", "trainer.sequence_parallel_size=2"])

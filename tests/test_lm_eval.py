@@ -102,7 +102,7 @@ def test_sampled_metrics_through_lm_eval(make_cfg, tiny_tokenizer, shared_data, 
     from reasoning_sft.lm_eval_tasks import run_tasks
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=benchmarks", "eval.tasks=[amc23]", "eval.limit=2", "eval.max_new_tokens=64",
-                    "eval.num_samples=8", "eval.temperature=1.0", "eval.ks=[1,4,8]", f"eval.data_dir={shared_data}"])
+                    "eval.samples_per_problem=8", "eval.temperature=1.0", "eval.ks=[1,4,8]", f"eval.data_dir={shared_data}"])
     handle = _always_answers(model, tiny_tokenizer, S1_ANSWER + "So the answer is $\\boxed{27}$.",
                             either=("7", "8"))
     try:
@@ -166,10 +166,42 @@ def test_gpqa_shuffles_choices_by_seed_and_grades_letters(make_cfg, tiny_tokeniz
 
 
 def test_gpqa_needs_the_users_copy(make_cfg, tiny_tokenizer):
-    from reasoning_sft.lm_eval_tasks import gpqa_task_config
     from reasoning_sft.errors import ConfigError
+    from reasoning_sft.tasks import TASKS
     with pytest.raises(ConfigError, match="eval.gpqa_path=None: GPQA-Diamond is read only from your own copy"):
-        gpqa_task_config(None, 0, 16, grader=None)
+        TASKS["gpqa_diamond"].docs(make_cfg(["eval=benchmarks"]))
+
+
+@pytest.mark.slow
+def test_a_new_benchmark_is_one_registry_entry_and_each_response_is_graded_once(make_cfg, tiny_tokenizer,
+                                                                                 tmp_path, monkeypatch):
+    """tasks.py's promise: an entry and a data file make a benchmark lm-eval runs; lm-eval's score and
+    the per-sample rows come from one grading of each response."""
+    from reasoning_sft import tasks
+    from reasoning_sft.data.loaders import read_rows
+    from reasoning_sft.lm_eval_tasks import run_tasks
+    (tmp_path / "doubles.jsonl").write_text("".join(json.dumps({"q": f"What is {i} + {i}?", "a": str(2 * i)}) + "\n"
+                                                    for i in range(3)))
+    graded = []
+
+    def grade(generation, doc, cfg):
+        graded.append(doc["a"])
+        return tasks.grade_math(generation, doc["a"], cfg)
+    monkeypatch.setitem(tasks.TASKS, "doubles", tasks.Task(
+        "doubles", lambda cfg: [row for _, row in read_rows(str(tmp_path / "doubles.jsonl"))],
+        lambda doc, cfg: doc["q"], lambda doc, cfg: doc["a"], grade))
+    model = build_tiny_model(tiny_tokenizer).eval()
+    handle = _always_answers(model, tiny_tokenizer, S1_ANSWER + "So the answer is $\\boxed{2}$.")
+    try:
+        results = run_tasks(model, tiny_tokenizer, make_cfg(["eval=benchmarks", "eval.tasks=[doubles]",
+                                                             "eval.max_new_tokens=64"]), tmp_path)
+    finally:
+        handle.remove()
+    rows = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
+    assert [(r["gold"], r["correct"]) for r in rows] == [("0", False), ("2", True), ("4", False)]
+    assert rows[1]["prompt"].endswith("What is 1 + 1?<|im_end|>\n<|im_start|>assistant\n")
+    assert results["doubles"]["accuracy"] == pytest.approx(1 / 3) and results["doubles"]["lm_eval_agreement"] == "equal"
+    assert sorted(graded) == ["0", "2", "4"]        # once per response
 
 
 def test_vllm_backend_without_vllm_is_a_clear_error(make_cfg, tmp_path):

@@ -157,7 +157,7 @@ def test_packed_training_under_zero3_matches_one_process(make_cfg, tmp_path):
 
 def test_activation_offload_trains_identically_and_liger_needs_a_gpu(make_cfg, tmp_path):
     from reasoning_sft.train import run_training
-    small = ["data.source.num_samples=32", "trainer.max_steps=3", "trainer.global_batch_size=4",
+    small = ["data.source.num_problems=32", "trainer.max_steps=3", "trainer.global_batch_size=4",
              "trainer.micro_batch_size=4", "trainer.logging_steps=1", "trainer.learning_rate=1e-3",
              "logger=none", "trainer.save_final_model=false"]
     import signal

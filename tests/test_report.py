@@ -37,7 +37,7 @@ def test_tiny_sweep_runs_every_job_records_failures_and_reports(tmp_path):
     # 3 sample counts x 2 trace-length buckets; 500 > the 100 samples a bucket holds: those 2 jobs fail.
     cmd = [sys.executable, "-m", "reasoning_sft.train", "-m", "experiment=demo", "experiment_name=tiny_study",
            "data.source.final_check_prob=0.0",
-           "data.source.num_samples=400", "data.samples_per_bucket=100", "data.num_samples=40,80,500",
+           "data.source.num_problems=400", "data.samples_per_bucket=100", "data.num_samples=40,80,500",
            "data.length_buckets=[[0,75]],[[75,200]]", "trainer.max_steps=3", "trainer.global_batch_size=8",
            "trainer.micro_batch_size=8", "eval.num_problems=8", "eval.max_new_tokens=32", "eval.bootstrap_samples=50",
            f"hydra.sweep.dir={sweep}"]

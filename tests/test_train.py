@@ -16,7 +16,7 @@ from reasoning_sft.errors import ConfigError
 from reasoning_sft.train import run_training
 from reasoning_sft.wandb_logging import find_offline_run_file, read_offline_run
 
-SMALL = ["data.source.num_samples=640", "data.max_seq_len=256", "trainer.learning_rate=3e-3",
+SMALL = ["data.source.num_problems=640", "data.max_seq_len=256", "trainer.learning_rate=3e-3",
          "trainer.global_batch_size=16", "trainer.micro_batch_size=8", "trainer.num_epochs=1",
          "trainer.logging_steps=2", "trainer.warmup_ratio=0.1"]
 
@@ -30,7 +30,7 @@ def test_tiny_run_learns_writes_its_run_dir_and_logs_to_wandb(make_cfg, tmp_path
     # Loss falls well below its start (random init: ~ln(vocab)).
     assert summary["train"]["steps"] == 40     # 640 samples / global batch 16
     assert summary["train"]["final_loss"] < 0.5 * summary["train"]["first_loss"]
-    for name in ["config.yaml", "data_card.json", "metrics.jsonl", "summary.json", "final_model"]:
+    for name in ["config.yaml", "data_card.json", "trainer_state.json", "summary.json", "final_model"]:
         assert (run_dir / name).exists(), name
     assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary, default=str))
     card = summary["data"]
@@ -52,8 +52,8 @@ def test_tiny_run_learns_writes_its_run_dir_and_logs_to_wandb(make_cfg, tmp_path
     # W&B: the offline run file holds every logged loss, the resolved config, group and name.
     logged = read_offline_run(find_offline_run_file(run_dir))
     wandb_losses = [h["train/loss"] for h in logged["history"] if "train/loss" in h]
-    metric_losses = [json.loads(line)["loss"] for line in open(run_dir / "metrics.jsonl")
-                     if "loss" in json.loads(line)]
+    metric_losses = [e["loss"] for e in json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+                     if "loss" in e]
     assert wandb_losses == pytest.approx(metric_losses) and len(wandb_losses) == 21   # steps 1,2,4..40
     assert logged["run"]["group"] == "unit" and "unit" in logged["run"]["tags"]
     assert logged["config"]["trainer"]["learning_rate"] == 3e-3
@@ -63,7 +63,7 @@ def test_tiny_run_learns_writes_its_run_dir_and_logs_to_wandb(make_cfg, tmp_path
 @pytest.mark.slow
 def test_lora_run_trains_only_the_adapter_and_saves_it(make_cfg, tmp_path):
     cfg = make_cfg(SMALL + ["peft=lora", "peft.config.r=8", "peft.config.lora_alpha=16",
-                            "peft.merge_after_train=true", "logger=none", "data.source.num_samples=64"])
+                            "peft.merge_after_train=true", "logger=none", "data.source.num_problems=64"])
     summary = run_training(cfg)
     assert summary["trainable_parameters"] < 0.25 * summary["num_parameters"]
     run_dir = tmp_path / "run"
@@ -80,7 +80,7 @@ def test_lora_run_trains_only_the_adapter_and_saves_it(make_cfg, tmp_path):
 
 
 def test_max_seq_len_too_small_for_any_sample_fails_before_the_model(make_cfg, tmp_path):
-    cfg = make_cfg(["data.source.num_samples=8", "data.max_seq_len=20", "logger=none"])
+    cfg = make_cfg(["data.source.num_problems=8", "data.max_seq_len=20", "logger=none"])
     with pytest.raises(ConfigError, match=r"data\.max_seq_len=20: too small for any of the 8 samples"):
         run_training(cfg)
     assert not (tmp_path / "run" / "final_model").exists()
@@ -90,7 +90,7 @@ def test_max_seq_len_too_small_for_any_sample_fails_before_the_model(make_cfg, t
 def test_cli_demo_shape_end_to_end(tmp_path):
     """The `make demo` command, shortened: Hydra app, run dir, evaluation, printed locations."""
     proc = subprocess.run(
-        [sys.executable, "-m", "reasoning_sft.train", "experiment=demo", "data.source.num_samples=128",
+        [sys.executable, "-m", "reasoning_sft.train", "experiment=demo", "data.source.num_problems=128",
          "data.format.thinking_style=r1", "eval.num_problems=10", "eval.max_new_tokens=64",
          f"hydra.run.dir={tmp_path}/run"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -152,7 +152,7 @@ def test_without_wandb_credentials_train_and_evaluate_log_offline(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_SILENT")}
     env["HOME"] = str(tmp_path / "home")       # no ~/.netrc from `wandb login`
     proc = subprocess.run(
-        [sys.executable, "-m", "reasoning_sft.train", "data.source.num_samples=32", "trainer.max_steps=2",
+        [sys.executable, "-m", "reasoning_sft.train", "data.source.num_problems=32", "trainer.max_steps=2",
          "eval=synthetic", "eval.num_problems=4", "eval.max_new_tokens=8", f"hydra.run.dir={tmp_path}/run"],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -177,7 +177,7 @@ def test_ctrl_c_ends_in_one_line_and_a_status(tmp_path):
     import signal
     import time
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reasoning_sft.train", "data.source.num_samples=2000", "trainer.max_steps=400",
+        [sys.executable, "-m", "reasoning_sft.train", "data.source.num_problems=2000", "trainer.max_steps=400",
          "trainer.logging_steps=1", "logger=none", f"hydra.run.dir={tmp_path}/run"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300

@@ -78,10 +78,10 @@ def _make_record(terms: list[int], rng: random.Random, reflection_prob: float,
     )
 
 
-def generate_records(num_samples: int, seed: int = 0, split: str = "train", num_terms: int = 3,
+def generate_records(num_problems: int, seed: int = 0, split: str = "train", num_terms: int = 3,
                      digits: int = 2, reflection_prob: float = 0.5, column_steps: bool = False,
                      final_check_prob: float = 0.0) -> list[Record]:
-    """`num_samples` distinct problems of one split; the same seed gives a prefix-stable list.
+    """`num_problems` distinct problems of one split; the same seed gives a prefix-stable list.
 
     column_steps: spell each addition out column by column (with carries), a longer trace whose every
     digit is a local sum; False gives one line per addition.
@@ -93,11 +93,11 @@ def generate_records(num_samples: int, seed: int = 0, split: str = "train", num_
     rng = random.Random(f"{seed}-{split}")
     lo, hi = 10 ** (digits - 1), 10 ** digits - 1
     capacity = (hi - lo + 1) ** num_terms // 20   # a test split gets ~1/10: stay well under it
-    if num_samples > capacity:
-        raise ConfigError(f"data.source.num_samples={num_samples}: {num_terms} terms of {digits} digits give "
+    if num_problems > capacity:
+        raise ConfigError(f"data.source.num_problems={num_problems}: {num_terms} terms of {digits} digits give "
                           f"about {capacity} distinct problems per split at most")
     records, seen = [], set()
-    while len(records) < num_samples:
+    while len(records) < num_problems:
         terms = [rng.randint(lo, hi) for _ in range(num_terms)]
         expr = " + ".join(map(str, terms))
         if expr in seen or _split_of(expr) != split:

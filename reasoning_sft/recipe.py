@@ -1,0 +1,313 @@
+"""The training recipe, in torchtune's manner: one rank's run as a small class over the library's
+parts. `SFTRecipe(cfg, run_dir).run()` reads as the pipeline:
+
+    setup_data  -> the prepare stage's records, tokenized (and packed); data_card.json
+    setup_model -> TrainingArguments first (ZeRO-3 then builds the model partitioned), the model,
+                   packed attention / chunked loss / LoRA, the Trainer and its callbacks
+    fit         -> trainer.train (resumable); trainer_state.json holds the log history
+    save        -> final_model/ (gathered under ZeRO-3), reloaded and checked against the trained logits
+    evaluate    -> eval.tasks on rank 0, in the training format
+    summarize   -> summary.json
+
+train.py validates, resumes and launches; this class is what each rank runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+from transformers import DataCollatorForSeq2Seq, set_seed
+
+from reasoning_sft.checkpoints import CheckpointCallback, check_resumed_data, seconds_trained
+from reasoning_sft.cli import hydra_runtime
+from reasoning_sft.chunked_loss import add_chunked_loss
+from reasoning_sft.config import (data_parallel_size, grad_accumulation, sequence_parallel_size, training_dtype,
+                                  world_size)
+from reasoning_sft.cpu_allocator import keep_freed_memory
+from reasoning_sft.diagnostics import Diagnostics, ProgressLog, print_start, show_bar, startup_seconds
+from reasoning_sft.errors import ConfigError
+from reasoning_sft.evaluation import generation_budget
+from reasoning_sft.formatting import get_style, tokenize_records, training_system_prompt
+from reasoning_sft.launch import finish_distributed, rank
+from reasoning_sft.lm_eval_tasks import run_tasks
+from reasoning_sft.model_card import write_and_push
+from reasoning_sft.models import count_parameters, load_pretrained_tokenizer, load_saved_model
+from reasoning_sft.packing import PackedCollator, pack_examples, use_packed_attention
+from reasoning_sft.prepare import prepare_records, token_stats
+from reasoning_sft.prompts import write_model_format
+from reasoning_sft.records import content_hash
+from reasoning_sft.rundir import finish_stage, write_json
+from reasoning_sft.sft_trainer import SequenceParallelCollator, SFTTrainer, quiet_tied_weights_warning, training_arguments
+from reasoning_sft.wandb_logging import init_wandb, log_eval
+
+
+class SFTRecipe:
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.is_main = rank() == 0
+        self.resumed = cfg.trainer.resume not in (None, "never", "auto")
+        self.t0 = time.time()
+        self.wandb_run = None
+
+    def run(self) -> dict:
+        """The whole rank's run; summary.json's content on rank 0, {} on the others."""
+        set_seed(self.cfg.seed)
+        if not torch.cuda.is_available():
+            keep_freed_memory()   # each step reuses the last step's pages (reasoning_sft/cpu_allocator.py)
+        self.setup_data()
+        if self.is_main:
+            self.wandb_run = init_wandb(self.cfg, self.run_dir, "train", {"data_card": self.card},
+                                        resume=self.resumed)
+        try:
+            self.setup_model()
+            self.fit()
+            if self.preempted():
+                finish_distributed()
+                return self.finish_preempted() if self.is_main else {}
+            self.save()
+            if not self.is_main:
+                return {}
+            self.evaluate()
+            return self.summarize()
+        finally:
+            if self.wandb_run:
+                self.wandb_run.finish()   # in `finally`: a failed multirun job must not leak into the next
+
+    def setup_data(self) -> None:
+        cfg = self.cfg
+        self.tokenizer = instantiate(cfg.model.tokenizer)
+        examples, self.card = prepare_examples(cfg, self.tokenizer)
+        if self.resumed:   # before this run's card replaces the old one
+            check_resumed_data(Path(cfg.trainer.resume), self.card["training_hash"])
+        self.train_dataset, self.collator = examples, None
+        if cfg.trainer.packing:   # rows of whole samples, best-fit decreasing (reasoning_sft/packing.py)
+            bins, self.card["packing"] = pack_examples(examples, cfg.trainer.pack_length or cfg.data.max_seq_len,
+                                                       cfg.seed)
+            self.train_dataset, self.collator = [{"samples": b} for b in bins], PackedCollator()
+        if len(self.train_dataset) < world_size(cfg):
+            raise ConfigError(f"trainer.nproc_per_node x nnodes = {world_size(cfg)} processes but only "
+                              f"{len(self.train_dataset)} training {'rows' if cfg.trainer.packing else 'samples'}: "
+                              "every rank needs at least one")
+        if self.is_main:
+            write_json(self.run_dir / "data_card.json", self.card)
+        self.data_seconds = time.time() - self.t0
+
+    def setup_model(self) -> None:
+        cfg, tokenizer = self.cfg, self.tokenizer
+        self.precision, dtype = training_dtype(cfg)
+        # TrainingArguments before the model: under ZeRO-3 the model is then built partitioned
+        # (zero.Init), so no rank ever holds a full 32B copy.
+        args = training_arguments(cfg, self.run_dir, self.precision, ["wandb"] if self.wandb_run else ["none"])
+        t_model = time.time()
+        model = instantiate(cfg.model.network, tokenizer=tokenizer, dtype=dtype, seed=cfg.seed)
+        self.num_params = count_parameters(model)
+        self.base_model, self.attention = model, None
+        if cfg.trainer.packing:
+            self.attention = use_packed_attention(model)   # restored before saving
+        if cfg.trainer.loss_chunk_tokens and not cfg.trainer.liger_kernel:
+            add_chunked_loss(model, cfg.trainer.loss_chunk_tokens)   # long rows: logits one chunk at a time
+        if cfg.peft.enabled:
+            from peft import get_peft_model
+            model = get_peft_model(model, instantiate(cfg.peft.config))
+        self.trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+        self.model_seconds = time.time() - t_model
+        self.diagnostics = Diagnostics(self.run_dir)
+        self.checkpointing = CheckpointCallback(cfg.trainer.save_total_limit,
+                                                seconds_trained(Path(cfg.trainer.resume)) if self.resumed else 0.0)
+        sp = sequence_parallel_size(cfg)
+        collator = self.collator or (SequenceParallelCollator(tokenizer, sp, cfg.data.max_seq_len) if sp > 1 else
+                                     DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+        self.trainer = SFTTrainer(model=model, args=args, train_dataset=self.train_dataset, processing_class=tokenizer,
+                                  data_collator=collator, callbacks=[self.checkpointing, self.diagnostics],
+                                  samples_seen=self.diagnostics.samples_seen,
+                                  activation_offload=cfg.trainer.activation_offload)
+        if not show_bar(cfg):   # our step / total / ETA lines instead of the Trainer's bare dicts
+            from transformers.trainer_callback import PrinterCallback
+            self.trainer.remove_callback(PrinterCallback)
+            self.trainer.add_callback(ProgressLog())
+        if self.is_main:
+            print_start(cfg, self.run_dir, self.card, self.num_params, args)
+        if self.resumed:
+            quiet_tied_weights_warning(self.base_model)
+
+    def fit(self) -> None:
+        t_train = time.time()
+        self.result = self.trainer.train(resume_from_checkpoint=self.cfg.trainer.resume if self.resumed else None)
+        self.session_seconds = time.time() - t_train
+        self.train_seconds = self.checkpointing.train_seconds()   # the whole run: resumed parts included
+        if self.attention is not None:
+            self.base_model.set_attn_implementation(self.attention)   # the saved config names a standard one
+        if self.is_main:   # the Trainer's own state file: log history (loss, lr, grad norm per logging step)
+            self.trainer.state.save_to_json(str(self.run_dir / "trainer_state.json"))
+
+    def preempted(self) -> bool:
+        return self.checkpointing.preempted_at is not None
+
+    def finish_preempted(self) -> dict:
+        step = self.checkpointing.preempted_at
+        print(f"SIGTERM: checkpoint saved at step {step}; resume with the same command plus "
+              f"hydra.run.dir={self.run_dir} trainer.resume=auto", file=sys.stderr)
+        return finish_stage(self.run_dir, "train", status="preempted", experiment=self.cfg.experiment_name,
+                            train={"steps": step,
+                                   "checkpoint": str(self.run_dir / "checkpoints" / f"checkpoint-{step}")},
+                            eval={}, wandb=None, total_seconds=round(time.time() - self.t0, 1))
+
+    def save(self) -> None:
+        """final_model/ (checked), then the training format beside it; on ranks > 0 only the collective part."""
+        cfg = self.cfg
+        self.save_check = None
+        if cfg.trainer.save_final_model:
+            self.save_check = save_final_model(self.trainer, self.tokenizer, cfg, self.run_dir)   # ends the group
+        else:
+            finish_distributed()   # what follows is rank 0's alone
+        if not self.is_main:
+            return
+        # Evaluation prompts default to the training format: saved with the model, used below.
+        with open_dict(cfg):
+            cfg.data.format.system_prompt = self.card["system_prompt"]
+        if cfg.trainer.save_final_model:
+            write_model_format(self.run_dir / "final_model", cfg.data.format.thinking_style,
+                               self.card["system_prompt"], cfg.data.max_seq_len)
+
+    def evaluate(self) -> None:
+        self.evaluation = {}
+        if self.cfg.eval.after_train:
+            generation_budget(self.cfg, self.cfg.data.max_seq_len)
+            model = eval_model(self.trainer, self.cfg, self.run_dir)
+            self.evaluation = run_tasks(model, self.tokenizer, self.cfg, self.run_dir)
+            if self.wandb_run:
+                log_eval(self.wandb_run, self.evaluation, self.run_dir)
+
+    def summarize(self) -> dict:
+        cfg, trainer, card = self.cfg, self.trainer, self.card
+        history = trainer.state.log_history
+        losses = [e["loss"] for e in history if "loss" in e]
+        results = {
+            "experiment": cfg.experiment_name,
+            "model": cfg.model.name, "num_parameters": self.num_params, "trainable_parameters": self.trainable,
+            "data": card,
+            "train": {"steps": trainer.state.global_step, "first_loss": losses[0], "final_loss": losses[-1],
+                      "mean_train_loss": mean_logged_loss(history, self.result.training_loss),
+                      "train_seconds": round(self.train_seconds, 1),
+                      "this_session_seconds": round(self.session_seconds, 1),
+                      "tokens_seen": card["sequence_tokens"]["total"] * trainer.state.num_train_epochs,
+                      "precision": self.precision, "gradient_accumulation": grad_accumulation(cfg),
+                      "world_size": trainer.args.world_size, "data_parallel_size": data_parallel_size(cfg),
+                      "sequence_parallel_size": sequence_parallel_size(cfg),   # tokens_seen: real tokens, once each
+                      "resumed_from": cfg.trainer.resume if self.resumed else None},
+            "save_check": self.save_check,
+            "eval": self.evaluation,
+            "wandb": {"run_id": self.wandb_run.id, "dir": self.wandb_run.dir} if self.wandb_run else None,
+            "startup_seconds": startup_seconds(self.t0, self.data_seconds, self.model_seconds,
+                                               self.diagnostics.first_step_at),
+            "total_seconds": round(time.time() - self.t0, 1),
+        }
+        if self.wandb_run:
+            self.wandb_run.summary.update({"data_hash": card["training_hash"], "total_seconds": results["total_seconds"]})
+        if cfg.trainer.save_final_model:
+            hc = hydra_runtime()
+            results["hub"] = write_and_push(self.run_dir / "final_model", cfg, results,
+                                            list(hc.overrides.task) if hc else [])
+        return finish_stage(self.run_dir, "train", **results)
+
+
+def prepare_examples(cfg: DictConfig, tokenizer) -> tuple[list[dict], dict]:
+    """The prepare stage's records, tokenized with assistant-only labels; the card counts all."""
+    records, card = prepare_records(cfg, tokenizer, measure_traces=False)
+    examples, counts = tokenize_records(records, tokenizer, get_style(cfg.data.format.thinking_style),
+                                        cfg.data.max_seq_len, cfg.data.overflow,
+                                        cfg.data.format.system_prompt)
+    if not examples:
+        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len}: too small for any of the "
+                          f"{len(records)} samples of data={cfg.data.name} ({dict(counts)})")
+    card["tokenization"] = dict(counts)
+    card["system_prompt"] = training_system_prompt(records, cfg.data.format.system_prompt)
+    traces = [e["thinking_tokens"] for e in examples if e["thinking_tokens"] is not None]
+    card["trace_tokens"] = token_stats(traces) if traces else {}   # in context, of the kept samples
+    lengths = [len(e["input_ids"]) for e in examples]
+    card["sequence_tokens"] = token_stats(lengths)
+    card["supervised_tokens"] = sum(e["supervised_tokens"] for e in examples)
+    card["examples"] = len(examples)
+    kept = {e["id"] for e in examples}   # names the exact training set (tokenization may drop some)
+    card["training_hash"] = card["content_hash"] if len(kept) == len(records) else \
+        content_hash(r for r in records if r.id in kept)
+    return [{"input_ids": e["input_ids"], "labels": e["labels"], "sample_index": i}
+            for i, e in enumerate(examples)], card
+
+
+def mean_logged_loss(log_history: list[dict], fallback: float) -> float:
+    """Mean training loss over the whole run, each logged loss weighted by the steps it covers. After a
+    resume the log history holds the checkpoint's entries too (the Trainer's own figure would cover
+    only the resumed steps)."""
+    total = steps = 0.0
+    previous = 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            covered = max(entry["step"] - previous, 1)
+            total += float(entry["loss"]) * covered
+            steps += covered
+            previous = entry["step"]
+    return total / steps if steps else fallback
+
+
+PROBE_TEXT = "Check: 12 + 30 = 42."
+
+
+def _probe_logits(model, tokenizer) -> torch.Tensor:
+    """Logits of a fixed text. Under ZeRO-3 every rank must run it (the forward gathers weights)."""
+    ids = tokenizer(PROBE_TEXT, return_tensors="pt").input_ids.to(next(model.parameters()).device)
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float().cpu()
+
+
+def save_final_model(trainer, tokenizer, cfg: DictConfig, run_dir: Path) -> dict | None:
+    """Save the full model (gathered from every ZeRO-3 rank) or the LoRA adapter; then, when
+    `trainer.verify_save`, reload it in this process and compare its logits with the trained model's.
+    A ZeRO-3 save that wrote empty or stale shards fails here instead of at evaluation."""
+    out = run_dir / "final_model"
+    trained = _probe_logits(trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model, tokenizer) \
+        if cfg.trainer.verify_save else None
+    trainer.save_model(str(out))
+    finish_distributed()   # the gathered save was the last collective step; the rest is rank 0's
+    if rank() != 0:
+        return None
+    tokenizer.save_pretrained(str(out))
+    if cfg.peft.enabled and cfg.peft.merge_after_train and not trainer.is_deepspeed_enabled:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(run_dir / "merged_model"))
+        tokenizer.save_pretrained(str(run_dir / "merged_model"))
+    if trained is None:
+        return None
+    torch.save(trained, run_dir / "final_model_probe_logits.pt")   # a fresh process can compare too
+    reloaded = _probe_logits(load_final_model(cfg, out), tokenizer)
+    diff = (reloaded - trained).abs().max().item()
+    if diff > 1e-3 * max(1.0, trained.abs().max().item()):
+        raise RuntimeError(f"{out}: the saved model's logits differ from the trained model's by {diff:.3g}")
+    return {"probe": PROBE_TEXT, "max_abs_logit_diff": diff}
+
+
+def load_final_model(cfg: DictConfig, path: Path):
+    """The saved final model as a plain (unpartitioned) float32 model: the full model, or the adapter
+    on the base the config names (a tiny base is rebuilt from its seed), not merged."""
+    base = None
+    if cfg.peft.enabled:
+        base = instantiate(cfg.model.network, tokenizer=load_pretrained_tokenizer(str(path)), dtype=torch.float32,
+                           seed=cfg.seed)
+    return load_saved_model(path, "final_model", dtype=torch.float32, adapter_base=base, merge_adapter=False)[0]
+
+
+def eval_model(trainer, cfg: DictConfig, run_dir: Path):
+    """The model to evaluate on rank 0: the trained one in memory, or (when it is partitioned or
+    sharded across ranks) the saved final model loaded whole."""
+    if trainer.args.world_size == 1 and not trainer.is_deepspeed_enabled:
+        return trainer.model
+    if not cfg.trainer.save_final_model:
+        raise ConfigError("eval.after_train=true with several processes needs trainer.save_final_model=true "
+                          "(rank 0 evaluates the saved model)")
+    return load_final_model(cfg, run_dir / "final_model")

@@ -1,0 +1,165 @@
+"""Every evaluation task in one registry. A `Task` says where its problems come from, how one is asked,
+what its answer is and how a response is graded; the in-process runner (evaluation.py, the synthetic
+task run after every training) and the lm-evaluation-harness adapter (lm_eval_tasks.py, the papers'
+benchmarks) both read these entries. Adding a benchmark is one entry here plus its data file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+from reasoning_sft.code_tasks import CODE_TASKS, extract_code, in_window, problem_from_row, problem_prompt
+from reasoning_sft.data.loaders import read_rows
+from reasoning_sft.data.synthetic import generate_records
+from reasoning_sft.errors import ConfigError
+from reasoning_sft.grading import Grade, grade_letter_response, grade_response
+from reasoning_sft.prompts import eval_prompt
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    docs: Callable[[DictConfig], list[Any]]       # the problems; a ConfigError naming the key when missing
+    prompt: Callable[[Any, DictConfig], str]      # the user turn for one problem
+    target: Callable[[Any, DictConfig], str]      # what a response is graded against (gold, letter, problem id)
+    grade: Callable[[str, Any, DictConfig], Grade]
+    in_process: bool = False                      # run without lm-eval (the synthetic task, after every training)
+
+
+def truncated_policy(cfg: DictConfig) -> str:
+    return (cfg.eval.get("grading") or {}).get("truncated", "wrong")
+
+
+def grade_math(generation: str, gold: str, cfg: DictConfig) -> Grade:
+    """math-verify on the answer section of the model's thinking style (reasoning_sft/grading.py)."""
+    return grade_response(generation, gold, cfg.data.format.thinking_style, truncated_policy(cfg),
+                          (cfg.eval.get("grading") or {}).get("timeout_seconds", 5))
+
+
+# --- the synthetic task: held-out problems of the training generator's own kind ---------------------
+
+def synthetic_docs(cfg: DictConfig) -> list[dict]:
+    """The `test` split of the generator (never trained on), `eval.num_problems` of them."""
+    src = cfg.data.source
+    records = generate_records(num_problems=cfg.eval.num_problems, seed=cfg.seed, split="test",
+                               num_terms=src.get("num_terms", 3), digits=src.get("digits", 2))
+    return [{"id": r.id, "question": r.question, "answer": r.metadata["gold_answer"]} for r in records]
+
+
+# --- math benchmarks: a jsonl under eval.data_dir ----------------------------------------------------
+
+def math_benchmark(name: str, file: str, question: str, answer: str) -> Task:
+    def docs(cfg: DictConfig) -> list[dict]:
+        path = Path(str(cfg.eval.data_dir)) / file
+        if not path.is_file():
+            raise ConfigError(f"eval.tasks: {name} reads {path}, which does not exist (set eval.data_dir)")
+        return [row for _, row in read_rows(str(path))]
+
+    def target(doc: dict, cfg: DictConfig) -> str:
+        gold = doc[answer]
+        if isinstance(gold, list):          # OlympiadBench: a list of final answers, "$...$"-wrapped
+            gold = ", ".join(str(g).strip("$") for g in gold)
+        return str(gold)
+
+    return Task(name, docs, lambda doc, cfg: eval_prompt(cfg)[1].format(question=doc[question]), target,
+                lambda generation, doc, cfg: grade_math(generation, target(doc, cfg), cfg))
+
+
+# --- GPQA-Diamond: the user's own copy, four choices in a seeded order ---------------------------------
+
+GPQA_PROMPT = ("{question}\n\n{choices}\n\nPlease reason step by step, and put the letter of the correct "
+               "choice within \\boxed{{}}.")
+LETTERS = "ABCD"
+
+
+def gpqa_choices(doc: dict, seed: int) -> tuple[list[str], str]:
+    """The four choices in a seeded order fixed per question, and the correct letter."""
+    choices = [doc["Correct Answer"], doc["Incorrect Answer 1"], doc["Incorrect Answer 2"], doc["Incorrect Answer 3"]]
+    rng = random.Random(f"{seed}-{hashlib.sha256(doc['Question'].encode()).hexdigest()}")
+    order = list(range(4))
+    rng.shuffle(order)
+    return [str(choices[i]).strip() for i in order], LETTERS[order.index(0)]
+
+
+def gpqa_docs(cfg: DictConfig) -> list[dict]:
+    """The official CSV (Question, Correct Answer, Incorrect Answer 1-3). Its authors ask that
+    examples not be posted in plain text: it is never bundled."""
+    path = cfg.eval.get("gpqa_path")
+    if not path or not Path(str(path)).is_file():
+        raise ConfigError(f"eval.gpqa_path={path!r}: GPQA-Diamond is read only from your own copy "
+                          "(gpqa_diamond.csv); set eval.gpqa_path")
+    with open(str(path), newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for i, row in enumerate(rows, 2):
+        missing = [c for c in ("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
+                               "Incorrect Answer 3") if c not in row]
+        if missing:
+            raise ConfigError(f"{path}:{i}: no {missing[0]!r} column (eval.gpqa_path: GPQA-Diamond as released)")
+    return rows
+
+
+def gpqa_prompt(doc: dict, cfg: DictConfig) -> str:
+    choices, _ = gpqa_choices(doc, cfg.seed)
+    return GPQA_PROMPT.format(question=doc["Question"].strip(),
+                              choices="\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices)))
+
+
+def grade_gpqa(generation: str, doc: dict, cfg: DictConfig) -> Grade:
+    return grade_letter_response(generation, gpqa_choices(doc, cfg.seed)[1], cfg.data.format.thinking_style,
+                                 truncated_policy(cfg))
+
+
+# --- code: LiveCodeBench (or APPS / TACO rows in its format), run in the sandbox ----------------------
+
+def code_docs(cfg: DictConfig) -> list:
+    """The problems of `eval.code.path` (LiveCodeBench's released rows) inside the release window."""
+    from reasoning_sft.sandbox import require_harness
+    require_harness()
+    c = cfg.eval.get("code")
+    if c is None:
+        raise ConfigError("eval.code: the code tasks' settings are missing: use eval=code (conf/eval/code.yaml)")
+    if not c.get("path") or not Path(str(c.path)).is_file():
+        raise ConfigError(f"eval.code.path={c.get('path')!r}: a jsonl of LiveCodeBench problems (its released "
+                          "format) is needed for the code tasks")
+    problems = [p for p in (problem_from_row(row, where, bool(c.get("public_only", False)))
+                            for where, row in read_rows(str(c.path)))
+                if in_window(p, c.get("start_date"), c.get("end_date"))]
+    if not problems:
+        raise ConfigError(f"eval.code.path={c.path}: no problem between eval.code.start_date={c.get('start_date')} "
+                          f"and eval.code.end_date={c.get('end_date')}")
+    return problems
+
+
+def grade_code(generation: str, problem, cfg: DictConfig) -> Grade:
+    """The last code block of the answer run on every test of the problem in the sandbox; the
+    verdict (passed, wrong_answer, timeout, ...) is the outcome."""
+    from reasoning_sft.sandbox import Limits, run_program
+    c = cfg.eval.code
+    program = extract_code(generation, cfg.data.format.thinking_style)
+    v = run_program(program, problem.input_output, Limits(c.timeout_seconds, c.memory_mb, c.file_mb, c.processes))
+    return Grade(v["verdict"] == "passed", program, v["verdict"])
+
+
+TASKS: dict[str, Task] = {
+    "synthetic": Task("synthetic", synthetic_docs, lambda doc, cfg: eval_prompt(cfg)[1].format(question=doc["question"]),
+                      lambda doc, cfg: doc["answer"],
+                      lambda generation, doc, cfg: grade_math(generation, doc["answer"], cfg), in_process=True),
+    **{name: math_benchmark(name, *spec) for name, spec in {
+        "aime24": ("aime24.jsonl", "problem", "answer"),
+        "aime25": ("aime25.jsonl", "problem", "answer"),
+        "amc23": ("amc23.jsonl", "problem", "answer"),
+        "math500": ("math500.jsonl", "problem", "answer"),
+        "olympiadbench": ("olympiadbench.jsonl", "question", "final_answer"),
+    }.items()},
+    "gpqa_diamond": Task("gpqa_diamond", gpqa_docs, gpqa_prompt, lambda doc, cfg: gpqa_choices(doc, cfg.seed)[1],
+                         grade_gpqa),
+    **{name: Task(name, code_docs, lambda problem, cfg: problem_prompt(problem), lambda problem, cfg: problem.id,
+                  grade_code) for name in CODE_TASKS},
+}
