@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import TrainerCallback
 
+from reasoning_sft.models import count_parameters
 from reasoning_sft.rundir import write_json
 
 IMPORTED_AT = time.time()   # start-up accounting: process start -> imports -> composition -> first step
@@ -36,7 +37,7 @@ class Diagnostics(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         params = list(model.parameters())
         report = {"rank": args.process_index, "world_size": args.world_size,
-                  "parameters_full": sum(getattr(p, "ds_numel", p.numel()) for p in params),
+                  "parameters_full": count_parameters(model),
                   "parameters_local": sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
                                           for p in params),
                   "optimizer_state_bytes": optimizer_state_bytes(optimizer),
