@@ -40,3 +40,8 @@ def _model_tag(model_path, model_name) -> str:
 
 if not _OmegaConf.has_resolver("model_tag"):
     _OmegaConf.register_new_resolver("model_tag", _model_tag)
+
+# The typed groups' schemas (trainer, data, eval) must be in Hydra's ConfigStore before any composition.
+from reasoning_sft.schema import register as _register_schemas  # noqa: E402
+
+_register_schemas()

@@ -6,15 +6,14 @@ signature of the function they name (torchtune's habit): a misspelt key fails he
 
 from __future__ import annotations
 
-import difflib
 import inspect
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from reasoning_sft.errors import ConfigError
+from reasoning_sft.schema import DataConfig, EvalConfig, TrainerConfig, typed
 
 # Arguments the code passes itself when it instantiates a node (not set in YAML).
 RUNTIME_KWARGS = {
@@ -23,8 +22,6 @@ RUNTIME_KWARGS = {
     "reasoning_sft.curate.keyword_domain": {"rec"},
 }
 RUNTIME_KWARGS_BY_MODULE = {"reasoning_sft.ablation": {"records", "ctx"}}   # transforms: fn(records, ctx, ...)
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts")
 
 
 def _check(ok: bool, key: str, expected: str, value: Any) -> None:
@@ -32,8 +29,15 @@ def _check(ok: bool, key: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r}: expected {expected}")
 
 
+def _is_none(node: Any) -> bool:
+    """A typed list or dict key set to null is a container node holding None (schema.py's Optional fields)."""
+    return isinstance(node, (DictConfig, ListConfig)) and node._is_none()
+
+
 def check_targets(node: Any, key: str = "") -> None:
     """Every `_target_` resolves and its keys match the target's signature."""
+    if _is_none(node):
+        return
     if isinstance(node, DictConfig):
         if "_target_" in node:
             target = node["_target_"]
@@ -71,6 +75,8 @@ def import_target(target: str) -> Any:
 def _check_rates(node: Any, key: str = "") -> None:
     """Any `rate`, `*_rate`, `*_prob` or `*_ratio` anywhere is a share: it must lie in [0, 1]
     (a learning rate is no share: it is checked on its own)."""
+    if _is_none(node):
+        return
     if isinstance(node, DictConfig):
         for k in node.keys():
             v = node._get_node(k)
@@ -85,39 +91,6 @@ def _check_rates(node: Any, key: str = "") -> None:
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):
             _check_rates(item, f"{key}[{i}]")
-
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-# Keys whose default is null take one of these types; a key not listed accepts any value.
-NULLABLE_TYPES = {"pack_length": int, "hub_model_id": str, "hostfile": str, "master_port": int}
-MIXED_TYPES = {"progress_bar": (str, bool)}   # auto | true | false
-
-
-def check_group_schema(node: DictConfig, schema_file: Path, key: str) -> None:
-    """Every key of `node` exists in its group's default file and has that default's type: a misspelt
-    `+trainer.learnig_rate=1e-5` or `trainer.max_steps=abc` is refused in one line naming the key."""
-    schema = OmegaConf.to_container(OmegaConf.load(schema_file), resolve=False)
-    for k in node.keys():
-        if k not in schema:
-            near = difflib.get_close_matches(str(k), [str(x) for x in schema.keys()], n=1)
-            raise ConfigError(f"{key}.{k}: not a key of {key} ({schema_file.relative_to(CONF_DIR.parent)})"
-                              + (f"; did you mean {key}.{near[0]}?" if near else ""))
-        value, default = node[k], schema[k]
-        if value is None or isinstance(value, (DictConfig, ListConfig)) or \
-                (isinstance(default, str) and default.startswith("${")):   # an interpolation: any type
-            continue
-        expected = MIXED_TYPES.get(k) or (NULLABLE_TYPES.get(k) if default is None else type(default))
-        if expected is None:
-            continue
-        if expected is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif expected is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, expected)
-        names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-        wanted = " or ".join(names.get(t, t.__name__) for t in (expected if isinstance(expected, tuple) else (expected,)))
-        _check(ok, f"{key}.{k}", wanted, value)
 
 
 def world_size(cfg: DictConfig) -> int:
@@ -149,37 +122,13 @@ def grad_accumulation(cfg: DictConfig) -> int:
 def validate_train_config(cfg: DictConfig) -> None:
     """Everything that can be known wrong before a tokenizer, dataset or model is built."""
     validate_prepare_config(cfg)   # first: missing values, data, ablation, every _target_
-    check_group_schema(cfg.trainer, CONF_DIR / "trainer" / "default.yaml", "trainer")
-    t = cfg.trainer
-    _check(isinstance(t.learning_rate, (int, float)) and t.learning_rate > 0,
-           "trainer.learning_rate", "a positive number", t.learning_rate)
-    _check(t.weight_decay >= 0, "trainer.weight_decay", "a number >= 0", t.weight_decay)
-    _check(0 <= t.adam_beta1 < 1, "trainer.adam_beta1", "a number in [0, 1)", t.adam_beta1)
-    _check(0 <= t.adam_beta2 < 1, "trainer.adam_beta2", "a number in [0, 1)", t.adam_beta2)
-    _check(t.max_grad_norm > 0, "trainer.max_grad_norm", "a positive number", t.max_grad_norm)
-    _check(t.num_epochs > 0 or t.max_steps > 0, "trainer.num_epochs",
-           "> 0 (or trainer.max_steps > 0)", t.num_epochs)
-    for k in ("micro_batch_size", "global_batch_size", "nproc_per_node", "nnodes", "logging_steps"):
-        _check(isinstance(t[k], int) and t[k] >= 1, f"trainer.{k}", "an integer >= 1", t[k])
-    _check(t.precision in PRECISIONS, "trainer.precision", f"one of {PRECISIONS}", t.precision)
-    _check(t.sampling in ("random", "group_by_length"), "trainer.sampling", "'random' or 'group_by_length'",
-           t.sampling)
-    chunk = t.get("loss_chunk_tokens", 0)
-    _check(isinstance(chunk, int) and chunk >= 0, "trainer.loss_chunk_tokens", "an integer >= 0 (0: the model's own loss)",
-           chunk)
-    _check(isinstance(t.save_steps, int) and t.save_steps >= 0, "trainer.save_steps", "an integer >= 0", t.save_steps)
-    _check(isinstance(t.save_total_limit, int) and t.save_total_limit >= 1, "trainer.save_total_limit",
-           "an integer >= 1", t.save_total_limit)
-    _check(t.resume is not None and isinstance(t.resume, str), "trainer.resume",
-           "'never', 'auto' or a checkpoint dir", t.resume)
+    t = typed(cfg.trainer, TrainerConfig, "trainer")   # every key, its type and range (reasoning_sft/schema.py)
+    typed(cfg.eval, EvalConfig, "eval")
     if t.packing:
-        _check(t.sampling == "random", "trainer.sampling", "'random' with trainer.packing=true (packing already "
-               "removes padding)", t.sampling)
-        _check(t.pack_length is None or (isinstance(t.pack_length, int) and t.pack_length >= cfg.data.max_seq_len),
+        _check(t.pack_length is None or t.pack_length >= cfg.data.max_seq_len,
                "trainer.pack_length", f"null or an integer >= data.max_seq_len={cfg.data.max_seq_len}", t.pack_length)
-    _check(t.lr_scheduler in SCHEDULERS, "trainer.lr_scheduler", f"one of {SCHEDULERS}", t.lr_scheduler)
-    sp = t.get("sequence_parallel_size", 1)
-    _check(isinstance(sp, int) and sp >= 1 and world_size(cfg) % sp == 0, "trainer.sequence_parallel_size",
+    sp = t.sequence_parallel_size
+    _check(world_size(cfg) % sp == 0, "trainer.sequence_parallel_size",
            f"an integer >= 1 dividing nproc_per_node x nnodes = {world_size(cfg)}", sp)
     if sp > 1:
         _check(cfg.deepspeed.get("config") is not None, "trainer.sequence_parallel_size",
@@ -201,21 +150,7 @@ def validate_prepare_config(cfg: DictConfig) -> None:
     if missing:
         raise ConfigError(f"{missing[0]}: a required value is missing (set it on the command line, "
                           f"e.g. {missing[0]}=...)" + (f"; also missing: {missing[1:]}" if missing[1:] else ""))
-    d = cfg.data
-    _check(isinstance(d.max_seq_len, int) and d.max_seq_len >= 16, "data.max_seq_len",
-           "an integer >= 16", d.max_seq_len)
-    _check(d.overflow in ("drop", "truncate"), "data.overflow", "'drop' or 'truncate'", d.overflow)
-    from reasoning_sft.formatting import THINKING_STYLES
-    _check(d.format.thinking_style in THINKING_STYLES, "data.format.thinking_style",
-           f"one of {sorted(THINKING_STYLES)}", d.format.thinking_style)
-    on_error = d.source.get("on_error", "raise")
-    _check(on_error in ("raise", "skip"), "data.source.on_error", "'raise' or 'skip'", on_error)
-    for k in ("num_samples", "min_trace_tokens", "max_trace_tokens", "samples_per_bucket"):
-        v = d.get(k)
-        _check(v is None or (isinstance(v, int) and v >= 0), f"data.{k}", "null or an integer >= 0", v)
-    for i, bucket in enumerate(d.get("length_buckets") or []):
-        _check(len(bucket) == 2 and 0 <= bucket[0] < bucket[1], f"data.length_buckets[{i}]",
-               "[low, high) token bounds with 0 <= low < high", list(bucket))
+    typed(cfg.data, DataConfig, "data")   # keys, types and ranges (reasoning_sft/schema.py)
     _check_rates(cfg)
     check_targets(cfg)
 

@@ -96,7 +96,7 @@ def print_start(cfg: DictConfig, run_dir: Path, card: dict, num_params: int, arg
           f"model:       {cfg.model.name} ({num_params:,} parameters{', LoRA' if cfg.peft.enabled else ''})\n"
           f"data:        {cfg.data.name}: {card['examples']} examples, {card['sequence_tokens']['total']:,} tokens, "
           f"style {cfg.data.format.thinking_style}, max_seq_len {cfg.data.max_seq_len}\n"
-          f"schedule:    {t.num_epochs} epochs{f' (max_steps {t.max_steps})' if t.max_steps > 0 else ''}, global batch "
+          f"schedule:    {t.num_epochs:g} epochs{f' (max_steps {t.max_steps})' if t.max_steps > 0 else ''}, global batch "
           f"{t.global_batch_size} = {t.micro_batch_size} x {args.gradient_accumulation_steps} x {args.world_size} "
           f"ranks, lr {t.learning_rate} {t.lr_scheduler}, {args.bf16 and 'bf16' or args.fp16 and 'fp16' or 'fp32'}"
           f"{', packing' if t.packing else ''}{zero}",

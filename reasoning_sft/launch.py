@@ -5,7 +5,7 @@ One Hydra process composes, validates and resolves the config, writes it to the 
 worker runs `python -m reasoning_sft.train_worker <run dir>`: it reads that frozen config.yaml and
 writes into the same run dir, so no rank re-runs Hydra (no per-rank `${now:}` dirs, no `--local_rank`
 argument for Hydra to reject). Under SLURM (hydra/launcher=slurm) every task is already one rank:
-`slurm_rank_env` maps SLURM's variables to torch's and the task trains in-process.
+`slurm_rank_env` maps SLURM's variables to torch's (submitit reads them) and the task trains in-process.
 """
 
 from __future__ import annotations
@@ -38,27 +38,18 @@ def is_worker() -> bool:
     return os.environ.get(WORKER_ENV) == "1" or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def slurm_rank_env(env: dict[str, str], master_port: int | None = None) -> dict[str, str]:
-    """torch.distributed's variables from SLURM's (one task per rank, as hydra-submitit-launcher
-    starts them). Empty when this is not a multi-task SLURM job."""
-    ntasks = int(env.get("SLURM_NTASKS", "1"))
-    if ntasks <= 1 or "SLURM_PROCID" not in env:
+def slurm_rank_env(master_port: int | None = None) -> dict[str, str]:
+    """torch.distributed's variables for this SLURM task (one task per rank, as hydra-submitit-launcher
+    starts them), read by submitit, whose launcher started the task. Empty when this is not a
+    multi-task SLURM job."""
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
         return {}
-    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "localhost")
-    port = master_port or 20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000   # same on every task
-    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": str(ntasks),
-            "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
-            "LOCAL_WORLD_SIZE": env.get("SLURM_NTASKS_PER_NODE", str(ntasks)).split("(")[0],
-            "MASTER_ADDR": first_host(nodelist), "MASTER_PORT": str(port)}
-
-
-def first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: `gpu[003-005,007],cpu1` -> `gpu003`."""
-    head = nodelist.split(",")[0] if "[" not in nodelist.split(",")[0] else nodelist.split("]")[0] + "]"
-    if "[" not in head:
-        return head
-    prefix, ranges = head.split("[", 1)
-    return prefix + ranges.rstrip("]").split(",")[0].split("-")[0]
+    from submitit.helpers import TorchDistributedEnvironment
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")   # set by submitit's launcher; a plain srun task lacks it
+    dist = TorchDistributedEnvironment()   # node list, ranks; a port seeded by the job id, same on every task
+    return {"RANK": str(dist.rank), "WORLD_SIZE": str(dist.world_size), "LOCAL_RANK": str(dist.local_rank),
+            "LOCAL_WORLD_SIZE": str(dist.local_world_size), "MASTER_ADDR": dist.master_addr,
+            "MASTER_PORT": str(master_port or dist.master_port)}
 
 
 def free_port() -> int:

@@ -40,7 +40,7 @@ def run_training(cfg: DictConfig) -> dict:
     check_hardware(cfg)
     check_launch_config(cfg)
     if launcher_name(cfg) == "slurm":
-        os.environ.update(slurm_rank_env(dict(os.environ), cfg.trainer.master_port))
+        os.environ.update(slurm_rank_env(cfg.trainer.master_port))
     run_dir = Path(cfg.paths.output_dir)
     lock_run_dir(run_dir)   # before anything reads or sets aside its checkpoints
     finished = finished_summary(run_dir) if cfg.trainer.resume == "auto" else None

@@ -149,15 +149,33 @@ def test_every_stage_config_composes_and_resolves(make_cfg, stage):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("trainer.max_steps=abc", "trainer.max_steps='abc': expected an integer"),
-    ("trainer.weight_decay=abc", "trainer.weight_decay='abc': expected a number"),
-    ("+trainer.learnig_rate=1e-5", "trainer.learnig_rate: not a key of trainer (conf/trainer/default.yaml); "
-                                   "did you mean trainer.learning_rate?"),
-    ("trainer.packing=yes", "trainer.packing='yes': expected true or false"),
+    ("trainer.max_steps=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("trainer.weight_decay=abc", "Value 'abc' of type 'str' could not be converted to Float"),
+    ("trainer.packing=maybe", "Value 'maybe' is not a valid bool"),
+    ("trainer.learnig_rate=1e-5", "Key 'learnig_rate' not in 'TrainerConfig'"),
+])
+def test_trainer_types_and_keys_are_refused_while_composing(make_cfg, override, message):
+    """The typed schema (reasoning_sft/schema.py): Hydra itself refuses a mistyped value or an unknown
+    key while composing, naming the key."""
+    from hydra.errors import ConfigCompositionException
+    with pytest.raises(ConfigCompositionException) as e:
+        make_cfg([override])
+    text = f"{e.value} {e.value.__cause__}"
+    assert message in text and f"full_key: {override.split('=')[0]}" in text
+
+
+@pytest.mark.parametrize("override,message", [
+    ("+trainer.learnig_rate=1e-5", "trainer.learnig_rate: not a key of trainer (reasoning_sft/schema.py: "
+                                   "TrainerConfig); did you mean trainer.learning_rate?"),   # `+` gets past Hydra
+    ("trainer.learning_rate=-1", "trainer.learning_rate=-1.0: expected a positive number"),
+    ("trainer.adam_beta2=1", "trainer.adam_beta2=1.0: expected a number in [0, 1)"),
+    ("trainer.precision=fp8", "trainer.precision='fp8': expected one of ('auto', 'bf16', 'fp16', 'fp32')"),
+    ("data.overflow=cut", "data.overflow='cut': expected 'drop' or 'truncate'"),
+    ("eval.top_p=0", "eval.top_p=0.0: expected a number in (0, 1]"),
     ("trainer.learning_rate=2", None),                     # a learning rate is no share of 1
     ("trainer.progress_bar=false", None),
 ])
-def test_trainer_keys_and_types_are_checked_before_anything_is_built(make_cfg, override, message):
+def test_trainer_keys_and_ranges_are_checked_before_anything_is_built(make_cfg, override, message):
     from reasoning_sft.config import validate_train_config
     cfg = make_cfg([override])
     if message is None:
@@ -166,3 +184,13 @@ def test_trainer_keys_and_types_are_checked_before_anything_is_built(make_cfg, o
     with pytest.raises(ConfigError) as e:
         validate_train_config(cfg)
     assert str(e.value) == message
+
+
+def test_a_run_dirs_untyped_config_gets_the_schemas_checks(make_cfg):
+    """A worker reads config.yaml back untyped: the schema converts and checks it the same way."""
+    from reasoning_sft.config import validate_train_config
+    cfg = OmegaConf.create(OmegaConf.to_yaml(make_cfg([]), resolve=True))
+    validate_train_config(cfg)
+    cfg.trainer.max_steps = "abc"
+    with pytest.raises(ConfigError, match=r"trainer.max_steps: Value 'abc' of type 'str' could not be converted to Integer"):
+        validate_train_config(cfg)

@@ -20,11 +20,11 @@ from transformers import AutoModelForCausalLM
 from conftest import ROOT
 from reasoning_sft.checkpoints import COMPLETE, complete_checkpoints, resume_checkpoint, set_aside_incomplete
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.launch import first_host, slurm_rank_env
+from reasoning_sft.launch import slurm_rank_env
 from reasoning_sft.models import load_pretrained_tokenizer
 from reasoning_sft.recipe import PROBE_TEXT
 from reasoning_sft.train import run_training
-from reasoning_sft.wandb_logging import read_offline_run
+from wandb_files import read_offline_run
 
 # 64 synthetic problems, 4 optimizer steps of global batch 4.
 BASE = ["data.source.num_problems=64", "trainer.max_steps=4", "trainer.global_batch_size=4",
@@ -264,14 +264,29 @@ def test_worker_command_for_each_launcher(make_cfg, tmp_path):
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[cmd.index("--nproc_per_node") + 1] == "2"
 
 
-def test_slurm_tasks_become_torch_ranks(make_cfg):
-    env = {"SLURM_NTASKS": "16", "SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_NTASKS_PER_NODE": "8(x2)",
-           "SLURM_JOB_NODELIST": "gpu[003-004]", "SLURM_JOB_ID": "123456"}
-    mapped = slurm_rank_env(env)
+def test_slurm_tasks_become_torch_ranks(make_cfg, monkeypatch):
+    """SLURM's variables of one task (as hydra-submitit-launcher starts it) read by submitit: the rank,
+    the first host of a bracketed node list, and a port every task of the job agrees on."""
+    env = {"SLURM_NTASKS": "16", "SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_NTASKS_PER_NODE": "8",
+           "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu[003-004]",
+           "SLURM_JOB_ID": "123456"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)   # a plain srun task: submitit's launcher sets it
+    mapped = slurm_rank_env()
+    port = mapped.pop("MASTER_PORT")
     assert mapped == {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "8",
-                      "MASTER_ADDR": "gpu003", "MASTER_PORT": str(20000 + 123456 % 20000)}
-    assert slurm_rank_env({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) == {}
-    assert first_host("a1,b2") == "a1" and first_host("n[7,9]") == "n7" and first_host("x[10-12],y") == "x10"
+                      "MASTER_ADDR": "gpu003"}
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert slurm_rank_env()["MASTER_PORT"] == port and 20000 <= int(port) <= 60000   # the same on rank 0
+    assert slurm_rank_env(29500)["MASTER_PORT"] == "29500"                          # trainer.master_port wins
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "x[10-12],y")
+    assert slurm_rank_env()["MASTER_ADDR"] == "x10"
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert slurm_rank_env() == {}
+    for key in [*env, "SUBMITIT_EXECUTOR"]:
+        monkeypatch.delenv(key)
     # A process that is not one of the SLURM tasks the config asks for is told so.
     with pytest.raises(ConfigError, match="trainer.launcher='slurm': this process is not one of 2 SLURM tasks"):
         run_training(make_cfg(["trainer.launcher=slurm", "trainer.nproc_per_node=2", "trainer.global_batch_size=2"]))

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT
 from reasoning_sft.report import log_linear_fit, main as report_main
-from reasoning_sft.wandb_logging import find_offline_run_file, read_offline_run
+from wandb_files import find_offline_run_file, read_offline_run
 
 
 def test_log_linear_fit_recovers_a_known_slope():

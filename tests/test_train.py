@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from conftest import ROOT
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.train import run_training
-from reasoning_sft.wandb_logging import find_offline_run_file, read_offline_run
+from wandb_files import find_offline_run_file, read_offline_run
 
 SMALL = ["data.source.num_problems=640", "data.max_seq_len=256", "trainer.learning_rate=3e-3",
          "trainer.global_batch_size=16", "trainer.micro_batch_size=8", "trainer.num_epochs=1",
