@@ -154,7 +154,7 @@ class DataConfig:
 @dataclass
 class GradingConfig:
     truncated: str = "wrong"             # wrong | whole_response: a response that never left its thinking
-    timeout_seconds: float = 5           # math-verify's limit per answer; a timeout is wrong and counted
+    timeout_seconds: int = 5             # math-verify's limit per answer; a timeout is wrong and counted
 
 
 @dataclass
@@ -184,7 +184,7 @@ class CodeEvalConfig:
     end_date: Optional[str] = None
     public_only: bool = False            # true: public tests only
     workers: int = 4                     # (grade stage) programs run in parallel
-    timeout_seconds: float = 6           # per test, LiveCodeBench's default
+    timeout_seconds: int = 6             # per test, LiveCodeBench's default
     memory_mb: int = 4096                # per program
     file_mb: int = 16                    # largest file a program may write
     processes: int = 64                  # per program

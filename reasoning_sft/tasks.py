@@ -122,9 +122,7 @@ def code_docs(cfg: DictConfig) -> list:
     """The problems of `eval.code.path` (LiveCodeBench's released rows) inside the release window."""
     from reasoning_sft.sandbox import require_harness
     require_harness()
-    c = cfg.eval.get("code")
-    if c is None:
-        raise ConfigError("eval.code: the code tasks' settings are missing: use eval=code (conf/eval/code.yaml)")
+    c = cfg.eval.code   # every eval config has it (reasoning_sft/schema.py: CodeEvalConfig)
     if not c.get("path") or not Path(str(c.path)).is_file():
         raise ConfigError(f"eval.code.path={c.get('path')!r}: a jsonl of LiveCodeBench problems (its released "
                           "format) is needed for the code tasks")

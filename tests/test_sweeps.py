@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shlex
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -134,6 +135,41 @@ def test_every_study_job_ends_with_its_evaluation(name):
     cpu = _compose(name, EXTRA.get(name, []) + ["scale=cpu"])
     assert cpu.eval.after_train and list(cpu.eval.tasks) == ["synthetic"] and cpu.eval.max_new_tokens <= 256
     assert cpu.model.name == "tiny" and cpu.deepspeed.config is None and cpu.trainer.nproc_per_node == 1
+
+
+def _study_cpu_line(name: str) -> list[str]:
+    for line in (ROOT / "sweeps" / f"{name}.yaml").read_text().splitlines():
+        if line.startswith("# CPU: python -m reasoning_sft.train"):
+            return [a for a in shlex.split(line[len("# CPU: python -m reasoning_sft.train"):])
+                    if a not in ("-m", "--config-dir", "sweeps", "--config-name", name)]
+    return []
+
+
+@pytest.mark.parametrize("name", [s for s in SWEEPS if not s.startswith("tiny_")])
+def test_every_study_has_a_cpu_version_on_the_demos_task(name):
+    """A study's `# CPU:` line trains and evaluates on one task the tiny model learns in minutes (the
+    demo's sums, one epoch), keeping the study's own treatment: what it varies differs across its jobs
+    and stays the study's (scale=cpu_study does not clobber the ablation, LoRA or model of a job)."""
+    line = _study_cpu_line(name)
+    if not line:   # the two studies with their own CPU files (make demo-sweep, make demo-ablation)
+        assert name in ("sample_count", "ablation_digit_corruption")
+        return
+    parse = OverridesParser.create().parse_overrides
+    fixed = [o for o in line if not parse([o])[0].is_sweep_override()]
+    swept = [[f"{o.split('=')[0]}={v}" for v in parse([o])[0].sweep_string_iterator()] for o in line if o not in fixed]
+    paper = _compose(name, EXTRA.get(name, []))
+    jobs = [list(j) for j in itertools.product(*swept)] if swept else _jobs(paper)
+    seen = set()
+    for job in jobs:
+        cfg = _compose(name, fixed + job)
+        assert cfg.data.name == "synthetic" and list(cfg.eval.tasks) == ["synthetic"] and cfg.eval.after_train
+        assert cfg.trainer.num_epochs <= 2 and cfg.trainer.nproc_per_node == 1 and cfg.deepspeed.config is None
+        assert cfg.model.name.startswith("tiny") and cfg.ablation.name == paper.ablation.name
+        assert cfg.eval.prompt == "trained" and cfg.report == paper.report
+        seen.add(str(OmegaConf.select(cfg, paper.report.x)))
+    assert len(seen) == len(jobs) > 1
+    if name == "lora_vs_full":   # the LoRA arm stays LoRA
+        assert [_compose(name, fixed + job).peft.enabled for job in jobs] == [False, True]
 
 
 def _accuracy_by(sweep, key: str) -> dict:
