@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from reasoning_sft.grading import extract_answer, is_equivalent, last_boxed
 from reasoning_sft.config import validate_prepare_config
+from reasoning_sft.prepare import token_counter
 from reasoning_sft.rundir import finish_stage, open_run_dir, write_json
 from reasoning_sft.cli import run_cli
 from reasoning_sft.errors import ConfigError
@@ -380,10 +381,7 @@ def run_curate(cfg: DictConfig) -> dict:
     tokenizer = instantiate(cfg.model.tokenizer)
     records = instantiate(cfg.data.source)
     check_difficulty_config(cfg, records)
-    @functools.lru_cache(maxsize=None)   # difficulty and diversity both measure the same traces
-    def count_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
+    count_tokens = token_counter(tokenizer)   # memoised: difficulty and diversity measure the same traces
     final, card, removed = curate(records, cfg, count_tokens)
     card["length_tokenizer"] = cfg.model.get("name_or_path") or cfg.model.get("name")
     card["skipped_by_loader"] = getattr(records, "skipped", {})

@@ -56,7 +56,7 @@ def architecture(cfg: DictConfig) -> Architecture:
                         net.get("tie_word_embeddings", True), net.get("architecture", "qwen2"))
 
 
-def count_parameters(arch: Architecture) -> tuple[int, int]:
+def architecture_parameters(arch: Architecture) -> tuple[int, int]:
     """(total, largest single parameter) of the architecture, built on the meta device."""
     from transformers import AutoConfig, AutoModelForCausalLM
     config = AutoConfig.for_model(**asdict(arch))
@@ -158,7 +158,7 @@ def longest_trace_table(cfg: DictConfig, arch: Architecture, total: int, largest
 def make_plan(cfg: DictConfig) -> dict:
     validate_train_config(cfg)
     arch = architecture(cfg)
-    total, largest = count_parameters(arch)
+    total, largest = architecture_parameters(arch)
     trainable = lora_trainable(arch, cfg.peft.config.r) if cfg.peft.enabled else total
     t = cfg.trainer
     sp = int(t.get("sequence_parallel_size") or 1)

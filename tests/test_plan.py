@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasoning_sft.plan import architecture, count_parameters, make_plan, run_plan
+from reasoning_sft.plan import architecture, architecture_parameters, make_plan, run_plan
 
 # Published sizes of Qwen2.5 (billions of parameters, from the model cards).
 PUBLISHED = {"qwen2.5_0.5b": 0.49, "qwen2.5_1.5b": 1.54, "qwen2.5_7b": 7.61, "qwen2.5_14b": 14.7, "qwen2.5_32b": 32.5}
@@ -13,7 +13,7 @@ PUBLISHED = {"qwen2.5_0.5b": 0.49, "qwen2.5_1.5b": 1.54, "qwen2.5_7b": 7.61, "qw
 @pytest.mark.parametrize("model", sorted(PUBLISHED))
 def test_parameter_counts_match_the_model_cards(make_cfg, model):
     arch = architecture(make_cfg([f"model={model}"]))
-    total, largest = count_parameters(arch)
+    total, largest = architecture_parameters(arch)
     assert total / 1e9 == pytest.approx(PUBLISHED[model], rel=0.02)
     assert largest == arch.vocab_size * arch.hidden_size          # the embedding is the largest
 
