@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.schema import DataConfig, EvalConfig, TrainerConfig, typed
+from reasoning_sft.schema import DataConfig, EvalConfig, TrainerConfig, _check, typed
 
 # Arguments the code passes itself when it instantiates a node (not set in YAML).
 RUNTIME_KWARGS = {
@@ -22,11 +22,6 @@ RUNTIME_KWARGS = {
     "reasoning_sft.curate.keyword_domain": {"rec"},
 }
 RUNTIME_KWARGS_BY_MODULE = {"reasoning_sft.ablation": {"records", "ctx"}}   # transforms: fn(records, ctx, ...)
-
-
-def _check(ok: bool, key: str, expected: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r}: expected {expected}")
 
 
 def _is_none(node: Any) -> bool:
