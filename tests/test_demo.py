@@ -40,8 +40,8 @@ def _evaluate(tmp_path, name, *overrides):
 
 def test_demo_learns_the_task_on_any_cpu(demo):
     """README and conf/experiment/demo.yaml document the demo's held-out accuracy per machine: the float
-    kernels differ between CPUs and the exact-match figure with them (32.0% to 89.5% measured), but on
-    every machine the model learns the procedure and adds approximately: each wrong answer a near miss."""
+    kernels differ between CPUs and the exact-match figure with them (32.0% to 89.5% measured), but
+    wherever we looked the model learnt the procedure and adds approximately: a wrong answer is a near miss."""
     acc = demo["eval"]["synthetic"]
     assert acc["num_problems"] == 200 and acc["accuracy"] >= 0.25, acc       # lowest measured: 32.0% (26.0-39.0)
     assert acc["grading"].get("truncated", 0) == 0            # every answer left the thinking
