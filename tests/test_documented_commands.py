@@ -118,14 +118,20 @@ def test_gpu_and_placeholder_commands_compose_as_written():
     """`--cfg all --resolve` after the command as written: Hydra composes it through the real command
     line (a `<placeholder>` filled by its name), resolves every interpolation (the run and sweep dirs included: an unresolvable
     `hydra.sweep.dir` once broke every documented sweep) and prints it, running nothing."""
-    failures = []
-    for command in COMPOSED:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def compose_as_written(command: str) -> str | None:
         filled = re.sub(r"<([^>]*)>", lambda m: m.group(1).upper().replace(" ", "_"), command)   # <run dir> -> RUN_DIR
         words = shlex.split(filled)                     # python -m reasoning_sft.<stage> <args>
         argv = [sys.executable, "-m", words[2]] + _one_job(words[3:]) + ["--cfg", "all", "--resolve"]
         proc = _run(argv, timeout=300)
         if proc.returncode != 0 or "\nhydra:\n" not in "\n" + proc.stdout:
-            failures.append(f"{command}\n{(proc.stderr or proc.stdout)[-1500:]}")
+            return f"{command}\n{(proc.stderr or proc.stdout)[-1500:]}"
+        return None
+
+    # Each command is its own process, busy importing on one core: two at a time on the two cores.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        failures = [f for f in pool.map(compose_as_written, COMPOSED) if f]
     assert not failures, "\n\n".join(failures)
 
 
