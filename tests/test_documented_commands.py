@@ -129,7 +129,7 @@ def test_gpu_and_placeholder_commands_compose_as_written():
             return f"{command}\n{(proc.stderr or proc.stdout)[-1500:]}"
         return None
 
-    # Each command is its own process, busy importing on one core: two at a time on the two cores.
+    # Each command is its own process, busy importing on one core: one at a time per core.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         failures = [f for f in pool.map(compose_as_written, COMPOSED) if f]
     assert not failures, "\n\n".join(failures)
