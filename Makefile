@@ -1,5 +1,5 @@
 # make test   -- build .venv (once), install pinned deps, run the suite
-# make demo   -- train + evaluate a tiny model on synthetic long-CoT data (CPU, 13-23 min)
+# make demo   -- train + evaluate a tiny model on synthetic long-CoT data (CPU, 15-24 min)
 # make demo-sweep -- a real CPU study (accuracy vs training samples) and its report
 # make demo-ablation -- a CPU ablation study (digit corruption 0 / 1.0 on the demo task) and its report
 # make demo-budget -- s1's test-time scaling curve on the demo model: accuracy vs thinking tokens

@@ -1,6 +1,6 @@
 """The demo model end to end: `make demo`'s training, s1's budget forcing on it, `make demo-budget`.
 
-One training of the documented demo (13 to 23 minutes on 2 cores) serves every test here. Its model is
+One training of the documented demo (15 to 24 minutes on 2 cores) serves every test here. Its model is
 trained into the fixed dir `make demo-budget` reads, so that command runs exactly as written.
 """
 
