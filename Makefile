@@ -1,4 +1,5 @@
-# make test   -- build .venv (once), install pinned deps, run the suite
+# make test   -- build .venv (once), install pinned deps, run the suite (every behaviour; < 15 min on 2 cores)
+# make test-slow -- the learning checks: the demo's level, the CPU studies (35-45 min on 2 cores)
 # make demo   -- train + evaluate a tiny model on synthetic long-CoT data (CPU, 15-24 min)
 # make demo-sweep -- a real CPU study (accuracy vs training samples) and its report
 # make demo-ablation -- a CPU ablation study (digit corruption 0 / 1.0 on the demo task) and its report
@@ -11,7 +12,7 @@ LCB    := nvidia-livecodebench==26.3
 # The demos log to W&B offline (files under the run dir) unless you set WANDB_MODE yourself.
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-fast lint demo demo-sweep demo-ablation demo-budget clean
+.PHONY: install test test-slow test-fast lint demo demo-sweep demo-ablation demo-budget clean
 
 install: $(STAMP)
 
@@ -27,13 +28,16 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not learning"
+
+test-slow: install
+	$(PY) -m pytest tests -m learning
 
 lint: install
 	$(PY) -m ruff check reasoning_sft tests benchmarks
 
 test-fast: install
-	$(PY) -m pytest tests -m "not slow"
+	$(PY) -m pytest tests -m "not slow and not learning"
 
 demo: install
 	$(PY) -m reasoning_sft.train experiment=demo

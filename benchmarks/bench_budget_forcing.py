@@ -14,11 +14,11 @@ import time
 
 import torch
 
-from reasoning_sft.budget_forcing import BudgetForcing, generate_with_budget
+from reasoning_sft.evaluation.budget_forcing import BudgetForcing, generate_with_budget
 from reasoning_sft.data.synthetic import generate_records
-from reasoning_sft.generation import generate
-from reasoning_sft.formatting import THINKING_STYLES, render_prompt
-from reasoning_sft.models import build_tiny_model, load_pretrained_model, load_pretrained_tokenizer, train_tiny_tokenizer
+from reasoning_sft.evaluation.generation import generate
+from reasoning_sft.data.formatting import THINKING_STYLES, render_prompt
+from reasoning_sft.training.models import build_tiny_model, load_pretrained_model, load_pretrained_tokenizer, train_tiny_tokenizer
 
 
 def main() -> None:

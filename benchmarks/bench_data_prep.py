@@ -4,7 +4,7 @@
 
 The 291 bundled R1 traces are replicated (new ids, a copy number in question and trace, so every text
 is unique) to --records records in a jsonl file; ours is
-`reasoning_sft.recipe.prepare_examples` on it (load, select, card with trace-token stats, chat
+`reasoning_sft.training.recipe.prepare_examples` on it (load, select, card with trace-token stats, chat
 rendering, tokenization with assistant-only labels); the reference is `tokenizer(texts)` (one batch
 call, Rust threads on every core) on the same rendered conversations. Prints records/s, tokens/s and
 the ratio (target >= 0.8).
@@ -34,8 +34,8 @@ def main() -> None:
 
     from hydra.utils import instantiate
     from conftest import compose_config
-    from reasoning_sft.formatting import get_style, render_chat
-    from reasoning_sft.recipe import prepare_examples
+    from reasoning_sft.data.formatting import get_style, render_chat
+    from reasoning_sft.training.recipe import prepare_examples
 
     source = ROOT.parent / "shared" / "data" / "r1_distill_qwen32b_aime_traces.jsonl"
     rows = [json.loads(line) for line in source.read_text().splitlines()]

@@ -6,7 +6,7 @@
 For each pack length L, both trainers see the same rows: L tokens of real R1 traces per optimizer
 step (traces of at least min(L, 4096) tokens cut to that length, L / that many per row), the same
 tiny Qwen2 (hidden 128, 2 layers, 4 heads / 2 KV heads, fp32, SDPA) from the same weights, AdamW,
-`--steps` steps, glibc keeping freed memory (reasoning_sft/cpu_allocator.py, as the training stage
+`--steps` steps, glibc keeping freed memory (reasoning_sft/training/cpu_allocator.py, as the training stage
 on CPU). Ours: the training stage's packing collator, per-sample attention and chunked loss
 (`trainer.loss_chunk_tokens` default). Each run is its own process, so its peak RSS is its own. Printed per length: peak
 RSS (GB) and real tokens/s of each, and the two bounds of issue 18 for ours: peak memory from 8k to
@@ -33,8 +33,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 def rows_of(length: int, steps: int):
     """(tokenizer, examples, per_row): traces cut to min(length, 4096) tokens, enough for `steps` rows."""
     from reasoning_sft.data.loaders import load_r1
-    from reasoning_sft.formatting import THINKING_STYLES, tokenize_records
-    from reasoning_sft.models import train_tiny_tokenizer
+    from reasoning_sft.data.formatting import THINKING_STYLES, tokenize_records
+    from reasoning_sft.training.models import train_tiny_tokenizer
     tokenizer = train_tiny_tokenizer(vocab_size=4096, corpus_files=[str(R1)])
     cut = min(length, 4096)
     examples, _ = tokenize_records(list(load_r1(str(R1))), tokenizer, THINKING_STYLES["r1"], cut, "truncate")
@@ -50,10 +50,8 @@ def one_run(method: str, length: int, steps: int) -> dict:
     import torch
     from transformers import TrainingArguments
 
-    from omegaconf import OmegaConf
-
-    from reasoning_sft.cpu_allocator import keep_freed_memory
-    from reasoning_sft.models import build_tiny_model
+    from reasoning_sft.training.cpu_allocator import keep_freed_memory
+    from reasoning_sft.training.models import build_tiny_model
     keep_freed_memory()   # as the training stage does on CPU; for both, so the trainers are compared
     tokenizer, examples, per_row = rows_of(length, steps)
     model = build_tiny_model(tokenizer, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -65,10 +63,11 @@ def one_run(method: str, length: int, steps: int) -> dict:
         if method == "ours":
             from transformers import Trainer
 
-            from reasoning_sft.chunked_loss import add_chunked_loss
-            from reasoning_sft.packing import PackedCollator, use_packed_attention
+            from reasoning_sft.schema import TrainerConfig
+            from reasoning_sft.training.chunked_loss import add_chunked_loss
+            from reasoning_sft.training.packing import PackedCollator, use_packed_attention
             use_packed_attention(model)
-            add_chunked_loss(model, OmegaConf.load(ROOT / "conf" / "trainer" / "default.yaml").loss_chunk_tokens)
+            add_chunked_loss(model, TrainerConfig().loss_chunk_tokens)   # the trainer's default, from its one place
             rows = [{"samples": examples[i * per_row:(i + 1) * per_row]} for i in range(steps)]
             trainer = Trainer(model=model, args=TrainingArguments(output_dir=out, remove_unused_columns=False, **common),
                               train_dataset=rows, data_collator=PackedCollator(), processing_class=tokenizer)
@@ -98,12 +97,14 @@ def main() -> int:
         print(json.dumps(one_run(args.one[0], int(args.one[1]), args.steps)))
         return 0
     results: dict = {}
+    failed = 0
     for length in (int(x) for x in args.lengths.split(",")):
         for method in args.methods.split(","):
             proc = subprocess.run([sys.executable, __file__, "--one", method, str(length), "--steps", str(args.steps)],
                                   capture_output=True, text=True, cwd=ROOT)
             if proc.returncode != 0:
                 print(f"{method:18s} {length:6d}: failed ({proc.stderr.strip().splitlines()[-1][:160]})", flush=True)
+                failed += 1
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results[(method, length)] = r
@@ -118,7 +119,7 @@ def main() -> int:
         if m != "ours" and length in ours:
             print(f"ours / {m} at {length}: {ours[length]['tokens_per_s'] / r['tokens_per_s']:.2f}x tokens/s, "
                   f"{r['peak_rss_gb'] / ours[length]['peak_rss_gb']:.2f}x less memory")
-    return 0
+    return 1 if failed else 0   # a run that failed is a benchmark that does not measure: say so in the exit code
 
 
 if __name__ == "__main__":

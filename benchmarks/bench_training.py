@@ -7,7 +7,7 @@ Same tiny Qwen2 (hidden 128, 2 layers, 4 heads / 2 KV heads, fp32), same initial
 the first --samples bundled R1 traces, tokenized once (4k byte-level BPE trained on them, R1 format,
 truncated at 4,096 tokens), one epoch each, AdamW, on every core of this machine. Reported:
 real (non-pad) tokens per second, the fraction of computed tokens that are real, and ours / each peer.
-Ours: transformers.Trainer + reasoning_sft.packing (best-fit rows, one flat row per micro batch,
+Ours: transformers.Trainer + reasoning_sft.training.packing (best-fit rows, one flat row per micro batch,
 per-sample causal SDPA). TRL pad-to-longest: batch of --batch samples padded to the longest.
 TRL padding_free: the batch flattened into one row (on CPU its attention is dense over the row).
 """
@@ -49,7 +49,7 @@ def common_args(out: Path, batch: int, **extra):
 
 def run_ours(model, examples, tokenizer, out: Path, pack_length: int):
     from transformers import Trainer, TrainingArguments
-    from reasoning_sft.packing import PackedCollator, pack_examples, use_packed_attention
+    from reasoning_sft.training.packing import PackedCollator, pack_examples, use_packed_attention
     bins, stats = pack_examples(examples, pack_length, seed=0)
     use_packed_attention(model)
     collator = CountingCollator(PackedCollator())
@@ -86,8 +86,8 @@ def main() -> None:
 
     import tempfile
     from reasoning_sft.data.loaders import load_r1
-    from reasoning_sft.formatting import THINKING_STYLES, tokenize_records
-    from reasoning_sft.models import build_tiny_model, train_tiny_tokenizer
+    from reasoning_sft.data.formatting import THINKING_STYLES, tokenize_records
+    from reasoning_sft.training.models import build_tiny_model, train_tiny_tokenizer
 
     tokenizer = train_tiny_tokenizer(vocab_size=4096, corpus_files=[str(R1)])
     records = list(load_r1(str(R1)))[: args.samples]

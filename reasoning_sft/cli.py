@@ -11,7 +11,7 @@ from typing import Callable
 from omegaconf import DictConfig
 
 from reasoning_sft.errors import ConfigError, DataError
-from reasoning_sft.rundir import OPENED_RUN_DIRS, finish_stage, release_run_dirs
+from reasoning_sft.rundir import OPENED_RUN_DIRS, RunContext, finish_stage, release_run_dirs
 
 
 def run_cli(run: Callable[[DictConfig], dict], cfg: DictConfig, report: Callable[[dict], None]) -> None:
@@ -55,6 +55,14 @@ def hydra_runtime():
     """Hydra's runtime config (`hydra.*`) when running under a Hydra app, else None (tests, notebooks)."""
     from hydra.core.hydra_config import HydraConfig
     return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def run_context() -> RunContext:
+    """The command line's overrides and a sweep job's name, for the library to be handed."""
+    hc = hydra_runtime()
+    if hc is None:
+        return RunContext()
+    return RunContext(tuple(hc.overrides.task), hc.job.override_dirname or None)
 
 
 def in_multirun() -> bool:

@@ -17,11 +17,11 @@ from reasoning_sft.schema import DataConfig, EvalConfig, TrainerConfig, _check, 
 
 # Arguments the code passes itself when it instantiates a node (not set in YAML).
 RUNTIME_KWARGS = {
-    "reasoning_sft.models.build_tiny_model": {"tokenizer", "dtype", "seed"},
-    "reasoning_sft.models.load_pretrained_model": {"tokenizer", "dtype", "seed"},
-    "reasoning_sft.curate.keyword_domain": {"rec"},
+    "reasoning_sft.training.models.build_tiny_model": {"tokenizer", "dtype", "seed"},
+    "reasoning_sft.training.models.load_pretrained_model": {"tokenizer", "dtype", "seed"},
+    "reasoning_sft.data.curation.keyword_domain": {"rec"},
 }
-RUNTIME_KWARGS_BY_MODULE = {"reasoning_sft.ablation": {"records", "ctx"}}   # transforms: fn(records, ctx, ...)
+RUNTIME_KWARGS_BY_MODULE = {"reasoning_sft.data.ablations": {"records", "ctx"}}   # transforms: fn(records, ctx, ...)
 
 
 def _is_none(node: Any) -> bool:

@@ -1,343 +1,25 @@
 """Curation stage (s1's pipeline): `python -m reasoning_sft.curate data=... [curation.* overrides]`.
 
-quality -> exact dedup -> decontamination -> difficulty -> diversity sampling. Each stage can be
-switched off, is counted in the card, and every removed record is listed with its reason in
-`removed.jsonl`; the kept records go to `curated.jsonl`.
+quality -> exact dedup -> decontamination -> difficulty -> diversity sampling (reasoning_sft/data/curation.py).
+Each stage can be switched off, is counted in the card, and every removed record is listed with its
+reason in `removed.jsonl`; the kept records go to `curated.jsonl`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import random
-import re
-from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from reasoning_sft.grading import extract_answer, is_equivalent, last_boxed
-from reasoning_sft.config import validate_prepare_config
-from reasoning_sft.prepare import token_counter
-from reasoning_sft.rundir import finish_stage, open_run_dir, write_json
 from reasoning_sft.cli import run_cli
-from reasoning_sft.errors import ConfigError
-from reasoning_sft.records import Record, content_hash, write_jsonl
-
-# --- quality --------------------------------------------------------------------------------------
-
-API_ERROR = re.compile(r"(api error|rate limit exceeded|internal server error|error code: \d{3}|"
-                       r"request timed out|I'm sorry, but I can(?:no|')t (?:help|assist))", re.I)
-ASCII_ART_LINE = re.compile(r"^[\s\-+|/\\_=*#.:<>^v]{6,}$")
-LEADING_NUMBER = re.compile(r"^\s*(?:problem\s*)?\d{1,3}\s*[.)]\s+\S|^\s*problem\s+\d+\s*[:.]", re.I)
-ENUMERATION = re.compile(r"(?m)^\s*(\d{1,2})[.)]\s")
-
-
-def quality_issue(rec: Record, allow_asy_sources: list[str]) -> str | None:
-    """The first quality problem of a record, or None."""
-    text = f"{rec.question}\n{rec.thinking}\n{rec.answer}"
-    if not rec.question.strip() or not rec.answer.strip():
-        return "missing field"
-    if API_ERROR.search(text):
-        return "API error text"
-    if "![" in rec.question or "<img" in rec.question:
-        return "image reference"
-    if "[asy]" in rec.question and not any(s.lower() in rec.source.lower() for s in allow_asy_sources):
-        return "[asy] diagram"
-    if sum(bool(ASCII_ART_LINE.match(line)) for line in rec.question.splitlines()) >= 3:
-        return "ASCII-art diagram"
-    if LEADING_NUMBER.match(rec.question):
-        return "question-numbering artefact"
-    numbers = [int(n) for n in ENUMERATION.findall(rec.question)]
-    if len(numbers) >= 2 and numbers != list(range(numbers[0], numbers[0] + len(numbers))):
-        return "inconsistent numbering"
-    return None
-
-
-# --- decontamination ------------------------------------------------------------------------------
-
-def normalize_words(text: str) -> list[str]:
-    """Lowercase, punctuation spaced apart, whitespace collapsed: '$(3,7)$.' and '$(3, 7)$ .' agree."""
-    return re.sub(r"\s*([.,;:!?()\[\]{}$=+\-*/^_\\])\s*", r" \1 ", text.lower()).split()
-
-
-def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = normalize_words(text)
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
-@dataclass
-class EvalIndex:
-    """n-grams of the evaluation items, with how many items each occurs in."""
-    names: list[str]
-    grams: list[set]
-    where: dict          # n-gram -> indices of the items holding it
-
-    @classmethod
-    def build(cls, items: list[tuple[str, str]], n: int) -> "EvalIndex":
-        names, grams, where = [], [], defaultdict(list)
-        for name, text in items:
-            g = ngrams(text, n)
-            for x in g:
-                where[x].append(len(names))
-            names.append(name)
-            grams.append(g)
-        return cls(names, grams, dict(where))
-
-    def matches(self, text: str, n: int, max_item_frequency: int, min_shared: int,
-                min_overlap: float) -> list[dict]:
-        """Eval items this text overlaps. Boilerplate ("relatively prime positive integers. Find
-        m+n") recurs across many items, so only n-grams found in at most `max_item_frequency` items
-        count; a match needs `min_shared` of them and `min_overlap` of the shorter side's n-grams."""
-        g = ngrams(text, n)
-        shared: Counter = Counter()
-        for x in g:
-            items = self.where.get(x, ())
-            if 0 < len(items) <= max_item_frequency:
-                for j in items:
-                    shared[j] += 1
-        out = []
-        for j, count in shared.items():
-            overlap = count / max(1, min(len(g), len(self.grams[j])))
-            if count >= min_shared and overlap >= min_overlap:
-                out.append({"eval_item": self.names[j], "shared_ngrams": count, "overlap": round(overlap, 3)})
-        return sorted(out, key=lambda m: -m["overlap"])
-
-
-def load_eval_items(data_dir: str, sets: dict) -> list[tuple[str, str]]:
-    """`sets`: file name -> the field holding the problem text. Names are `file:line`."""
-    items = []
-    for name, field in sets.items():
-        path = Path(data_dir) / name
-        if not path.is_file():
-            raise ConfigError(f"curation.decontamination.eval_sets: {path} does not exist "
-                              "(set eval.data_dir to the folder of the evaluation sets)")
-        for lineno, line in enumerate(open(path, encoding="utf-8"), 1):
-            if line.strip():
-                row = json.loads(line)
-                if field not in row:
-                    raise ConfigError(f"{path}:{lineno}: no field {field!r} (curation.decontamination.eval_sets)")
-                items.append((f"{name}:{lineno}", row[field]))
-    return items
-
-
-def load_gpqa_questions(path: str) -> list[tuple[str, str]]:
-    """GPQA-Diamond's questions from the user's copy (`gpqa_diamond.csv` as released, column
-    `Question`; or a jsonl with `Question` / `question`), named `gpqa_diamond:row`."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"eval.gpqa_path={path}: no such file (your copy of gpqa_diamond.csv)")
-    if p.suffix == ".csv":
-        import csv
-        with open(p, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    else:
-        rows = [json.loads(line) for line in open(p, encoding="utf-8") if line.strip()]
-    items = []
-    for i, row in enumerate(rows, 1):
-        text = row.get("Question") or row.get("question")
-        if not text:
-            raise ConfigError(f"{path}:{i}: no 'Question' column (eval.gpqa_path: GPQA-Diamond as released)")
-        items.append((f"gpqa_diamond:{i}", text))
-    return items
-
-
-# --- diversity ------------------------------------------------------------------------------------
-
-MSC_PATH = Path(__file__).parent / "data" / "msc.json"   # s1's data/msc.json (Apache-2.0), 61 MSC classes
-
-
-@functools.lru_cache(maxsize=1)
-def msc_classes() -> list[dict]:
-    """The Mathematics Subject Classification top-level classes s1 classified into: code, title, prompt."""
-    return json.loads(MSC_PATH.read_text(encoding="utf-8"))
-
-
-def msc_domain(code: str) -> str:
-    """'11' -> '11 Number theory': the domain label of an MSC code."""
-    title = {c["code"]: c["title"] for c in msc_classes()}.get(code)
-    if title is None:
-        raise ValueError(f"{code!r} is not an MSC top-level code (reasoning_sft/data/msc.json)")
-    return f"{code} {title}"
-
-
-# Fallback classifier: keywords -> the MSC class s1's classifier would most likely name.
-MSC_KEYWORDS = {
-    "51": ["triangle", "circle", "polygon", "angle", "perimeter", "radius", "tangent", "inscribed", "square"],
-    "11": ["prime", "divisible", "divisor", "remainder", "modulo", "gcd", "digits", "integer"],
-    "05": ["how many ways", "arrangements", "committee", "choose", "subsets", "graph", "colorings"],
-    "60": ["probability", "randomly", "expected value", "random variable", "dice", "coin"],
-    "12": ["polynomial", "roots", "coefficients", "quadratic"],
-    "26": ["function", "real numbers", "inequality", "maximum", "minimum", "derivative", "continuous"],
-    "28": ["integral", "measure", "integrable"],
-    "40": ["sequence", "series", "converge", "limit"],
-    "15": ["matrix", "matrices", "determinant", "eigenvalue", "vector space"],
-    "70": ["velocity", "mass", "force", "momentum", "acceleration", "kinetic"],
-    "78": ["electric", "magnetic", "charge", "field strength", "wavelength", "lens"],
-    "81": ["quantum", "spin", "hamiltonian", "wave function", "photon"],
-    "80": ["temperature", "heat", "entropy", "thermodynamic"],
-    "92": ["molecule", "reaction", "compound", "acid", "cell", "protein", "gene", "dna", "enzyme", "organism"],
-}
-
-
-def keyword_domain(rec: Record) -> str:
-    """Fallback classifier: the MSC class whose keywords the question mentions most, else 'other'."""
-    q = rec.question.lower()
-    scores = {code: sum(q.count(k) for k in kws) for code, kws in MSC_KEYWORDS.items()}
-    best = max(scores, key=scores.get)
-    return msc_domain(best) if scores[best] else "other"
-
-
-MSC_SYSTEM_PROMPT = (   # s1's data/featurization.py, word for word
-    "You are a helpful assistant that classifies questions into different subjects based on the provided "
-    "classification rubrics. You will be given a question and a list of subjects. You need to classify the "
-    "question into one of the subjects. If the question has multiple subjects, you should classify the "
-    "question into the most relevant subject. Explain your reasoning, and end your response on a new line "
-    "with two-digit code of the subject that the question belongs to.")
-
-
-@dataclass
-class LLMDomainClassifier:
-    """s1's domain classification: a chat model (s1: Claude 3.5 Sonnet) reads the question and the MSC
-    rubrics and ends its reply with a two-digit MSC code. Here any OpenAI-compatible endpoint; a reply
-    that does not end in a known code is classified by keywords instead, and marked so."""
-    base_url: str
-    model: str
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout_seconds: float = 60.0
-
-    def __call__(self, rec: Record) -> str:
-        from reasoning_sft.llm_client import chat_completion
-        rubrics = "\n\n".join(c["prompt"] for c in msc_classes())
-        prompt = f"{MSC_SYSTEM_PROMPT}\n\n## Question\n{rec.question}\n\n## Classification rubrics\n{rubrics}"
-        reply = chat_completion(self.base_url, self.model, prompt, self.api_key_env, self.timeout_seconds).strip()
-        code = reply[-2:]
-        try:
-            return msc_domain(code)
-        except ValueError:
-            return keyword_domain(rec) + " (keywords: unusable reply)"
-
-
-def _included_first(rec: Record, inc, count_tokens) -> bool:
-    if inc.get("require_field") and rec.metadata.get(inc.require_field) is not True:
-        return False
-    source = rec.source.lower()
-    if any(s.lower() in source for s in inc.get("sources") or []):
-        return True
-    return any(s.lower() in source and count_tokens(rec.thinking) > n
-               for s, n in (inc.get("long_sources") or {}).items())
-
-
-def diversity_sample(records: list[Record], num_samples: int, rng: random.Random, count_tokens,
-                     domain_weights: dict | None = None, classify=keyword_domain,
-                     include_first=None) -> tuple[list[Record], dict]:
-    """s1's Algorithm 1, step for step: S starts with the records `include_first` names (s1: the
-    correct AIME and GPQA questions, and MATH questions whose trace is over 5,600 tokens); then, until
-    |S| = num_samples: draw a domain uniformly (or by `domain_weights`), rank its records by trace
-    length (longest first), draw one with probability proportional to 2^-rank, move it to S, and
-    drop the domain once it is empty. A record without a domain gets one from `classify`."""
-    records = [rec if rec.domain else replace(rec, domain=classify(rec)) for rec in records]   # kept in curated.jsonl
-    first = [r for r in records if include_first is not None and _included_first(r, include_first, count_tokens)]
-    if len(first) > num_samples:
-        raise ConfigError(f"curation.diversity.include_first selects {len(first)} records, more than "
-                          f"curation.diversity.num_samples={num_samples}")
-    chosen, taken = list(first), {r.id for r in first}
-    by_domain: dict[str, list[Record]] = defaultdict(list)
-    for rec in records:
-        if rec.id not in taken:
-            by_domain[rec.domain].append(rec)
-    for recs in by_domain.values():
-        recs.sort(key=lambda r: -count_tokens(r.thinking))
-    while len(chosen) < num_samples and by_domain:
-        domains = sorted(by_domain)
-        weights = [float((domain_weights or {}).get(d, 1.0)) for d in domains]
-        d = rng.choices(domains, weights)[0]
-        pool = by_domain[d]
-        i = rng.choices(range(len(pool)), [2.0 ** -rank for rank in range(len(pool))])[0]
-        chosen.append(pool.pop(i))
-        if not pool:
-            del by_domain[d]
-    return chosen, {"included_first": len(first), "sampled": len(chosen) - len(first)}
-
-
-# --- the stage ------------------------------------------------------------------------------------
-
-def curate(records: list[Record], cfg: DictConfig, count_tokens) -> tuple[list[Record], dict, list[dict]]:
-    c = cfg.curation
-    card: dict = {"records_loaded": len(records), "stages": []}
-    removed: list[dict] = []
-
-    current = records
-
-    def stage(name: str, reasons: dict[str, dict], keep: list[Record] | None = None) -> None:
-        nonlocal current
-        keep = [r for r in current if r.id not in reasons] if keep is None else keep
-        card["stages"].append({"stage": name, "in": len(current), "out": len(keep),
-                               "removed_by_reason": dict(Counter(r["reason"] for r in reasons.values()))})
-        removed.extend({"id": rid, "stage": name, **info} for rid, info in reasons.items())
-        current = keep
-
-    if c.quality.enabled:
-        reasons = {}
-        for rec in current:
-            issue = quality_issue(rec, list(c.quality.allow_asy_sources))
-            if issue:
-                reasons[rec.id] = {"reason": issue}
-        stage("quality", reasons)
-    if c.dedup.enabled:
-        seen, reasons = {}, {}
-        for rec in current:
-            key = " ".join(normalize_words(rec.question))
-            if key in seen:
-                reasons[rec.id] = {"reason": "exact duplicate", "duplicate_of": seen[key]}
-            else:
-                seen[key] = rec.id
-        stage("dedup", reasons)
-    if c.decontamination.enabled:
-        d = c.decontamination
-        items = load_eval_items(cfg.eval.data_dir, dict(d.eval_sets))
-        if cfg.eval.get("gpqa_path"):
-            items += load_gpqa_questions(cfg.eval.gpqa_path)
-        card["decontamination_sets"] = sorted({name.split(":")[0] for name, _ in items})
-        index = EvalIndex.build(items, d.ngram)
-        reasons = {}
-        for rec in current:
-            hits = index.matches(rec.question, d.ngram, d.max_item_frequency, d.min_shared_ngrams, d.min_overlap)
-            if hits:
-                reasons[rec.id] = {"reason": "contamination", "matches": hits}
-        stage("decontamination", reasons)
-    if c.difficulty.enabled:
-        fields, reasons = list(c.difficulty.solved_by_fields), {}
-        answer_fields = list(c.difficulty.get("solver_answer_fields") or [])
-        for path in c.difficulty.get("solver_models") or []:   # run the evaluation engine on the pool
-            current = solve_with_model(current, path, cfg)
-            answer_fields.append(f"solver:{path}")
-        for rec in current:
-            solved = [f for f in fields if rec.metadata.get(f) is True]
-            gold = rec.metadata.get("gold_answer")
-            gold = (last_boxed(str(gold)) or gold) if gold is not None else None   # a worked solution: its boxed answer
-            solved += [f for f in answer_fields if gold is not None and rec.metadata.get(f) is not None
-                       and is_equivalent(extract_answer(str(rec.metadata[f])) or str(rec.metadata[f]), str(gold))]
-            if solved:
-                reasons[rec.id] = {"reason": "solved by a solver model", "solved_by": solved}
-            elif c.difficulty.min_trace_tokens and count_tokens(rec.thinking) < c.difficulty.min_trace_tokens:
-                reasons[rec.id] = {"reason": "trace shorter than curation.difficulty.min_trace_tokens"}
-        stage("difficulty", reasons)
-    if c.diversity.enabled:
-        keep, card["diversity"] = diversity_sample(
-            current, c.diversity.num_samples, random.Random(cfg.seed), count_tokens,
-            dict(c.diversity.domain_weights) if c.diversity.domain_weights else None,
-            instantiate(c.diversity.classifier), c.diversity.get("include_first"))
-        kept_ids = {r.id for r in keep}
-        stage("diversity", {r.id: {"reason": "not sampled"} for r in current if r.id not in kept_ids}, keep)
-    final = current
-    card["records_curated"] = len(final)
-    card["domains"] = dict(Counter(r.domain or "unclassified" for r in final).most_common())
-    card["content_hash"] = content_hash(final)
-    return final, card, removed
+from reasoning_sft.config import validate_prepare_config
+from reasoning_sft.data.curation import check_difficulty_config, curate
+from reasoning_sft.data.records import Record, write_jsonl
+from reasoning_sft.data.selection import token_counter
+from reasoning_sft.rundir import finish_stage, open_run_dir, write_json
 
 
 def solve_with_model(records: list[Record], model_path: str, cfg: DictConfig) -> list[Record]:
@@ -345,10 +27,10 @@ def solve_with_model(records: list[Record], model_path: str, cfg: DictConfig) ->
     metadata['solver:<path>'] so the difficulty stage grades them like any solver-answer column."""
     import torch
 
-    from reasoning_sft.formatting import render_prompt
-    from reasoning_sft.generation import generate
-    from reasoning_sft.models import load_saved_model
-    from reasoning_sft.prompts import PROMPTS
+    from reasoning_sft.data.formatting import render_prompt
+    from reasoning_sft.evaluation.generation import generate
+    from reasoning_sft.training.models import load_saved_model
+    from reasoning_sft.evaluation.prompts import PROMPTS
 
     model, tokenizer = load_saved_model(model_path, "curation.difficulty.solver_models")
     model = model.cuda() if torch.cuda.is_available() else model
@@ -356,22 +38,6 @@ def solve_with_model(records: list[Record], model_path: str, cfg: DictConfig) ->
     prompts = [render_prompt(PROMPTS["qwen_math"].user.format(question=r.question), tokenizer) for r in records]
     outs = generate(model, tokenizer, prompts, d.solver_max_new_tokens, d.solver_batch_size)
     return [replace(r, metadata={**r.metadata, f"solver:{model_path}": text}) for r, (text, _) in zip(records, outs)]
-
-
-def check_difficulty_config(cfg: DictConfig, records: list[Record] | None = None) -> None:
-    """s1's difficulty stage needs solver results; without them it would drop nothing and the pool
-    would pass as 'hard'. Refused before any work, unless the stage is switched off."""
-    d = cfg.curation.difficulty
-    if not d.enabled:
-        return
-    graded = list(d.get("solver_answer_fields") or []) + list(d.get("solver_models") or [])
-    if not list(d.get("solved_by_fields") or []) and not graded:
-        raise ConfigError("curation.difficulty: enabled, but nothing measures difficulty: set "
-                          "curation.difficulty.solved_by_fields=[COL] (boolean columns), solver_answer_fields=[COL] "
-                          "or solver_models=[DIR] (graded against the gold answer), or curation.difficulty.enabled=false")
-    if graded and records is not None and not any(r.metadata.get("gold_answer") is not None for r in records):
-        raise ConfigError("curation.difficulty.solver_answer_fields / solver_models grade against a gold answer, and "
-                          "no record has one: map it (data.source.fields.gold_answer=COL) or use solved_by_fields")
 
 
 def run_curate(cfg: DictConfig) -> dict:
@@ -382,7 +48,7 @@ def run_curate(cfg: DictConfig) -> dict:
     records = instantiate(cfg.data.source)
     check_difficulty_config(cfg, records)
     count_tokens = token_counter(tokenizer)   # memoised: difficulty and diversity measure the same traces
-    final, card, removed = curate(records, cfg, count_tokens)
+    final, card, removed = curate(records, cfg, count_tokens, solve_with_model)
     card["length_tokenizer"] = cfg.model.get("name_or_path") or cfg.model.get("name")
     card["skipped_by_loader"] = getattr(records, "skipped", {})
     write_jsonl(final, run_dir / "curated.jsonl")

@@ -15,13 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from reasoning_sft.rundir import finish_stage, open_run_dir
-from reasoning_sft.cli import hydra_runtime, run_cli
+from reasoning_sft.cli import run_cli, run_context
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation import generation_budget, result_line
-from reasoning_sft.lm_eval_tasks import check_eval_config, run_tasks
-from reasoning_sft.models import load_pretrained_tokenizer, load_saved_model
-from reasoning_sft.prompts import read_model_format
-from reasoning_sft.wandb_logging import init_wandb, log_eval
+from reasoning_sft.evaluation.runner import generation_budget, result_line
+from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config, run_tasks
+from reasoning_sft.training.models import load_pretrained_tokenizer, load_saved_model
+from reasoning_sft.evaluation.prompts import read_model_format
+from reasoning_sft.training.wandb_logging import init_wandb, log_eval
 
 
 def load_for_eval(cfg: DictConfig):
@@ -31,7 +31,7 @@ def load_for_eval(cfg: DictConfig):
     if backend not in ("hf", "vllm"):
         raise ConfigError(f"eval.backend={backend!r}: expected 'hf' or 'vllm'")
     if backend == "vllm":
-        from reasoning_sft.vllm_backend import VLLMEngine, require_vllm
+        from reasoning_sft.evaluation.vllm_engine import VLLMEngine, require_vllm
         require_vllm()
         path = cfg.model_path or cfg.model.get("name_or_path")
         if not path:
@@ -52,8 +52,7 @@ def apply_model_format(cfg: DictConfig) -> dict | None:
     fmt = read_model_format(Path(cfg.model_path))
     if fmt is None:
         return None
-    hc = hydra_runtime()
-    given = {o.split("=", 1)[0].lstrip("+~") for o in (hc.overrides.task if hc else [])}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in run_context().overrides}
     with open_dict(cfg):
         for key in ("thinking_style", "system_prompt"):
             if f"data.format.{key}" not in given:
@@ -80,7 +79,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
     model, tokenizer = load_for_eval(cfg)
     if torch.cuda.is_available() and isinstance(model, torch.nn.Module):
         model = model.cuda()
-    wandb_run = init_wandb(cfg, run_dir, "evaluate")
+    wandb_run = init_wandb(cfg, run_dir, "evaluate", name=run_context().override_dirname)
     try:
         results = run_tasks(model, tokenizer, cfg, run_dir)
         if wandb_run:

@@ -1,6 +1,6 @@
 """Grade stage: `python -m reasoning_sft.grade input=FILE [fields.response=...] [thinking_style=...]`.
 Code (`task=livecodebench|apps|taco`): rows carry LiveCodeBench's problem fields and a response; each
-response's program runs on the problem's tests in the sandbox (reasoning_sft/sandbox.py).
+response's program runs on the problem's tests in the sandbox (reasoning_sft/evaluation/sandbox.py).
 
 Re-grades saved generations, never regenerating them: an `eval_samples.jsonl` of this project (its
 fields and each row's thinking style are known) or any user jsonl with a response and a gold answer.
@@ -23,11 +23,11 @@ from reasoning_sft.rundir import finish_stage, open_run_dir
 from reasoning_sft.cli import run_cli
 from reasoning_sft.data.loaders import read_rows
 from reasoning_sft.errors import ConfigError, DataError
-from reasoning_sft.grading import OUTCOMES, TRUNCATED_POLICIES, Grade, answer_section, detect_style, \
+from reasoning_sft.evaluation.grading import OUTCOMES, TRUNCATED_POLICIES, Grade, answer_section, detect_style, \
     grade_letter_response, grade_response
-from reasoning_sft.sandbox import VERDICTS
-from reasoning_sft.code_tasks import CODE_TASKS, extract_code, problem_from_row
-from reasoning_sft.metrics import accuracy_summary, pass_at_k
+from reasoning_sft.evaluation.sandbox import VERDICTS
+from reasoning_sft.evaluation.code_tasks import CODE_TASKS, extract_code, problem_from_row
+from reasoning_sft.evaluation.metrics import accuracy_summary, pass_at_k
 
 RESPONSE_FIELDS = ("generation", "response")
 GOLD_FIELDS = ("gold", "answer", "gt", "gold_answer")
@@ -57,7 +57,7 @@ def validate(cfg: DictConfig) -> None:
     if not Path(str(cfg.input)).is_file():
         raise ConfigError(f"input={cfg.input!r}: no such file")
     if cfg.task in CODE_TASKS:
-        from reasoning_sft.sandbox import require_harness
+        from reasoning_sft.evaluation.sandbox import require_harness
         require_harness()
 
 
@@ -130,7 +130,7 @@ def summarize(cfg: DictConfig, rows: list[dict]) -> dict:
 def grade_code_rows(cfg: DictConfig, inputs: list) -> list[dict]:
     """Each response's program (the last code block of its answer section) run on its problem's tests
     in the sandbox, `code.workers` at a time."""
-    from reasoning_sft.sandbox import Limits, run_programs
+    from reasoning_sft.evaluation.sandbox import Limits, run_programs
     styles = [row_style(cfg, row, response) for _, row, response, _ in inputs]
     programs = [extract_code(response, style) for (_, _, response, _), style in zip(inputs, styles)]
     limits = Limits(cfg.code.timeout_seconds, cfg.code.memory_mb, cfg.code.file_mb, cfg.code.processes)

@@ -10,7 +10,7 @@ attention keeps its input, normed input, q, k, v and output (4h + 2kv); the SwiG
 input, normed input, gate, up, act(gate) and their product (2h + 4i). With checkpointing only each
 layer's input (h) is kept, plus one layer recomputed during backward. Logits: HF upcasts them to
 fp32 for the loss and cross-entropy keeps an fp32 log-softmax: 2 + 4 + 4 bytes per token per vocab
-entry, for one chunk of `trainer.loss_chunk_tokens` (reasoning_sft/chunked_loss.py), or none with
+entry, for one chunk of `trainer.loss_chunk_tokens` (reasoning_sft/training/chunked_loss.py), or none with
 Liger's fused linear cross-entropy (`trainer.liger_kernel`).
 """
 

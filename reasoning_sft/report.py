@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from reasoning_sft.code_tasks import CODE_TASKS
+from reasoning_sft.evaluation.code_tasks import CODE_TASKS
 
 from reasoning_sft.sweep import job_dirs
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,25 @@ def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
     tmp.replace(path)   # a reader never sees half a summary
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the command line said, read once by the stage (cli.run_context) and handed down: the
+    library never asks Hydra's runtime. The ranks of a launched run read it from run_context.json."""
+    overrides: tuple[str, ...] = ()      # the command line's overrides (the model card lists them)
+    override_dirname: str | None = None  # names a sweep job by what it varies (the W&B run name)
+
+    def save(self, run_dir: Path) -> None:
+        write_json(run_dir / "run_context.json", asdict(self))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "RunContext":
+        path = run_dir / "run_context.json"
+        if not path.is_file():
+            return cls()
+        d = json.loads(path.read_text())
+        return cls(tuple(d.get("overrides", ())), d.get("override_dirname"))
 
 
 OPENED_RUN_DIRS: set[Path] = set()   # run dirs this process has written into (failures are recorded there)

@@ -17,6 +17,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from reasoning_sft.errors import ConfigError
 
+# The thinking styles' names (reasoning_sft/data/formatting.py defines each one's delimiters).
+THINKING_STYLE_NAMES = ("s1", "r1", "skyt1")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts")
 
@@ -55,7 +57,7 @@ class TrainerConfig:
     # GPU only (pip install liger-kernel): fused kernels and a fused linear cross-entropy
     liger_kernel: bool = False
     # a row with more labelled tokens scores them this many at a time: its logits are never held at
-    # once (reasoning_sft/chunked_loss.py); 0: the model's own loss. Liger replaces it
+    # once (reasoning_sft/training/chunked_loss.py); 0: the model's own loss. Liger replaces it
     loss_chunk_tokens: int = 2048
     # keep the activations saved for backward in CPU memory (torch save_on_cpu): slower, less GPU memory
     activation_offload: bool = False
@@ -65,7 +67,7 @@ class TrainerConfig:
     logging_steps: int = 10
     dataloader_num_workers: int = 0
     sampling: str = "random"             # random | group_by_length (batches of similar length: less padding)
-    # padding-free: whole samples packed into rows, attention per sample (reasoning_sft/packing.py);
+    # padding-free: whole samples packed into rows, attention per sample (reasoning_sft/training/packing.py);
     # batch sizes then count rows of pack_length tokens
     packing: bool = False
     pack_length: Optional[int] = None    # tokens per packed row; null: data.max_seq_len
@@ -113,14 +115,14 @@ class TrainerConfig:
 
 @dataclass
 class FormatConfig:
-    thinking_style: str = "r1"           # s1 | r1 | skyt1 (reasoning_sft/formatting.py)
+    thinking_style: str = "r1"           # s1 | r1 | skyt1 (reasoning_sft/data/formatting.py)
     system_prompt: Optional[str] = None  # null: the chat template's default
 
 
 @dataclass
 class DataConfig:
     """A training set: where its records come from (`source`, a loader's `_target_` and arguments),
-    how they are rendered, and which of them are kept (reasoning_sft/prepare.py: seeded; smaller
+    how they are rendered, and which of them are kept (reasoning_sft/data/selection.py: seeded; smaller
     num_samples nest in larger ones for one seed)."""
     name: str = MISSING
     source: Dict[str, Any] = MISSING
@@ -136,12 +138,10 @@ class DataConfig:
     samples_per_bucket: Optional[int] = None
 
     def check(self, key: str = "data") -> None:
-        from reasoning_sft.formatting import THINKING_STYLES
         _check(self.max_seq_len >= 16, f"{key}.max_seq_len", "an integer >= 16", self.max_seq_len)
         _one_of(f"{key}.overflow", self.overflow, ("drop", "truncate"))
         _one_of(f"{key}.keep", self.keep, ("all", "correct", "wrong"))
-        _check(self.format.thinking_style in THINKING_STYLES, f"{key}.format.thinking_style",
-               f"one of {sorted(THINKING_STYLES)}", self.format.thinking_style)
+        _one_of(f"{key}.format.thinking_style", self.format.thinking_style, THINKING_STYLE_NAMES)
         _one_of(f"{key}.source.on_error", self.source.get("on_error", "raise"), ("raise", "skip"))
         for k in ("num_samples", "min_trace_tokens", "max_trace_tokens", "samples_per_bucket"):
             v = getattr(self, k)
@@ -194,7 +194,7 @@ class CodeEvalConfig:
 class EvalConfig:
     """What is evaluated (after training with after_train, or by python -m reasoning_sft.evaluate) and how."""
     after_train: bool = False
-    tasks: List[str] = field(default_factory=list)   # reasoning_sft/tasks.py's registry
+    tasks: List[str] = field(default_factory=list)   # reasoning_sft/evaluation/tasks.py's registry
     num_problems: int = 200              # synthetic: held-out problems (never in any training split)
     data_dir: str = "${paths.data_dir}"  # benchmark files (aime24.jsonl, math500.jsonl, ...)
     gpqa_path: Optional[str] = None      # your copy of gpqa_diamond.csv (never bundled); task name gpqa_diamond
@@ -207,7 +207,7 @@ class EvalConfig:
     temperature: float = 0.0             # 0: greedy; > 0 samples (seeded by `seed`) with top_p
     top_p: float = 1.0
     ks: List[int] = field(default_factory=lambda: [1])   # pass@k and maj@k for each k <= samples_per_problem
-    # trained (the model's own training format) | s1 | skyt1 | qwen_math (reasoning_sft/prompts.py)
+    # trained (the model's own training format) | s1 | skyt1 | qwen_math (reasoning_sft/evaluation/prompts.py)
     prompt: str = "trained"
     grading: GradingConfig = field(default_factory=GradingConfig)
     budget_forcing: BudgetForcingConfig = field(default_factory=BudgetForcingConfig)

@@ -16,18 +16,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from reasoning_sft.checkpoints import resume_checkpoint, seconds_trained
-from reasoning_sft.cli import run_cli
+from reasoning_sft.training.checkpoints import resume_checkpoint, seconds_trained
+from reasoning_sft.cli import run_cli, run_context
 from reasoning_sft.config import check_hardware, validate_train_config
 from reasoning_sft.data.loaders import DataError
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation import result_line
-from reasoning_sft.launch import (check_launch_config, is_worker, launch_workers, launcher_name, needs_launch, rank,
+from reasoning_sft.evaluation.runner import result_line
+from reasoning_sft.training.launch import (check_launch_config, is_worker, launch_workers, launcher_name, needs_launch, rank,
                                   single_process_env, slurm_rank_env, write_worker_error)
-from reasoning_sft.lm_eval_tasks import check_eval_config
-from reasoning_sft.model_card import check_push
-from reasoning_sft.recipe import SFTRecipe
-from reasoning_sft.rundir import lock_run_dir, open_run_dir
+from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config
+from reasoning_sft.training.model_card import check_push
+from reasoning_sft.training.recipe import SFTRecipe
+from reasoning_sft.rundir import RunContext, lock_run_dir, open_run_dir
 
 
 def run_training(cfg: DictConfig) -> dict:
@@ -54,14 +54,16 @@ def run_training(cfg: DictConfig) -> dict:
         if rank() == 0:
             print(f"resuming from {resume_from} (step {resume_from.name.split('-')[-1]}, "
                   f"{seconds_trained(resume_from):.0f}s trained before)", file=sys.stderr)
+    context = run_context()
     if rank() == 0:
         open_run_dir(cfg)
+        context.save(run_dir)   # the launched ranks read it (they run outside Hydra)
     if needs_launch(cfg):
         launch_workers(cfg, run_dir)
         return json.loads((run_dir / "summary.json").read_text())
     if cfg.deepspeed.config is not None:
         single_process_env()
-    return train_worker(cfg, run_dir)
+    return train_worker(cfg, run_dir, context)
 
 
 def finished_summary(run_dir: Path) -> dict | None:
@@ -73,10 +75,10 @@ def finished_summary(run_dir: Path) -> dict | None:
     return summary if summary and summary.get("stage") == "train" and summary.get("status") == "finished" else None
 
 
-def train_worker(cfg: DictConfig, run_dir: Path) -> dict:
+def train_worker(cfg: DictConfig, run_dir: Path, context: RunContext | None = None) -> dict:
     """One rank's training (the only one in a single-process run). Rank 0 writes the run dir."""
     try:
-        return SFTRecipe(cfg, run_dir).run()
+        return SFTRecipe(cfg, run_dir, context or RunContext.load(run_dir)).run()
     except (ConfigError, DataError) as e:
         if is_worker() and rank() == 0:
             write_worker_error(run_dir, e)   # the launching process raises it again

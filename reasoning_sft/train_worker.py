@@ -1,6 +1,6 @@
 """One rank of a multi-process training run: `python -m reasoning_sft.train_worker <run dir>`.
 
-Started by `reasoning_sft.launch` (through DeepSpeed's launcher or torchrun), never by hand: it
+Started by `reasoning_sft.training.launch` (through DeepSpeed's launcher or torchrun), never by hand: it
 trains on the config frozen in `<run dir>/config.yaml`, which the launching Hydra process resolved
 and validated once, and writes into that same run dir.
 """
@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or not (Path(argv[0]) / "config.yaml").is_file():
         sys.exit("usage: python -m reasoning_sft.train_worker <run dir holding config.yaml>")
-    from reasoning_sft.launch import die_with_parent, watch_launcher
+    from reasoning_sft.training.launch import die_with_parent, watch_launcher
     die_with_parent()   # the launcher (DeepSpeed's or torchrun) went away: checkpoint and stop (SIGTERM)
     watch_launcher()    # so did the launching command (even on kill -9): the same
     from reasoning_sft.train import train_worker

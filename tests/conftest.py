@@ -62,7 +62,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from reasoning_sft.models import train_tiny_tokenizer
+    from reasoning_sft.training.models import train_tiny_tokenizer
     return train_tiny_tokenizer(512)
 
 

@@ -12,15 +12,15 @@ from dataclasses import replace
 import pytest
 from hydra.utils import instantiate
 
-from reasoning_sft.ablation import (NUMBER, REFLECTION_KEYWORDS, Context, ParagraphSplitter, apply_transforms, combine,
+from reasoning_sft.data.ablations import (NUMBER, REFLECTION_KEYWORDS, Context, ParagraphSplitter, apply_transforms, combine,
                                     digit_corruption, keyword_removal, short_cot, step_delete,
                                     step_insert, step_shuffle, summarize, wrong_answers)
 from reasoning_sft.config import validate_prepare_config
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.data.loaders import load_r1
 from reasoning_sft.data.synthetic import generate_records
-from reasoning_sft.grading import last_boxed
-from reasoning_sft.records import Record
+from reasoning_sft.data.answers import last_boxed
+from reasoning_sft.data.records import Record
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +278,7 @@ def test_rate_outside_unit_interval_is_a_config_error(make_cfg, override):
 
 
 def test_unknown_transform_is_a_config_error(make_cfg):
-    cfg = make_cfg(["ablation=digit_corruption", "ablation.transforms.0._target_=reasoning_sft.ablation.nope"])
+    cfg = make_cfg(["ablation=digit_corruption", "ablation.transforms.0._target_=reasoning_sft.data.ablations.nope"])
     with pytest.raises(ConfigError, match=r"ablation\.transforms\[0\]\._target_"):
         validate_prepare_config(cfg)
 
@@ -293,7 +293,7 @@ def _paraphrase(step: str, i: int) -> str:
 
 
 def test_llm_splitter_aligns_a_paraphrasing_model_and_caches(traces, chat_endpoint, tmp_path):
-    from reasoning_sft.ablation import LLMSplitter
+    from reasoning_sft.data.ablations import LLMSplitter
 
     mode = {"reply": "paraphrase"}
 

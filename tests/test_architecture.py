@@ -1,5 +1,8 @@
-"""The package's import graph: a ground floor (errors, rundir, cli) that imports nothing above it, and
-no cycle, lazy imports included (a function-level import does not hide one here)."""
+"""The package's import graph is the pipeline's map: a ground floor (errors, run dirs, the command line,
+the typed config and its checks) that imports nothing above it; three wings (data, training,
+evaluation) that never import a stage; data that imports neither other wing; evaluation that runs on
+any saved model, so never imports training; stages on top. No cycle, lazy imports included (a
+function-level import does not hide one here)."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def test_the_package_has_no_import_cycle():
     graph = import_graph()
-    assert len(graph) > 30
+    assert len(graph) > 40
     state: dict[str, int] = {}      # 1: on the current path, 2: done
 
     def visit(m, path):
@@ -46,19 +49,62 @@ def test_the_package_has_no_import_cycle():
             visit(m, [m])
 
 
+GROUND_FLOOR = {f"reasoning_sft.{m}" for m in ("errors", "rundir", "cli", "sweep", "schema", "config")}
+STAGES = {f"reasoning_sft.{m}" for m in ("prepare", "curate", "plan", "train", "train_worker", "evaluate", "grade",
+                                         "report")}
+WINGS = ("data", "training", "evaluation")
+
+
+def wing(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 2 and parts[1] in WINGS:
+        return parts[1]
+    return "ground" if module in GROUND_FLOOR else "stage" if module in STAGES else "?"
+
+
+def test_every_module_is_on_a_floor_or_in_a_wing():
+    graph = import_graph()
+    assert {m for m in graph if wing(m) == "?"} <= {"reasoning_sft"} | {f"reasoning_sft.{w}" for w in WINGS}
+
+
 def test_the_ground_floor_imports_nothing_above_it():
     graph = import_graph()
     assert graph["reasoning_sft.errors"] == set()
     assert graph["reasoning_sft.rundir"] <= {"reasoning_sft.errors"}
     assert graph["reasoning_sft.cli"] <= {"reasoning_sft.errors", "reasoning_sft.rundir"}
     assert not graph["reasoning_sft.config"] & {"reasoning_sft.rundir", "reasoning_sft.cli"}   # validation only
+    for m in GROUND_FLOOR:
+        assert graph[m] <= GROUND_FLOOR, (m, graph[m] - GROUND_FLOOR)
+
+
+def test_wings_import_down_the_pipeline_and_never_a_stage():
+    allowed = {"data": {"ground", "data"}, "evaluation": {"ground", "data", "evaluation"},
+               # training evaluates after training (recipe.py); evaluation never needs training
+               "training": {"ground", "data", "evaluation", "training"}}
+    for m, deps in import_graph().items():
+        if wing(m) in allowed:
+            wrong = {d for d in deps if wing(d) not in allowed[wing(m)]}
+            assert not wrong, f"{m} imports {sorted(wrong)}"
 
 
 def test_the_readmes_layout_names_every_module_and_only_real_ones():
+    """The README's tree, read by its indentation: `data/` then `  records.py` is data/records.py."""
     import re
     readme = (ROOT / "README.md").read_text()
     layout = readme.split("## Layout: a map of the pipeline", 1)[1].split("```")[1]
-    named = set(re.findall(r"([\w/]+\.py)", layout))
-    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    named, folders = set(), []          # folders: (indent, name) of the enclosing folders
+    for line in layout.splitlines():
+        m = re.match(r"^( *)([\w.]+/?)\s", line + " ")
+        if not m or line.strip().startswith("#"):
+            continue
+        indent, name = len(m.group(1)), m.group(2)
+        folders = [(i, f) for i, f in folders if i < indent]
+        if name.endswith("/"):
+            folders.append((indent, name))
+        elif name.endswith(".py"):
+            named.add("".join(f for _, f in folders) + name)
+        named |= {"".join(f for _, f in folders) + n for n in re.findall(r"; ([\w]+\.py)", line)}
+    modules = {"reasoning_sft/" + str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    named = {n for n in named if n.startswith("reasoning_sft/")}
     assert modules - named == set(), "modules the README's layout does not name"
     assert named - modules == set(), "files the README's layout names that do not exist"

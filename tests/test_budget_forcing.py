@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reasoning_sft.budget_forcing import BudgetForcing, forced_text, generate_with_budget
+from reasoning_sft.evaluation.budget_forcing import BudgetForcing, forced_text, generate_with_budget
 from reasoning_sft.data.synthetic import generate_records
-from reasoning_sft.formatting import THINKING_STYLES, render_prompt
-from reasoning_sft.models import build_tiny_model
+from reasoning_sft.data.formatting import THINKING_STYLES, render_prompt
+from reasoning_sft.training.models import build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_extend_appends_exactly_num_wait_waits(model, tiny_tokenizer, prompts, s
 
 
 def test_forcing_off_is_plain_generate(make_cfg, model, tiny_tokenizer, prompts):
-    from reasoning_sft.evaluation import generate_for_eval
+    from reasoning_sft.evaluation.runner import generate_for_eval
     cfg = make_cfg(["eval=synthetic", "eval.max_new_tokens=20", "eval.batch_size=3"])
     assert not cfg.eval.budget_forcing.enabled
     ours = [o["generation"] for o in generate_for_eval(model, tiny_tokenizer, prompts, cfg)]
@@ -119,7 +119,7 @@ def test_forced_text_and_ids_are_pinned(tiny_tokenizer, style, capped):
 def test_thinking_that_ends_on_its_own_continues_exactly_as_training_rendered_it(tiny_tokenizer, style):
     """The ids of a trained trace up to its stop marker, plus the forced ids, are the training
     sequence's own ids: no doubled newline, no space token the model never saw."""
-    from reasoning_sft.formatting import render_chat
+    from reasoning_sft.data.formatting import render_chat
     st = THINKING_STYLES[style]
     for rec in generate_records(5, seed=1, split="test"):
         _, completion = render_chat(rec, tiny_tokenizer, st)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reasoning_sft.chunked_loss import add_chunked_loss
-from reasoning_sft.models import build_tiny_model
-from reasoning_sft.packing import PackedCollator, use_packed_attention
+from reasoning_sft.training.chunked_loss import add_chunked_loss
+from reasoning_sft.training.models import build_tiny_model
+from reasoning_sft.training.packing import PackedCollator, use_packed_attention
 from test_packing import _samples
 
 

@@ -15,9 +15,9 @@ import pytest
 
 from code_problems import problems, response, solutions
 from conftest import ROOT
-from reasoning_sft.code_tasks import decode_tests, extract_code, in_window, problem_from_row, problem_prompt
+from reasoning_sft.evaluation.code_tasks import decode_tests, extract_code, in_window, problem_from_row, problem_prompt
 from reasoning_sft.errors import DataError
-from reasoning_sft.sandbox import Limits, run_program, run_programs
+from reasoning_sft.evaluation.sandbox import Limits, run_program, run_programs
 
 FAST = Limits(timeout_seconds=1, memory_mb=1024, processes=32)
 EXPECTED = {"good": "passed", "wrong": "wrong answer", "slow": "timeout", "crash": "runtime error"}
@@ -207,8 +207,8 @@ def _problem_file(tmp_path):
 def test_livecodebench_through_lm_eval_runs_each_answer_in_the_sandbox(make_cfg, tiny_tokenizer, tmp_path):
     from test_lm_eval import _always_answers
 
-    from reasoning_sft.lm_eval_tasks import run_tasks
-    from reasoning_sft.models import build_tiny_model
+    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
+    from reasoning_sft.training.models import build_tiny_model
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=code", f"eval.code.path={_problem_file(tmp_path)}", "eval.code.start_date=2024-01-01",
                     "eval.code.end_date=2024-03-31", "eval.code.timeout_seconds=2", "eval.max_new_tokens=64"],
@@ -231,7 +231,7 @@ def test_livecodebench_through_lm_eval_runs_each_answer_in_the_sandbox(make_cfg,
 
 @pytest.mark.slow
 def test_the_documented_code_evaluation_command(tmp_path, tiny_tokenizer):
-    from reasoning_sft.models import build_tiny_model
+    from reasoning_sft.training.models import build_tiny_model
     model = build_tiny_model(tiny_tokenizer)
     model.save_pretrained(tmp_path / "model")
     tiny_tokenizer.save_pretrained(tmp_path / "model")

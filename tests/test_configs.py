@@ -107,7 +107,7 @@ def test_bad_values_are_rejected_naming_the_key(make_cfg, override, key):
 
 def test_tiny_model_sizes(make_cfg, tiny_tokenizer):
     from hydra.utils import instantiate
-    from reasoning_sft.models import count_parameters
+    from reasoning_sft.training.models import count_parameters
     sizes = {}
     for name in ["tiny", "tiny_m", "tiny_l", "tiny_llama"]:
         cfg = make_cfg([f"model={name}"])

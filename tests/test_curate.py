@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from reasoning_sft.curate import EvalIndex, quality_issue, run_curate
-from reasoning_sft.records import Record
+from reasoning_sft.curate import run_curate
+from reasoning_sft.data.curation import EvalIndex, quality_issue
+from reasoning_sft.data.records import Record
 from conftest import ROOT
 
 POOL = ["model=tiny", "data=jsonl", "data.source.path=${paths.data_dir}/s1k_questions_no_traces.jsonl",
@@ -76,7 +77,7 @@ def test_quality_filters():
 
 def _pick(recs, n, seed, **kw):
     import random
-    from reasoning_sft.curate import diversity_sample
+    from reasoning_sft.data.curation import diversity_sample
     return diversity_sample(recs, n, random.Random(seed), lambda t: len(t.split()), **kw)[0]
 
 
@@ -123,7 +124,7 @@ def test_domains_are_msc_classes_from_an_llm_classifier(chat_endpoint, tmp_path,
     url = chat_endpoint(reply)
     cfg = compose_config(POOL + ["data.num_samples=60", "curation.decontamination.enabled=false",
                                  "curation.difficulty.enabled=false", "curation.diversity.num_samples=60",
-                                 "curation.diversity.classifier._target_=reasoning_sft.curate.LLMDomainClassifier",
+                                 "curation.diversity.classifier._target_=reasoning_sft.data.curation.LLMDomainClassifier",
                                  "~curation.diversity.classifier._partial_",
                                  f"+curation.diversity.classifier.base_url={url}",
                                  "+curation.diversity.classifier.model=judge"],
@@ -195,22 +196,22 @@ def test_difficulty_drops_what_a_solver_answered_correctly(tmp_path):
 @pytest.mark.slow
 def test_difficulty_runs_a_solver_model_on_the_pool(tmp_path, tiny_tokenizer):
     from conftest import compose_config
-    from reasoning_sft.generation import generate
-    from reasoning_sft.formatting import render_prompt
-    from reasoning_sft.prompts import PROMPTS
-    from reasoning_sft.models import build_tiny_model
+    from reasoning_sft.evaluation.generation import generate
+    from reasoning_sft.data.formatting import render_prompt
+    from reasoning_sft.evaluation.prompts import PROMPTS
+    from reasoning_sft.training.models import build_tiny_model
     solver = build_tiny_model(tiny_tokenizer, seed=3)
     solver.save_pretrained(tmp_path / "solver")
     tiny_tokenizer.save_pretrained(tmp_path / "solver")
     questions = [f"What is {i} + {i}?" for i in range(6)]
-    from reasoning_sft.models import load_pretrained_model
+    from reasoning_sft.training.models import load_pretrained_model
     saved = load_pretrained_model(tiny_tokenizer, str(tmp_path / "solver"), dtype=solver.dtype)
     expected = [t for t, _ in generate(saved, tiny_tokenizer, [render_prompt(PROMPTS["qwen_math"].user.format(question=q), tiny_tokenizer)
                                                                for q in questions], 12, 4)]
     assert all(e.strip() for e in expected)
     path = tmp_path / "pool.jsonl"
     # gold = the solver's own (extracted or whole) output for even rows: those count as solved
-    from reasoning_sft.grading import extract_answer
+    from reasoning_sft.data.answers import extract_answer
     golds = [(extract_answer(e) or e) if i % 2 == 0 else "no such answer 12345" for i, e in enumerate(expected)]
     path.write_text("".join(json.dumps({"id": i, "q": q, "t": "think", "a": "a", "gold": g}) + "\n"
                             for i, (q, g) in enumerate(zip(questions, golds))))

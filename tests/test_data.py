@@ -8,8 +8,8 @@ import pytest
 
 from reasoning_sft.data.loaders import DataError, load_r1, load_s1k, load_sharegpt
 from reasoning_sft.data.synthetic import generate_records
-from reasoning_sft.grading import last_boxed
-from reasoning_sft.records import content_hash, read_jsonl, write_jsonl
+from reasoning_sft.data.answers import last_boxed
+from reasoning_sft.data.records import content_hash, read_jsonl, write_jsonl
 
 
 def test_synthetic_is_seeded_prefix_stable_and_held_out():

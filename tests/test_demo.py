@@ -19,7 +19,7 @@ DEMO_BUDGET = ROOT / "outputs" / "evaluate" / "multiruns" / "demo" / "make-demo-
 
 # The first test also trains the demo (its module fixture): setup.cfg's 900 s per test would cut it short
 # on a slower machine (it did on one CI machine, and every test here then errored).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.learning, pytest.mark.timeout(3600)]
 
 
 @pytest.fixture(scope="module")

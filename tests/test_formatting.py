@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reasoning_sft.data.synthetic import generate_records
-from reasoning_sft.formatting import (IGNORE_INDEX, THINKING_STYLES, assistant_text, render_prompt,
+from reasoning_sft.data.formatting import (IGNORE_INDEX, THINKING_STYLES, assistant_text, render_prompt,
                                       tokenize_records)
 
 
@@ -68,7 +68,7 @@ def test_overflow_drop_and_truncate_are_counted(tiny_tokenizer):
 def test_a_saved_run_model_reloads_the_exact_tokenizer(tiny_tokenizer, tmp_path):
     """A run dir's final_model holds config.json (model_type qwen2) next to the tokenizer: it must not
     come back as Qwen2Tokenizer with Qwen's own pre-tokenizer (" 1" would become "Ġ", "1")."""
-    from reasoning_sft.models import build_tiny_model, load_pretrained_tokenizer
+    from reasoning_sft.training.models import build_tiny_model, load_pretrained_tokenizer
     build_tiny_model(tiny_tokenizer).save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
     reloaded = load_pretrained_tokenizer(str(tmp_path))
@@ -84,8 +84,8 @@ def test_skyt1_system_prompt_is_kept_in_training(tmp_path, tiny_tokenizer):
     import json
 
     from reasoning_sft.data.loaders import load_sharegpt
-    from reasoning_sft.formatting import THINKING_STYLES, tokenize_records, training_system_prompt
-    from reasoning_sft.prompts import SKYT1_SYSTEM_PROMPT
+    from reasoning_sft.data.formatting import THINKING_STYLES, tokenize_records, training_system_prompt
+    from reasoning_sft.evaluation.prompts import SKYT1_SYSTEM_PROMPT
     path = tmp_path / "sky.jsonl"
     path.write_text(json.dumps({"system": SKYT1_SYSTEM_PROMPT, "conversations": [
         {"from": "user", "value": "What is 2 + 3?"},
@@ -106,7 +106,7 @@ def test_skyt1_system_prompt_is_kept_in_training(tmp_path, tiny_tokenizer):
     ("qwen_math", None, "What is 2 + 3?\n\nPlease reason step by step, and put your final answer within \\boxed{}."),
 ])
 def test_evaluation_prompts_are_the_papers(make_cfg, name, system, user):
-    from reasoning_sft.prompts import SKYT1_SYSTEM_PROMPT, eval_prompt
+    from reasoning_sft.evaluation.prompts import SKYT1_SYSTEM_PROMPT, eval_prompt
     cfg = make_cfg(["eval=synthetic", f"eval.prompt={name}", "data.format.system_prompt='You train me.'"])
     got_system, template = eval_prompt(cfg)
     assert got_system == (SKYT1_SYSTEM_PROMPT if system == "SKYT1" else system)
@@ -115,6 +115,6 @@ def test_evaluation_prompts_are_the_papers(make_cfg, name, system, user):
 
 def test_unknown_evaluation_prompt_is_a_config_error(make_cfg):
     from reasoning_sft.errors import ConfigError
-    from reasoning_sft.prompts import eval_prompt
+    from reasoning_sft.evaluation.prompts import eval_prompt
     with pytest.raises(ConfigError, match="eval.prompt='mine': expected one of"):
         eval_prompt(make_cfg(["eval=synthetic", "eval.prompt=mine"]))

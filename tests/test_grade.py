@@ -45,7 +45,7 @@ def test_grade_stage_on_a_users_skyt1_file(tmp_path):
 def test_grade_stage_agrees_with_math_verify_on_real_r1_responses(tmp_path, shared_data):
     from math_verify import parse, verify
 
-    from reasoning_sft.grading import answer_section
+    from reasoning_sft.evaluation.grading import answer_section
     rows = []
     for i, (response, gold, thinking) in enumerate(_r1_responses(shared_data)):
         if i % 3 == 0:       # a third cut inside the thinking: math-verify on no answer section says wrong

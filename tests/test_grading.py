@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from reasoning_sft.grading import extract_answer, is_equivalent, last_boxed
-from reasoning_sft.metrics import accuracy_summary, bootstrap_ci
+from reasoning_sft.data.answers import extract_answer, is_equivalent, last_boxed
+from reasoning_sft.evaluation.metrics import accuracy_summary, bootstrap_ci
 
 
 def _rows(path):
@@ -66,8 +66,8 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_n():
 
 
 def test_a_grading_that_times_out_is_wrong_and_counted(make_cfg):
-    from reasoning_sft.evaluation import summarize_samples
-    from reasoning_sft.grading import grade
+    from reasoning_sft.evaluation.runner import summarize_samples
+    from reasoning_sft.data.answers import grade
     slow = r"\int_0^1 e^{x^{7}}\sin(x^{5})\,dx"      # sympy cannot settle this within a second
     assert grade(slow, "0.3", timeout_seconds=1) == (False, "timeout")
     assert grade(None, "3") == (False, "no_answer") and grade("3", "3") == (True, "exact")
@@ -97,13 +97,13 @@ SKYT1_CASES = [   # written for the test in Sky-T1's output format: (response, g
 
 @pytest.mark.parametrize("response,gold,correct,outcome", SKYT1_CASES)
 def test_skyt1_responses_are_graded_on_their_solution_section(response, gold, correct, outcome):
-    from reasoning_sft.grading import grade_response
+    from reasoning_sft.evaluation.grading import grade_response
     result = grade_response(response, gold, "skyt1")
     assert (result.correct, result.outcome) == (correct, outcome)
 
 
 def test_boxed_inside_cut_off_thinking_is_credited_only_when_asked():
-    from reasoning_sft.grading import grade_response
+    from reasoning_sft.evaluation.grading import grade_response
     cut = "<think>\nSo far \\boxed{12} seems right, but the second case gives"
     assert grade_response(cut, "12", "r1") == grade_response(cut, "12", "r1", "wrong")
     assert grade_response(cut, "12", "r1").outcome == "truncated"
@@ -126,7 +126,7 @@ def test_real_r1_traces_agree_with_math_verify_on_their_answer_section(shared_da
     response's answer section; cut inside the thinking (with the gold boxed there), none is credited."""
     from math_verify import parse, verify
 
-    from reasoning_sft.grading import answer_section, grade_response
+    from reasoning_sft.evaluation.grading import answer_section, grade_response
     responses = _r1_responses(shared_data)
     agree = credited = 0
     for response, gold, thinking in responses:
@@ -140,7 +140,7 @@ def test_real_r1_traces_agree_with_math_verify_on_their_answer_section(shared_da
 
 
 def test_real_s1k_attempts_graded_after_the_answer_marker(shared_data):
-    from reasoning_sft.grading import grade_response
+    from reasoning_sft.evaluation.grading import grade_response
     rows = [r for r in _rows(shared_data / "s1k_sample.jsonl") if r["solution"].strip().isdigit()]
     assert len(rows) == 2            # the two s1K samples whose reference solution is a number
     for row in rows:
@@ -152,7 +152,7 @@ def test_real_s1k_attempts_graded_after_the_answer_marker(shared_data):
 
 
 def test_styles_without_markers_grade_the_whole_response(shared_data):
-    from reasoning_sft.grading import detect_style, grade_response
+    from reasoning_sft.evaluation.grading import detect_style, grade_response
     for row in _rows(shared_data / "math500.jsonl")[:100]:
         assert detect_style(row["solution"]) is None
         assert grade_response(row["solution"], row["answer"], None).correct, row["unique_id"]

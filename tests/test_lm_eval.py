@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from reasoning_sft.models import build_tiny_model
+from reasoning_sft.training.models import build_tiny_model
 
 
 # What a model trained in the s1 format writes: its thinking, the answer marker, then the answer.
@@ -45,7 +45,7 @@ def _always_answers(model, tokenizer, text: str, either: tuple[str, str] | None 
 
 @pytest.mark.slow
 def test_lm_eval_accuracy_matches_our_recount(make_cfg, tiny_tokenizer, shared_data, tmp_path):
-    from reasoning_sft.lm_eval_tasks import run_tasks
+    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=benchmarks", "eval.tasks=[amc23,aime24,math500]", "eval.limit=3",
                     "eval.max_new_tokens=64", f"eval.data_dir={shared_data}"])
@@ -99,7 +99,7 @@ def test_evaluate_stage_on_every_bundled_task(tmp_path, tiny_tokenizer, shared_d
 def test_sampled_metrics_through_lm_eval(make_cfg, tiny_tokenizer, shared_data, tmp_path):
     from math import comb
 
-    from reasoning_sft.lm_eval_tasks import run_tasks
+    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=benchmarks", "eval.tasks=[amc23]", "eval.limit=2", "eval.max_new_tokens=64",
                     "eval.samples_per_problem=8", "eval.temperature=1.0", "eval.ks=[1,4,8]", f"eval.data_dir={shared_data}"])
@@ -140,7 +140,7 @@ def _gpqa_file(tmp_path):
 def test_gpqa_shuffles_choices_by_seed_and_grades_letters(make_cfg, tiny_tokenizer, tmp_path):
     import re
 
-    from reasoning_sft.lm_eval_tasks import run_tasks
+    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
     path = _gpqa_file(tmp_path)
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=benchmarks", "eval.tasks=[gpqa_diamond]", f"eval.gpqa_path={path}", "eval.max_new_tokens=48"])
@@ -167,7 +167,7 @@ def test_gpqa_shuffles_choices_by_seed_and_grades_letters(make_cfg, tiny_tokeniz
 
 def test_gpqa_needs_the_users_copy(make_cfg, tiny_tokenizer):
     from reasoning_sft.errors import ConfigError
-    from reasoning_sft.tasks import TASKS
+    from reasoning_sft.evaluation.tasks import TASKS
     with pytest.raises(ConfigError, match="eval.gpqa_path=None: GPQA-Diamond is read only from your own copy"):
         TASKS["gpqa_diamond"].docs(make_cfg(["eval=benchmarks"]))
 
@@ -179,7 +179,7 @@ def test_a_new_benchmark_is_one_registry_entry_and_each_response_is_graded_once(
     the per-sample rows come from one grading of each response."""
     from reasoning_sft import tasks
     from reasoning_sft.data.loaders import read_rows
-    from reasoning_sft.lm_eval_tasks import run_tasks
+    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
     (tmp_path / "doubles.jsonl").write_text("".join(json.dumps({"q": f"What is {i} + {i}?", "a": str(2 * i)}) + "\n"
                                                     for i in range(3)))
     graded = []
@@ -223,7 +223,7 @@ def test_vllm_backend_without_vllm_is_a_clear_error(make_cfg, tmp_path):
 def test_generation_goes_through_an_engines_own_primitive(make_cfg, tiny_tokenizer):
     """The backend seam vLLM plugs into: an object with `generate_ids` receives every generation call
     (plain and budget-forced) as token ids, and its ids come back as the outputs."""
-    from reasoning_sft.evaluation import generate_for_eval
+    from reasoning_sft.evaluation.runner import generate_for_eval
 
     class RecordingEngine:   # stands in for vLLM's engine at the seam only; the loop under test is ours
         device = "cpu"

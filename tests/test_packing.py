@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.models import build_tiny_model
-from reasoning_sft.packing import PACKED_SDPA, PackedCollator, pack_examples, use_packed_attention
+from reasoning_sft.training.models import build_tiny_model
+from reasoning_sft.training.packing import PACKED_SDPA, PackedCollator, pack_examples, use_packed_attention
 from test_distributed import BASE, losses, run_cli_ok
 
 
@@ -94,7 +94,7 @@ def test_packed_rows_build_no_dense_mask_and_share_kv_heads(tiny_tokenizer):
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-    from reasoning_sft.packing import packed_sdpa_attention, packed_sdpa_mask, register_packed_attention
+    from reasoning_sft.training.packing import packed_sdpa_attention, packed_sdpa_mask, register_packed_attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     register_packed_attention()
     masks, kv_heads = [], []

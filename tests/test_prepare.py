@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.ablation import NUMBER
+from reasoning_sft.data.ablations import NUMBER
 from reasoning_sft.data.loaders import load_r1
 from reasoning_sft.prepare import run_prepare
 

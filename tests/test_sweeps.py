@@ -180,7 +180,7 @@ def _accuracy_by(sweep, key: str) -> dict:
                             float(r["synthetic/ci95_high"])) for r in rows}
 
 
-@pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.timeout(3600)   # two CPU studies, 5 arms: 11 minutes on an AVX-512 Xeon (setup.cfg's limit is 900 s)
 def test_make_demo_sweep_and_demo_ablation_show_their_effect():
     """The two CPU studies run as written (make targets) and show an effect you can see: accuracy

@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import replace
 
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.grading import extract_answer, grade
-from reasoning_sft.records import Record
+from reasoning_sft.data.answers import extract_answer, grade
+from reasoning_sft.data.records import Record
 
 KEEP = ("all", "correct", "wrong")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from reasoning_sft.errors import DataError
-from reasoning_sft.records import Record
+from reasoning_sft.data.records import Record
 
 
 class Loaded(list):

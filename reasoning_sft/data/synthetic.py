@@ -10,7 +10,7 @@ import hashlib
 import random
 
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.records import Record
+from reasoning_sft.data.records import Record
 
 QUESTION_TEMPLATES = [
     "What is {expr}?",

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import TrainerCallback
 
-from reasoning_sft.models import count_parameters
+from reasoning_sft.training.models import count_parameters
 from reasoning_sft.rundir import write_json
 
 IMPORTED_AT = time.time()   # start-up accounting: process start -> imports -> composition -> first step

@@ -14,13 +14,13 @@ from statistics import mean, median
 from omegaconf import DictConfig, open_dict
 from tqdm.auto import tqdm
 
-from reasoning_sft.budget_forcing import BudgetForcing, generate_with_budget
-from reasoning_sft.formatting import get_style, render_prompt
-from reasoning_sft.generation import generate, sampling_kwargs
-from reasoning_sft.grading import OUTCOMES, Grade
-from reasoning_sft.metrics import sampled_summary
-from reasoning_sft.prompts import eval_prompt
-from reasoning_sft.tasks import Task
+from reasoning_sft.evaluation.budget_forcing import BudgetForcing, generate_with_budget
+from reasoning_sft.data.formatting import get_style, render_prompt
+from reasoning_sft.evaluation.generation import generate, sampling_kwargs
+from reasoning_sft.evaluation.grading import OUTCOMES, Grade
+from reasoning_sft.evaluation.metrics import sampled_summary
+from reasoning_sft.evaluation.prompts import eval_prompt
+from reasoning_sft.evaluation.tasks import Task
 
 
 class Grader:

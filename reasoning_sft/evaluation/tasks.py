@@ -15,12 +15,12 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
-from reasoning_sft.code_tasks import CODE_TASKS, extract_code, in_window, problem_from_row, problem_prompt
+from reasoning_sft.evaluation.code_tasks import CODE_TASKS, extract_code, in_window, problem_from_row, problem_prompt
 from reasoning_sft.data.loaders import read_rows
 from reasoning_sft.data.synthetic import generate_records
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.grading import Grade, grade_letter_response, grade_response
-from reasoning_sft.prompts import eval_prompt
+from reasoning_sft.evaluation.grading import Grade, grade_letter_response, grade_response
+from reasoning_sft.evaluation.prompts import eval_prompt
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def truncated_policy(cfg: DictConfig) -> str:
 
 
 def grade_math(generation: str, gold: str, cfg: DictConfig) -> Grade:
-    """math-verify on the answer section of the model's thinking style (reasoning_sft/grading.py)."""
+    """math-verify on the answer section of the model's thinking style (reasoning_sft/evaluation/grading.py)."""
     return grade_response(generation, gold, cfg.data.format.thinking_style, truncated_policy(cfg),
                           (cfg.eval.get("grading") or {}).get("timeout_seconds", 5))
 
@@ -120,7 +120,7 @@ def grade_gpqa(generation: str, doc: dict, cfg: DictConfig) -> Grade:
 
 def code_docs(cfg: DictConfig) -> list:
     """The problems of `eval.code.path` (LiveCodeBench's released rows) inside the release window."""
-    from reasoning_sft.sandbox import require_harness
+    from reasoning_sft.evaluation.sandbox import require_harness
     require_harness()
     c = cfg.eval.code   # every eval config has it (reasoning_sft/schema.py: CodeEvalConfig)
     if not c.get("path") or not Path(str(c.path)).is_file():
@@ -138,7 +138,7 @@ def code_docs(cfg: DictConfig) -> list:
 def grade_code(generation: str, problem, cfg: DictConfig) -> Grade:
     """The last code block of the answer run on every test of the problem in the sandbox; the
     verdict (passed, wrong_answer, timeout, ...) is the outcome."""
-    from reasoning_sft.sandbox import Limits, run_program
+    from reasoning_sft.evaluation.sandbox import Limits, run_program
     c = cfg.eval.code
     program = extract_code(generation, cfg.data.format.thinking_style)
     v = run_program(program, problem.input_output, Limits(c.timeout_seconds, c.memory_mb, c.file_mb, c.processes))

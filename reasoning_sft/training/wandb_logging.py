@@ -11,13 +11,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 
-def override_name() -> str | None:
-    """`hydra.job.override_dirname` when running under Hydra: names a sweep job by what it varies."""
-    from reasoning_sft.cli import hydra_runtime
-    hc = hydra_runtime()
-    return (hc.job.override_dirname or None) if hc is not None else None
-
-
 def has_wandb_credentials() -> bool:
     """An API key in the environment or in ~/.netrc (`wandb login` writes it there)."""
     if os.environ.get("WANDB_API_KEY"):
@@ -47,9 +40,10 @@ def wandb_mode(cfg: DictConfig, run_dir: Path) -> str:
 
 
 def init_wandb(cfg: DictConfig, run_dir: Path, job_type: str, extra_config: dict | None = None,
-               resume: bool = False):
+               resume: bool = False, name: str | None = None):
     """Start the run (rank 0 only; the caller checks). Returns the run, or None when disabled.
-    The run id is kept in `<run dir>/wandb_run_id`: a resumed training run continues the same W&B run."""
+    The run id is kept in `<run dir>/wandb_run_id`: a resumed training run continues the same W&B run.
+    `name`: a sweep job's override dirname (RunContext); logger.name wins, the experiment name is the fallback."""
     if not cfg.logger.enabled or cfg.logger.mode == "disabled":
         return None
     mode = wandb_mode(cfg, run_dir)
@@ -62,7 +56,7 @@ def init_wandb(cfg: DictConfig, run_dir: Path, job_type: str, extra_config: dict
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
     run = wandb.init(
         project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
-        job_type=job_type, name=cfg.logger.name or override_name() or cfg.experiment_name,
+        job_type=job_type, name=cfg.logger.name or name or cfg.experiment_name,
         tags=list(cfg.logger.tags), config=config, dir=str(run_dir), mode=mode,
         reinit="finish_previous", id=run_id, resume="allow" if run_id else None,
     )

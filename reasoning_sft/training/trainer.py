@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 from reasoning_sft.config import grad_accumulation, sequence_parallel_size
-from reasoning_sft.diagnostics import show_bar
+from reasoning_sft.training.diagnostics import show_bar
 
 
 def training_arguments(cfg: DictConfig, run_dir: Path, precision: str, report_to: list[str]) -> TrainingArguments:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from statistics import mean
 from typing import Callable
 
-from reasoning_sft.records import Record
+from reasoning_sft.data.records import Record
 
 
 @dataclass
@@ -303,7 +303,7 @@ class LLMSplitter:
         import os
         from pathlib import Path
 
-        from reasoning_sft.llm_client import chat_completion
+        from reasoning_sft.data.llm_client import chat_completion
         key = hashlib.sha256(json.dumps([self.model, self.prompt, text]).encode()).hexdigest()
         path = Path(self.cache_dir) / f"{key}.json" if self.cache_dir else None
         if path is not None and path.is_file():

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reasoning_sft.formatting import ThinkingStyle
-from reasoning_sft.generation import generate_ids
+from reasoning_sft.data.formatting import ThinkingStyle
+from reasoning_sft.evaluation.generation import generate_ids
 
 
 @dataclass

@@ -21,7 +21,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from reasoning_sft.config import world_size
-from reasoning_sft.cli import hydra_runtime
 from reasoning_sft.errors import ConfigError
 
 WORKER_ENV = "RSFT_WORKER"   # set for the processes this module starts
@@ -45,8 +44,13 @@ def slurm_rank_env(master_port: int | None = None) -> dict[str, str]:
     if int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
         return {}
     from submitit.helpers import TorchDistributedEnvironment
-    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")   # set by submitit's launcher; a plain srun task lacks it
-    dist = TorchDistributedEnvironment()   # node list, ranks; a port seeded by the job id, same on every task
+    given = os.environ.get("SUBMITIT_EXECUTOR")
+    os.environ["SUBMITIT_EXECUTOR"] = given or "slurm"   # set by submitit's launcher; a plain srun task lacks it
+    try:
+        dist = TorchDistributedEnvironment()   # node list, ranks; a port seeded by the job id, same on every task
+    finally:
+        if given is None:   # a plain srun task stays one: under_slurm_launcher() reads this variable
+            del os.environ["SUBMITIT_EXECUTOR"]
     return {"RANK": str(dist.rank), "WORLD_SIZE": str(dist.world_size), "LOCAL_RANK": str(dist.local_rank),
             "LOCAL_WORLD_SIZE": str(dist.local_world_size), "MASTER_ADDR": dist.master_addr,
             "MASTER_PORT": str(master_port or dist.master_port)}
@@ -59,9 +63,8 @@ def free_port() -> int:
 
 
 def under_slurm_launcher() -> bool:
-    """Running as a task of hydra/launcher=slurm (hydra-submitit-launcher)."""
-    hc = hydra_runtime()
-    return hc is not None and str(hc.launcher.get("_target_", "")).endswith("SlurmLauncher")
+    """Running as a task of a submitit SLURM job (hydra/launcher=slurm): submitit's own mark."""
+    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
 
 
 def launcher_name(cfg: DictConfig) -> str:
@@ -195,19 +198,35 @@ def watch_launcher(interval: float = 2.0) -> None:
     threading.Thread(target=watch, name="watch-launcher", daemon=True).start()
 
 
+def _group_alive(pgid: int) -> bool:
+    """A live (not zombie) process is left in the group: the launcher or any of its workers."""
+    import psutil
+    for p in psutil.process_iter(["status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(p.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to the launcher's process group (launcher and workers), then SIGKILL what is left."""
+    """SIGTERM to the launcher's process group (launcher and workers), then SIGKILL what is left.
+    Returns when the whole group is gone, not only the launcher: the command that started the
+    workers never returns while one of them still runs (on a slow machine a rank's step can
+    outlast its launcher by many seconds)."""
     import time
-    for sig, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         deadline = time.time() + wait
-        while proc.poll() is None and time.time() < deadline:
+        while time.time() < deadline:
+            proc.poll()   # reap the launcher
+            if not _group_alive(proc.pid):
+                return
             time.sleep(0.2)
-        if proc.poll() is not None:
-            return
 
 
 def write_worker_error(run_dir: Path, error: Exception) -> None:

@@ -1,4 +1,5 @@
-"""Answer extraction and equivalence. Model output is parsed, never executed: math-verify decides.
+"""Grading a response: its answer section per thinking style, then the answer it gives and whether it
+equals the gold one (reasoning_sft/data/answers.py: math-verify decides; nothing is executed).
 
 A response is graded on its answer section, the part after the thinking, as the papers grade it:
 - s1: after `<|im_start|>answer`; R1: after `</think>`; Sky-T1: after `<|end_of_thought|>`
@@ -12,11 +13,9 @@ A response is graded on its answer section, the part after the thinking, as the 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from math_verify import parse, verify
-from math_verify.errors import TimeoutException
+from reasoning_sft.data.answers import extract_answer, extract_letter, grade
 
 # Where the answer section begins, per thinking style (the first marker found wins), and the text
 # that closes it. A style not listed here has no markers: its whole response is the answer.
@@ -28,7 +27,6 @@ ANSWER_MARKERS = {
 # Markers that tell a style apart when the response does not say (grade stage, user files).
 _STYLE_SIGNS = (("skyt1", "<|begin_of_thought|>"), ("skyt1", "<|end_of_thought|>"), ("s1", "<|im_start|>think"),
                 ("s1", "<|im_start|>answer"), ("r1", "<think>"), ("r1", "</think>"))
-_ANSWER_LINE = re.compile(r"(?:Final Answer|Answer)\s*:\s*(.+)", re.I)
 TRUNCATED_POLICIES = ("wrong", "whole_response")
 OUTCOMES = ("exact", "verified", "not_equal", "no_answer", "truncated", "timeout", "error")
 
@@ -63,58 +61,6 @@ def answer_section(text: str, style: str | None) -> str | None:
     return None
 
 
-def last_boxed(text: str) -> str | None:
-    r"""Content of the last `\boxed{...}` (or `\fbox{...}`), nested braces included."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j].strip()
-    return None   # unbalanced: the generation was cut off
-
-
-def _parse(text: str, timeout_seconds: int) -> list:
-    return parse(text, parsing_timeout=timeout_seconds, raise_on_error=True)
-
-
-def extract_answer(section: str, timeout_seconds: int = 5) -> str | None:
-    r"""The answer a section gives: its last `\boxed{}`, else what math-verify extracts from it, else
-    the last `Answer:` line."""
-    boxed = last_boxed(section)
-    if boxed is not None:
-        return boxed
-    try:
-        found = _parse(section, timeout_seconds)
-    except (TimeoutException, Exception):  # noqa: BLE001 - nothing extractable is no answer
-        found = []
-    if found:
-        return str(found[-1]).strip()
-    lines = _ANSWER_LINE.findall(section)   # s1's own pattern: `Answer: B` holds no math to extract
-    return lines[-1].strip().rstrip(".").strip() or None if lines else None
-
-
-def grade(pred: str | None, gold: str, timeout_seconds: int = 5) -> tuple[bool, str]:
-    """(correct, outcome) of an extracted answer: outcome is 'exact', 'verified', 'not_equal',
-    'no_answer', 'timeout' or 'error'. A grading that times out or fails counts as wrong, and the
-    summary counts it apart."""
-    if pred is None or not pred.strip():
-        return False, "no_answer"
-    if pred.strip() == gold.strip():
-        return True, "exact"
-    try:
-        ok = verify(_parse(f"${gold}$", timeout_seconds), _parse(f"${pred}$", timeout_seconds),
-                    timeout_seconds=timeout_seconds, raise_on_error=True)
-    except TimeoutException:   # a BaseException in math-verify: caught by name, nothing else is
-        return False, "timeout"
-    except Exception:  # noqa: BLE001 - unparsable or unsupported by sympy: wrong, and counted
-        return False, "error"
-    return bool(ok), "verified" if ok else "not_equal"
-
-
 def grade_response(response: str, gold: str, style: str | None, truncated: str = "wrong",
                    timeout_seconds: int = 5) -> Grade:
     """Grade a whole model response against the gold answer, reading its answer section."""
@@ -139,14 +85,3 @@ def grade_letter_response(response: str, gold: str, style: str | None, truncated
     return Grade(letter == gold.strip().strip("()"), letter, "no_answer" if letter is None else "letter")
 
 
-def is_equivalent(pred: str | None, gold: str, timeout_seconds: int = 5) -> bool:
-    return grade(pred, gold, timeout_seconds)[0]
-
-
-def extract_letter(section: str, timeout_seconds: int = 5) -> str | None:
-    r"""A multiple-choice letter, `B` or `(B)` boxed or extracted; `A or B` is no answer."""
-    answer = extract_answer(section, timeout_seconds)
-    if answer is None:
-        return None
-    letters = [c for c in answer.replace("\\text", "") if c in "ABCD"]
-    return letters[0] if len(letters) == 1 else None

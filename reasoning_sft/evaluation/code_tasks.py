@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 
 from reasoning_sft.errors import DataError
-from reasoning_sft.grading import answer_section
+from reasoning_sft.evaluation.grading import answer_section
 
 # SkyThought's LiveCodeBench prompts (skythought/evals/tasks/livecodebench): the instruction, then the question.
 STDIN_PROMPT = ("Generate an executable Python function generated from the given prompt. The function should take "

@@ -1,5 +1,5 @@
 """Run model-written programs against their tests, contained. Model output is never executed in this
-process: each program runs in its own `python -I` subprocess (reasoning_sft/sandbox_child.py) with
+process: each program runs in its own `python -I` subprocess (reasoning_sft/evaluation/sandbox_child.py) with
 
 - its own session, killed as a whole (`killpg`) at a wall-clock limit; on Linux also its own PID
   namespace, so every process it starts dies with it even after `setsid`;

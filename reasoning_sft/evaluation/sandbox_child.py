@@ -1,5 +1,5 @@
 """Runs inside the sandbox: one program against one problem's tests, with LiveCodeBench's own
-`testing_util.run_test`. Started by reasoning_sft.sandbox as `python -I sandbox_child.py RESULT_FD`,
+`testing_util.run_test`. Started by reasoning_sft.evaluation.sandbox as `python -I sandbox_child.py RESULT_FD`,
 the job (JSON) on stdin; the verdict goes to RESULT_FD as one JSON line.
 
 Before the program runs, this process (still holding the privileges the evaluator has) puts itself in

@@ -1,5 +1,5 @@
 """Generation, one primitive for every caller: `generate_ids` continues token-id contexts on the
-Hugging Face model (left-padded batch, KV cache) or on a vLLM engine (reasoning_sft.vllm_backend
+Hugging Face model (left-padded batch, KV cache) or on a vLLM engine (reasoning_sft.evaluation.vllm_engine
 brings its own `generate_ids`); the HF / vLLM split lives here and nowhere else. Plain generation
 (`generate`) and s1's budget forcing (budget_forcing.py) are built on it.
 """

@@ -23,32 +23,31 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from transformers import DataCollatorForSeq2Seq, set_seed
 
-from reasoning_sft.checkpoints import CheckpointCallback, check_resumed_data, seconds_trained
-from reasoning_sft.cli import hydra_runtime
-from reasoning_sft.chunked_loss import add_chunked_loss
+from reasoning_sft.training.checkpoints import CheckpointCallback, check_resumed_data, seconds_trained
+from reasoning_sft.training.chunked_loss import add_chunked_loss
 from reasoning_sft.config import (data_parallel_size, grad_accumulation, sequence_parallel_size, training_dtype,
                                   world_size)
-from reasoning_sft.cpu_allocator import keep_freed_memory
-from reasoning_sft.diagnostics import Diagnostics, ProgressLog, print_start, show_bar, startup_seconds
+from reasoning_sft.training.cpu_allocator import keep_freed_memory
+from reasoning_sft.training.diagnostics import Diagnostics, ProgressLog, print_start, show_bar, startup_seconds
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation import generation_budget
-from reasoning_sft.formatting import get_style, tokenize_records, training_system_prompt
-from reasoning_sft.launch import finish_distributed, rank
-from reasoning_sft.lm_eval_tasks import run_tasks
-from reasoning_sft.model_card import write_and_push
-from reasoning_sft.models import count_parameters, load_pretrained_tokenizer, load_saved_model
-from reasoning_sft.packing import PackedCollator, pack_examples, use_packed_attention
-from reasoning_sft.prepare import prepare_records, token_stats
-from reasoning_sft.prompts import write_model_format
-from reasoning_sft.records import content_hash
-from reasoning_sft.rundir import finish_stage, write_json
-from reasoning_sft.sft_trainer import SequenceParallelCollator, SFTTrainer, quiet_tied_weights_warning, training_arguments
-from reasoning_sft.wandb_logging import init_wandb, log_eval
+from reasoning_sft.evaluation.runner import generation_budget
+from reasoning_sft.data.formatting import get_style, tokenize_records, training_system_prompt
+from reasoning_sft.training.launch import finish_distributed, rank
+from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
+from reasoning_sft.training.model_card import write_and_push
+from reasoning_sft.training.models import count_parameters, load_pretrained_tokenizer, load_saved_model
+from reasoning_sft.training.packing import PackedCollator, pack_examples, use_packed_attention
+from reasoning_sft.data.selection import prepare_records, token_stats
+from reasoning_sft.evaluation.prompts import write_model_format
+from reasoning_sft.data.records import content_hash
+from reasoning_sft.rundir import RunContext, finish_stage, write_json
+from reasoning_sft.training.trainer import SequenceParallelCollator, SFTTrainer, quiet_tied_weights_warning, training_arguments
+from reasoning_sft.training.wandb_logging import init_wandb, log_eval
 
 
 class SFTRecipe:
-    def __init__(self, cfg: DictConfig, run_dir: Path):
-        self.cfg, self.run_dir = cfg, run_dir
+    def __init__(self, cfg: DictConfig, run_dir: Path, context: RunContext = RunContext()):
+        self.cfg, self.run_dir, self.context = cfg, run_dir, context
         self.is_main = rank() == 0
         self.resumed = cfg.trainer.resume not in (None, "never", "auto")
         self.t0 = time.time()
@@ -58,11 +57,11 @@ class SFTRecipe:
         """The whole rank's run; summary.json's content on rank 0, {} on the others."""
         set_seed(self.cfg.seed)
         if not torch.cuda.is_available():
-            keep_freed_memory()   # each step reuses the last step's pages (reasoning_sft/cpu_allocator.py)
+            keep_freed_memory()   # each step reuses the last step's pages (reasoning_sft/training/cpu_allocator.py)
         self.setup_data()
         if self.is_main:
             self.wandb_run = init_wandb(self.cfg, self.run_dir, "train", {"data_card": self.card},
-                                        resume=self.resumed)
+                                        resume=self.resumed, name=self.context.override_dirname)
         try:
             self.setup_model()
             self.fit()
@@ -85,7 +84,7 @@ class SFTRecipe:
         if self.resumed:   # before this run's card replaces the old one
             check_resumed_data(Path(cfg.trainer.resume), self.card["training_hash"])
         self.train_dataset, self.collator = examples, None
-        if cfg.trainer.packing:   # rows of whole samples, best-fit decreasing (reasoning_sft/packing.py)
+        if cfg.trainer.packing:   # rows of whole samples, best-fit decreasing (reasoning_sft/training/packing.py)
             bins, self.card["packing"] = pack_examples(examples, cfg.trainer.pack_length or cfg.data.max_seq_len,
                                                        cfg.seed)
             self.train_dataset, self.collator = [{"samples": b} for b in bins], PackedCollator()
@@ -210,9 +209,7 @@ class SFTRecipe:
         if self.wandb_run:
             self.wandb_run.summary.update({"data_hash": card["training_hash"], "total_seconds": results["total_seconds"]})
         if cfg.trainer.save_final_model:
-            hc = hydra_runtime()
-            results["hub"] = write_and_push(self.run_dir / "final_model", cfg, results,
-                                            list(hc.overrides.task) if hc else [])
+            results["hub"] = write_and_push(self.run_dir / "final_model", cfg, results, list(self.context.overrides))
         return finish_stage(self.run_dir, "train", **results)
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation import Grader, generate_for_eval, graded, run_in_process, summarize_samples
-from reasoning_sft.prompts import eval_prompt
-from reasoning_sft.tasks import TASKS, Task
+from reasoning_sft.evaluation.runner import Grader, generate_for_eval, graded, run_in_process, summarize_samples
+from reasoning_sft.evaluation.prompts import eval_prompt
+from reasoning_sft.evaluation.tasks import TASKS, Task
 
 
 def harness_config(task: Task, docs: list, cfg: DictConfig, grader: Grader, repeats: int = 1) -> dict:
@@ -57,7 +57,7 @@ def make_lm(model, tokenizer, cfg: DictConfig):
     """An lm-eval LM over an already loaded model: our generation, lm-eval's log-likelihoods."""
     from lm_eval.models.huggingface import HFLM
 
-    from reasoning_sft.formatting import render_prompt
+    from reasoning_sft.data.formatting import render_prompt
 
     vllm = hasattr(model, "generate_ids")
     base = HFLM
@@ -150,7 +150,7 @@ def check_eval_config(cfg: DictConfig) -> None:
     """Everything about `eval` that can be known wrong before training or loading a model: each task
     exists (ours, a bundled benchmark whose file is there, GPQA with its file, or an lm-eval task),
     the prompt and the grading policy are known."""
-    from reasoning_sft.grading import TRUNCATED_POLICIES
+    from reasoning_sft.evaluation.grading import TRUNCATED_POLICIES
     tasks = list(cfg.eval.get("tasks") or [])
     if not tasks:
         return

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from reasoning_sft.records import Record
+from reasoning_sft.data.records import Record
+from reasoning_sft.schema import THINKING_STYLE_NAMES
 
 IGNORE_INDEX = -100
 
@@ -35,6 +36,9 @@ THINKING_STYLES = {
         "", "\n\n<|end_of_solution|>", think_stop="<|end_of_thought|>",
     ),
 }
+
+
+assert tuple(THINKING_STYLES) == THINKING_STYLE_NAMES, "schema.THINKING_STYLE_NAMES names the styles defined here"
 
 
 def get_style(name: str) -> ThinkingStyle:

@@ -49,7 +49,7 @@ MARKER_TOKENS = [
 
 def _tokenizer_corpus(extra_files: Iterable[str], seed: int) -> list[str]:
     from reasoning_sft.data.synthetic import generate_records
-    from reasoning_sft.formatting import THINKING_STYLES, assistant_text
+    from reasoning_sft.data.formatting import THINKING_STYLES, assistant_text
 
     texts = ["You are a helpful assistant."]
     for i, rec in enumerate(generate_records(num_problems=2000, seed=seed)):
