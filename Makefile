@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	# LiveCodeBench's grading code (testing_util needs only numpy); --no-deps skips its API clients
 	$(PY) -m pip install --quiet --no-deps $(LCB)
 	touch $(STAMP)

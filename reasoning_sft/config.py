@@ -1,7 +1,9 @@
 """Config checks run before anything is built (run dirs: rundir.py; the command line: cli.py).
 
-Every error names the config key and what was expected. `_target_` nodes are checked against the
-signature of the function they name (torchtune's habit): a misspelt key fails here, not an hour in.
+Every error names the config key and what was expected, and every error of a config is collected and
+reported in one message (torchtune's `config._validate`), before any run dir exists. `_target_` nodes
+are checked against the signature of the function or class they name, and the ablation's transforms are
+built (each checks its own parameters): a misspelt key fails here, not an hour in.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.schema import DataConfig, EvalConfig, TrainerConfig, _check, typed
+from reasoning_sft.schema import (DataConfig, DeepSpeedConfig, Errors, EvalConfig, LoggerConfig, ModelConfig, PeftConfig,
+                                  ReportConfig, TrainerConfig, _check, raise_errors, typed)
 
 # Arguments the code passes itself when it instantiates a node (not set in YAML).
 RUNTIME_KWARGS = {
@@ -21,7 +24,6 @@ RUNTIME_KWARGS = {
     "reasoning_sft.training.models.load_pretrained_model": {"tokenizer", "dtype", "seed"},
     "reasoning_sft.data.curation.keyword_domain": {"rec"},
 }
-RUNTIME_KWARGS_BY_MODULE = {"reasoning_sft.data.ablations": {"records", "ctx"}}   # transforms: fn(records, ctx, ...)
 
 
 def _is_none(node: Any) -> bool:
@@ -29,7 +31,7 @@ def _is_none(node: Any) -> bool:
     return isinstance(node, (DictConfig, ListConfig)) and node._is_none()
 
 
-def check_targets(node: Any, key: str = "") -> None:
+def check_targets(node: Any, errs: Errors, key: str = "") -> None:
     """Every `_target_` resolves and its keys match the target's signature."""
     if _is_none(node):
         return
@@ -39,25 +41,26 @@ def check_targets(node: Any, key: str = "") -> None:
             try:
                 fn = import_target(target)
             except Exception as e:  # noqa: BLE001 - any import failure is a config error here
-                raise ConfigError(f"{key}._target_={target!r}: cannot be imported ({e})") from e
+                errs.append(f"{key}._target_={target!r}: cannot be imported ({e})")
+                return
             params = inspect.signature(fn).parameters
             accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
             given = {k for k in node.keys() if not str(k).startswith("_")}
             if not accepts_any:
                 unknown = given - set(params)
-                if unknown:
-                    raise ConfigError(f"{key}.{sorted(unknown)[0]}: not a parameter of {target} "
-                                      f"(it takes {sorted(k for k in params if k != 'self')})")
-            runtime = RUNTIME_KWARGS.get(target, RUNTIME_KWARGS_BY_MODULE.get(target.rpartition(".")[0], set()))
+                for k in sorted(unknown):
+                    errs.append(f"{key}.{k}: not a parameter of {target} "
+                                f"(it takes {sorted(k for k in params if k != 'self')})")
+            runtime = RUNTIME_KWARGS.get(target, set())
             required = {n for n, p in params.items() if p.default is p.empty
                         and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - runtime - {"self"}
-            if required - given:
-                raise ConfigError(f"{key}.{sorted(required - given)[0]}: required by {target} but not set")
+            for k in sorted(required - given):
+                errs.append(f"{key}.{k}: required by {target} but not set")
         for k in node.keys():
-            check_targets(node._get_node(k), f"{key}.{k}" if key else str(k))
+            check_targets(node._get_node(k), errs, f"{key}.{k}" if key else str(k))
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):
-            check_targets(item, f"{key}[{i}]")
+            check_targets(item, errs, f"{key}[{i}]")
 
 
 def import_target(target: str) -> Any:
@@ -67,9 +70,10 @@ def import_target(target: str) -> Any:
     return getattr(mod, name)
 
 
-def _check_rates(node: Any, key: str = "") -> None:
+def _check_rates(node: Any, errs: Errors, key: str = "") -> None:
     """Any `rate`, `*_rate`, `*_prob` or `*_ratio` anywhere is a share: it must lie in [0, 1]
-    (a learning rate is no share: it is checked on its own)."""
+    (a learning rate is no share: it is checked on its own). Checked where it is set, not where it
+    is interpolated."""
     if _is_none(node):
         return
     if isinstance(node, DictConfig):
@@ -77,15 +81,15 @@ def _check_rates(node: Any, key: str = "") -> None:
             v = node._get_node(k)
             sub = f"{key}.{k}" if key else str(k)
             if isinstance(k, str) and (k == "rate" or k.endswith(("_rate", "_prob", "_ratio"))) \
-                    and k != "learning_rate" \
+                    and k != "learning_rate" and not OmegaConf.is_interpolation(node, k) \
                     and not OmegaConf.is_missing(node, k) and not isinstance(v, (DictConfig, ListConfig)):
                 val = node[k]
                 if val is not None:
-                    _check(isinstance(val, (int, float)) and 0 <= val <= 1, sub, "a number in [0, 1]", val)
-            _check_rates(v, sub)
+                    _check(errs, isinstance(val, (int, float)) and 0 <= val <= 1, sub, "a number in [0, 1]", val)
+            _check_rates(v, errs, sub)
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):
-            _check_rates(item, f"{key}[{i}]")
+            _check_rates(item, errs, f"{key}[{i}]")
 
 
 def world_size(cfg: DictConfig) -> int:
@@ -93,7 +97,7 @@ def world_size(cfg: DictConfig) -> int:
 
 
 def sequence_parallel_size(cfg: DictConfig) -> int:
-    return int(cfg.trainer.get("sequence_parallel_size") or 1)
+    return int(cfg.trainer.sequence_parallel_size)
 
 
 def data_parallel_size(cfg: DictConfig) -> int:
@@ -115,39 +119,95 @@ def grad_accumulation(cfg: DictConfig) -> int:
 
 
 def validate_train_config(cfg: DictConfig) -> None:
-    """Everything that can be known wrong before a tokenizer, dataset or model is built."""
-    validate_prepare_config(cfg)   # first: missing values, data, ablation, every _target_
-    t = typed(cfg.trainer, TrainerConfig, "trainer")   # every key, its type and range (reasoning_sft/schema.py)
-    typed(cfg.eval, EvalConfig, "eval")
-    if t.packing:
-        _check(t.pack_length is None or t.pack_length >= cfg.data.max_seq_len,
-               "trainer.pack_length", f"null or an integer >= data.max_seq_len={cfg.data.max_seq_len}", t.pack_length)
-    sp = t.sequence_parallel_size
-    _check(world_size(cfg) % sp == 0, "trainer.sequence_parallel_size",
-           f"an integer >= 1 dividing nproc_per_node x nnodes = {world_size(cfg)}", sp)
-    if sp > 1:
-        _check(cfg.deepspeed.get("config") is not None, "trainer.sequence_parallel_size",
-               "1 without DeepSpeed: Ulysses sequence parallelism runs on DeepSpeed (deepspeed=zero3)", sp)
-        attention = cfg.model.get("network", {}).get("attn_implementation", "sdpa")
-        _check(not t.packing or str(attention).startswith("flash_attention"), "trainer.packing",
-               f"false with trainer.sequence_parallel_size > 1 and {attention} attention: Ulysses runs SDPA causal over "
-               "the whole row, across packed samples (flash_attention_2 keeps their boundaries)", t.packing)
-    if cfg.eval.get("after_train") and cfg.eval.get("backend", "hf") != "hf":
-        raise ConfigError(f"eval.backend={cfg.eval.backend!r}: after training the trainer still holds the GPUs; "
-                          "evaluate the saved model with python -m reasoning_sft.evaluate model_path=<run dir>/"
-                          "final_model eval.backend=vllm")
-    grad_accumulation(cfg)
+    """Everything that can be known wrong before a tokenizer, dataset or model is built, every problem
+    at once: missing values, each typed group, the ablation's transforms, every `_target_`, and the
+    settings that only make sense together."""
+    errs: Errors = []
+    if not prepare_problems(cfg, errs):
+        raise_errors(errs)
+    t = typed(cfg.trainer, TrainerConfig, "trainer", errs)   # every key, its type and range (reasoning_sft/schema.py)
+    for key, schema in (("eval", EvalConfig), ("peft", PeftConfig), ("deepspeed", DeepSpeedConfig)):
+        typed(cfg[key], schema, key, errs)
+    if "report" in cfg:   # a sweep file's block for the report stage
+        typed(cfg.report, ReportConfig, "report", errs)
+    if t is not None:
+        if t.packing:
+            _check(errs, t.pack_length is None or t.pack_length >= cfg.data.max_seq_len, "trainer.pack_length",
+                   f"null or an integer >= data.max_seq_len={cfg.data.max_seq_len}", t.pack_length)
+        sp = t.sequence_parallel_size
+        _check(errs, world_size(cfg) % sp == 0, "trainer.sequence_parallel_size",
+               f"an integer >= 1 dividing nproc_per_node x nnodes = {world_size(cfg)}", sp)
+        if sp > 1:
+            _check(errs, cfg.deepspeed.config is not None, "trainer.sequence_parallel_size",
+                   "1 without DeepSpeed: Ulysses sequence parallelism runs on DeepSpeed (deepspeed=zero3)", sp)
+            attention = cfg.model.network.get("attn_implementation", "sdpa")   # the model's own default
+            _check(errs, not t.packing or str(attention).startswith("flash_attention"), "trainer.packing",
+                   f"false with trainer.sequence_parallel_size > 1 and {attention} attention: Ulysses runs SDPA "
+                   "causal over the whole row, across packed samples (flash_attention_2 keeps their boundaries)",
+                   t.packing)
+        if cfg.eval.after_train and cfg.eval.backend != "hf":
+            errs.append(f"eval.backend={cfg.eval.backend!r}: after training the trainer still holds the GPUs; "
+                        "evaluate the saved model with python -m reasoning_sft.evaluate model_path=<run dir>/"
+                        "final_model eval.backend=vllm")
+        try:
+            grad_accumulation(cfg)
+        except ConfigError as e:
+            errs.append(str(e))
+    raise_errors(errs)
 
 
 def validate_prepare_config(cfg: DictConfig) -> None:
-    """The data and ablation part of the checks (the `prepare` stage has no trainer)."""
+    """The data and ablation part of the checks (the `prepare` and `curate` stages have no trainer)."""
+    errs: Errors = []
+    prepare_problems(cfg, errs)
+    raise_errors(errs)
+
+
+def validate_eval_config(cfg: DictConfig) -> None:
+    """The `evaluate` stage's checks: missing values, the model and the eval group, typed."""
+    errs: Errors = []
+    if _missing(cfg, errs):
+        for key, schema in (("model", ModelConfig), ("eval", EvalConfig), ("logger", LoggerConfig)):
+            typed(cfg[key], schema, key, errs)
+        check_targets(cfg.model, errs, "model")
+    raise_errors(errs)
+
+
+def _missing(cfg: DictConfig, errs: Errors) -> bool:
     missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"{missing[0]}: a required value is missing (set it on the command line, "
-                          f"e.g. {missing[0]}=...)" + (f"; also missing: {missing[1:]}" if missing[1:] else ""))
-    typed(cfg.data, DataConfig, "data")   # keys, types and ranges (reasoning_sft/schema.py)
-    _check_rates(cfg)
-    check_targets(cfg)
+    for key in missing:
+        errs.append(f"{key}: a required value is missing (set it on the command line, e.g. {key}=...)")
+    return not missing
+
+
+def prepare_problems(cfg: DictConfig, errs: Errors) -> bool:
+    """Appends the data / model / ablation problems; False when values are missing (nothing else can be read)."""
+    if not _missing(cfg, errs):
+        return False
+    typed(cfg.data, DataConfig, "data", errs)   # keys, types and ranges (reasoning_sft/schema.py)
+    typed(cfg.model, ModelConfig, "model", errs)
+    if "logger" in cfg:
+        typed(cfg.logger, LoggerConfig, "logger", errs)
+    _check_rates(cfg, errs)
+    before = len(errs)
+    check_targets(cfg, errs)
+    if "ablation" in cfg and len(errs) == before:
+        _build_transforms(cfg, errs)
+    return True
+
+
+def _build_transforms(cfg: DictConfig, errs: Errors) -> None:
+    """Each transform of the ablation built once here: its class checks its own parameters
+    (reasoning_sft/data/ablations.py). prepare_records builds them again where it applies them."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    for i, node in enumerate(cfg.ablation.transforms):
+        try:
+            instantiate(node)
+        except InstantiationException as e:
+            cause = e.__cause__ if e.__cause__ is not None else e
+            found = str(cause).splitlines() if isinstance(cause, ConfigError) else [f"ablation.transforms[{i}]: {cause}"]
+            errs.extend(m for m in found if m not in errs)
 
 
 def check_hardware(cfg: DictConfig) -> None:

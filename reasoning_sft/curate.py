@@ -11,18 +11,21 @@ import json
 from dataclasses import replace
 
 import hydra
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from reasoning_sft.cli import run_cli
-from reasoning_sft.config import validate_prepare_config
-from reasoning_sft.data.curation import check_difficulty_config, curate
+from reasoning_sft.config import prepare_problems
+from reasoning_sft.data.curation import CurationContext, curate
+from reasoning_sft.errors import ConfigError
+from reasoning_sft.schema import raise_errors
 from reasoning_sft.data.records import Record, write_jsonl
 from reasoning_sft.data.selection import token_counter
 from reasoning_sft.rundir import finish_stage, open_run_dir, write_json
 
 
-def solve_with_model(records: list[Record], model_path: str, cfg: DictConfig) -> list[Record]:
+def solve_with_model(records: list[Record], model_path: str, max_new_tokens: int, batch_size: int) -> list[Record]:
     """Greedy answers of a solver model (a saved model dir) to every question, kept in
     metadata['solver:<path>'] so the difficulty stage grades them like any solver-answer column."""
     import torch
@@ -34,22 +37,38 @@ def solve_with_model(records: list[Record], model_path: str, cfg: DictConfig) ->
 
     model, tokenizer = load_saved_model(model_path, "curation.difficulty.solver_models")
     model = model.cuda() if torch.cuda.is_available() else model
-    d = cfg.curation.difficulty
     prompts = [render_prompt(PROMPTS["qwen_math"].user.format(question=r.question), tokenizer) for r in records]
-    outs = generate(model, tokenizer, prompts, d.solver_max_new_tokens, d.solver_batch_size)
+    outs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     return [replace(r, metadata={**r.metadata, f"solver:{model_path}": text}) for r, (text, _) in zip(records, outs)]
 
 
+def build_stages(cfg: DictConfig) -> dict:
+    """Every curation stage built from its node, each checking its own parameters; all problems of the
+    config (its other groups too) in one message, before any run dir."""
+    errs: list[str] = []
+    if not prepare_problems(cfg, errs):   # missing values: nothing else can be read
+        raise_errors(errs)
+    stages = {}
+    for name, node in cfg.curation.items():
+        try:
+            stages[name] = instantiate(node)
+        except InstantiationException as e:
+            cause = e.__cause__ if e.__cause__ is not None else e
+            errs += str(cause).splitlines() if isinstance(cause, ConfigError) else [f"curation.{name}: {cause}"]
+    raise_errors(errs)
+    return stages
+
+
 def run_curate(cfg: DictConfig) -> dict:
-    validate_prepare_config(cfg)
-    check_difficulty_config(cfg)
-    run_dir = open_run_dir(cfg)
+    stages = build_stages(cfg)
     tokenizer = instantiate(cfg.model.tokenizer)
-    records = instantiate(cfg.data.source)
-    check_difficulty_config(cfg, records)
+    records = instantiate(cfg.data.source)   # a bad file is named here, before any run dir
+    if "difficulty" in stages:
+        stages["difficulty"].check_records(records)
+    run_dir = open_run_dir(cfg)
     count_tokens = token_counter(tokenizer)   # memoised: difficulty and diversity measure the same traces
-    final, card, removed = curate(records, cfg, count_tokens, solve_with_model)
-    card["length_tokenizer"] = cfg.model.get("name_or_path") or cfg.model.get("name")
+    final, card, removed = curate(records, stages, CurationContext(cfg.seed, count_tokens, solve_with_model))
+    card["length_tokenizer"] = cfg.model.name_or_path or cfg.model.name
     card["skipped_by_loader"] = getattr(records, "skipped", {})
     write_jsonl(final, run_dir / "curated.jsonl")
     with open(run_dir / "removed.jsonl", "w", encoding="utf-8") as f:

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, open_dict
 from reasoning_sft.rundir import finish_stage, open_run_dir
 from reasoning_sft.cli import run_cli, run_context
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation.runner import generation_budget, result_line
+from reasoning_sft.config import validate_eval_config
+from reasoning_sft.evaluation.runner import result_line, settle_generation_budget
 from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config, run_tasks
 from reasoning_sft.training.models import load_pretrained_tokenizer, load_saved_model
 from reasoning_sft.evaluation.prompts import read_model_format
@@ -27,16 +28,16 @@ from reasoning_sft.training.wandb_logging import init_wandb, log_eval
 def load_for_eval(cfg: DictConfig):
     """(model, tokenizer) from `model_path` (a saved model or adapter dir) or from `model`."""
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    backend = cfg.eval.get("backend", "hf")
+    backend = cfg.eval.backend
     if backend not in ("hf", "vllm"):
         raise ConfigError(f"eval.backend={backend!r}: expected 'hf' or 'vllm'")
     if backend == "vllm":
         from reasoning_sft.evaluation.vllm_engine import VLLMEngine, require_vllm
         require_vllm()
-        path = cfg.model_path or cfg.model.get("name_or_path")
+        path = cfg.model_path or cfg.model.name_or_path
         if not path:
             raise ConfigError("eval.backend='vllm': needs model_path=<dir> or a hub model (model=qwen2.5_...)")
-        v = cfg.eval.get("vllm") or {}
+        v = cfg.eval.vllm
         return VLLMEngine(path, seed=cfg.seed, **v), load_pretrained_tokenizer(str(path))
     if cfg.model_path:
         return load_saved_model(cfg.model_path, "model_path", dtype=dtype)
@@ -72,10 +73,11 @@ def trained_run_dir(model_path: str | None) -> str | None:
 
 def run_evaluation(cfg: DictConfig) -> dict:
     t0 = time.time()
-    trained_format = apply_model_format(cfg)
+    trained_format = apply_model_format(cfg)   # derived values first: the model's format, the budget
+    settle_generation_budget(cfg, (trained_format or {}).get("max_seq_len"))
+    validate_eval_config(cfg)
     check_eval_config(cfg)
-    generation_budget(cfg, (trained_format or {}).get("max_seq_len"))
-    run_dir = open_run_dir(cfg)
+    run_dir = open_run_dir(cfg)                # the config is settled (read-only) from here
     model, tokenizer = load_for_eval(cfg)
     if torch.cuda.is_available() and isinstance(model, torch.nn.Module):
         model = model.cuda()
@@ -86,7 +88,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
             log_eval(wandb_run, results, run_dir)
         return finish_stage(run_dir, "evaluate", model=cfg.model_path or cfg.model.name,
                             model_run_dir=trained_run_dir(cfg.model_path), eval=results,
-                            prompt={"name": cfg.eval.get("prompt", "trained"), **dict(cfg.data.format),
+                            prompt={"name": cfg.eval.prompt, **dict(cfg.data.format),
                                     "from_model": trained_format is not None},
                             total_seconds=round(time.time() - t0, 1),
                             wandb={"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None)

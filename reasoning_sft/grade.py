@@ -17,13 +17,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from reasoning_sft.rundir import finish_stage, open_run_dir
+from reasoning_sft.schema import GradeConfig, raise_errors, typed
 from reasoning_sft.cli import run_cli
 from reasoning_sft.data.loaders import read_rows
-from reasoning_sft.errors import ConfigError, DataError
-from reasoning_sft.evaluation.grading import OUTCOMES, TRUNCATED_POLICIES, Grade, answer_section, detect_style, \
+from reasoning_sft.errors import DataError
+from reasoning_sft.evaluation.grading import OUTCOMES, Grade, answer_section, detect_style, \
     grade_letter_response, grade_response
 from reasoning_sft.evaluation.sandbox import VERDICTS
 from reasoning_sft.evaluation.code_tasks import CODE_TASKS, extract_code, problem_from_row
@@ -31,7 +32,6 @@ from reasoning_sft.evaluation.metrics import accuracy_summary, pass_at_k
 
 RESPONSE_FIELDS = ("generation", "response")
 GOLD_FIELDS = ("gold", "answer", "gt", "gold_answer")
-STYLES = ("s1", "r1", "skyt1", "none")
 TASKS = ("math", "gpqa", *CODE_TASKS)
 
 
@@ -48,14 +48,16 @@ def _pick(given: str | None, candidates: tuple[str, ...], row: dict, where: str,
 
 
 def validate(cfg: DictConfig) -> None:
+    """Every problem of the command at once (types and ranges: schema.GradeConfig), before any work."""
+    errs: list[str] = []
+    if OmegaConf.is_missing(cfg, "input"):
+        raise_errors(["input: a required value is missing (input=FILE.jsonl)"])
+    typed(cfg, GradeConfig, "", errs)
     if cfg.task not in TASKS:
-        raise ConfigError(f"task={cfg.task!r}: expected one of {list(TASKS)}")
-    if cfg.thinking_style is not None and cfg.thinking_style not in STYLES:
-        raise ConfigError(f"thinking_style={cfg.thinking_style!r}: expected one of {list(STYLES)} or null")
-    if cfg.truncated not in TRUNCATED_POLICIES:
-        raise ConfigError(f"truncated={cfg.truncated!r}: expected one of {list(TRUNCATED_POLICIES)}")
+        errs.append(f"task={cfg.task!r}: expected one of {list(TASKS)}")
     if not Path(str(cfg.input)).is_file():
-        raise ConfigError(f"input={cfg.input!r}: no such file")
+        errs.append(f"input={cfg.input!r}: no such file")
+    raise_errors(errs)
     if cfg.task in CODE_TASKS:
         from reasoning_sft.evaluation.sandbox import require_harness
         require_harness()

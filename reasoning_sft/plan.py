@@ -47,7 +47,7 @@ class Architecture:
 
 def architecture(cfg: DictConfig) -> Architecture:
     """`model.architecture` (the hub models' config.json), or the tiny model's network settings."""
-    if "architecture" in cfg.model:
+    if cfg.model.architecture is not None:
         return Architecture(**cfg.model.architecture)
     net = cfg.model.network
     tokenizer = instantiate(cfg.model.tokenizer)
@@ -108,7 +108,7 @@ def logits_bytes(arch: Architecture, tokens: int, elem: int, t: DictConfig, sp: 
     kernel, one chunk with the chunked loss (which sequence parallelism, splitting them, does not use)."""
     if t.liger_kernel:
         return 0
-    chunk = t.get("loss_chunk_tokens", 0)
+    chunk = t.loss_chunk_tokens
     scored = min(tokens, chunk) if chunk and sp == 1 else tokens
     return scored * arch.vocab_size * (elem + 4 + 4)
 
@@ -161,7 +161,7 @@ def make_plan(cfg: DictConfig) -> dict:
     total, largest = architecture_parameters(arch)
     trainable = lora_trainable(arch, cfg.peft.config.r) if cfg.peft.enabled else total
     t = cfg.trainer
-    sp = int(t.get("sequence_parallel_size") or 1)
+    sp = t.sequence_parallel_size
     elem = 4 if t.precision == "fp32" else 2
     tokens = t.micro_batch_size * cfg.data.max_seq_len
     zero = cfg.deepspeed.config.zero_optimization if cfg.deepspeed.config is not None else {}

@@ -101,7 +101,8 @@ def release_run_dirs() -> None:
 
 
 def open_run_dir(cfg: DictConfig) -> Path:
-    """The stage's run dir (`paths.output_dir`), created, holding the resolved config.yaml."""
+    """The stage's run dir (`paths.output_dir`), created, holding the resolved config.yaml. From here on
+    the config is settled: read-only, so nothing below the stage can change what config.yaml says."""
     run_dir = Path(cfg.paths.output_dir)
     lock_run_dir(run_dir)
     OPENED_RUN_DIRS.add(run_dir.resolve())
@@ -109,6 +110,7 @@ def open_run_dir(cfg: DictConfig) -> Path:
     tmp = run_dir / "config.yaml.tmp"
     OmegaConf.save(cfg, tmp, resolve=True)
     tmp.replace(run_dir / "config.yaml")   # workers and resumes read it: never half written
+    OmegaConf.set_readonly(cfg, True)
     return run_dir
 
 

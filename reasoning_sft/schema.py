@@ -23,14 +23,26 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts")
 
 
-def _check(ok: bool, key: str, expected: str, value: Any) -> None:
+Errors = List[str]   # every problem of a config, collected before one ConfigError names them all
+
+
+def _check(errs: Errors, ok: bool, key: str, expected: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r}: expected {expected}")
+        errs.append(f"{key}={value!r}: expected {expected}")
 
 
-def _one_of(key: str, value: Any, choices: tuple) -> None:
-    _check(value in choices, key, " or ".join(repr(c) for c in choices) if len(choices) < 3
+def _one_of(errs: Errors, key: str, value: Any, choices: tuple) -> None:
+    _check(errs, value in choices, key, " or ".join(repr(c) for c in choices) if len(choices) < 3
            else f"one of {choices}", value)
+
+
+def raise_errors(errs: Errors) -> None:
+    """One ConfigError for all of them: the user fixes a config in one go, not one key per run."""
+    errs = list(dict.fromkeys(errs))   # a share checked twice (its group's schema and the generic check) is one problem
+    if len(errs) == 1:
+        raise ConfigError(errs[0])
+    if errs:
+        raise ConfigError(f"{len(errs)} problems in the config:\n  " + "\n  ".join(errs))
 
 
 @dataclass
@@ -89,27 +101,27 @@ class TrainerConfig:
     resume: str = "never"                # never | auto (last complete checkpoint of the run dir) | <checkpoint dir>
     verify_save: bool = True             # reload the saved final model and compare its logits with the trained one
 
-    def check(self, key: str = "trainer") -> None:
-        _check(self.learning_rate > 0, f"{key}.learning_rate", "a positive number", self.learning_rate)
-        _check(self.weight_decay >= 0, f"{key}.weight_decay", "a number >= 0", self.weight_decay)
+    def check(self, key: str, errs: Errors) -> None:
+        _check(errs, self.learning_rate > 0, f"{key}.learning_rate", "a positive number", self.learning_rate)
+        _check(errs, self.weight_decay >= 0, f"{key}.weight_decay", "a number >= 0", self.weight_decay)
         for k in ("adam_beta1", "adam_beta2"):
-            _check(0 <= getattr(self, k) < 1, f"{key}.{k}", "a number in [0, 1)", getattr(self, k))
-        _check(0 <= self.warmup_ratio <= 1, f"{key}.warmup_ratio", "a number in [0, 1]", self.warmup_ratio)
-        _check(self.max_grad_norm > 0, f"{key}.max_grad_norm", "a positive number", self.max_grad_norm)
-        _check(self.num_epochs > 0 or self.max_steps > 0, f"{key}.num_epochs", "> 0 (or trainer.max_steps > 0)",
+            _check(errs, 0 <= getattr(self, k) < 1, f"{key}.{k}", "a number in [0, 1)", getattr(self, k))
+        _check(errs, 0 <= self.warmup_ratio <= 1, f"{key}.warmup_ratio", "a number in [0, 1]", self.warmup_ratio)
+        _check(errs, self.max_grad_norm > 0, f"{key}.max_grad_norm", "a positive number", self.max_grad_norm)
+        _check(errs, self.num_epochs > 0 or self.max_steps > 0, f"{key}.num_epochs", "> 0 (or trainer.max_steps > 0)",
                self.num_epochs)
         for k in ("micro_batch_size", "global_batch_size", "nproc_per_node", "nnodes", "logging_steps",
                   "save_total_limit", "sequence_parallel_size"):
-            _check(getattr(self, k) >= 1, f"{key}.{k}", "an integer >= 1", getattr(self, k))
+            _check(errs, getattr(self, k) >= 1, f"{key}.{k}", "an integer >= 1", getattr(self, k))
         for k in ("save_steps", "loss_chunk_tokens", "dataloader_num_workers"):
-            _check(getattr(self, k) >= 0, f"{key}.{k}", "an integer >= 0", getattr(self, k))
-        _one_of(f"{key}.precision", self.precision, PRECISIONS)
-        _one_of(f"{key}.sampling", self.sampling, ("random", "group_by_length"))
-        _one_of(f"{key}.lr_scheduler", self.lr_scheduler, SCHEDULERS)
-        _check(self.progress_bar in ("auto", True, False), f"{key}.progress_bar", "auto, true or false",
+            _check(errs, getattr(self, k) >= 0, f"{key}.{k}", "an integer >= 0", getattr(self, k))
+        _one_of(errs, f"{key}.precision", self.precision, PRECISIONS)
+        _one_of(errs, f"{key}.sampling", self.sampling, ("random", "group_by_length"))
+        _one_of(errs, f"{key}.lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        _check(errs, self.progress_bar in ("auto", True, False), f"{key}.progress_bar", "auto, true or false",
                self.progress_bar)
         if self.packing:
-            _check(self.sampling == "random", f"{key}.sampling", "'random' with trainer.packing=true (packing "
+            _check(errs, self.sampling == "random", f"{key}.sampling", "'random' with trainer.packing=true (packing "
                    "already removes padding)", self.sampling)
 
 
@@ -137,17 +149,17 @@ class DataConfig:
     length_buckets: Optional[List[List[int]]] = None   # e.g. [[0,2000],[2000,4000]]: equally many from each
     samples_per_bucket: Optional[int] = None
 
-    def check(self, key: str = "data") -> None:
-        _check(self.max_seq_len >= 16, f"{key}.max_seq_len", "an integer >= 16", self.max_seq_len)
-        _one_of(f"{key}.overflow", self.overflow, ("drop", "truncate"))
-        _one_of(f"{key}.keep", self.keep, ("all", "correct", "wrong"))
-        _one_of(f"{key}.format.thinking_style", self.format.thinking_style, THINKING_STYLE_NAMES)
-        _one_of(f"{key}.source.on_error", self.source.get("on_error", "raise"), ("raise", "skip"))
+    def check(self, key: str, errs: Errors) -> None:
+        _check(errs, self.max_seq_len >= 16, f"{key}.max_seq_len", "an integer >= 16", self.max_seq_len)
+        _one_of(errs, f"{key}.overflow", self.overflow, ("drop", "truncate"))
+        _one_of(errs, f"{key}.keep", self.keep, ("all", "correct", "wrong"))
+        _one_of(errs, f"{key}.format.thinking_style", self.format.thinking_style, THINKING_STYLE_NAMES)
+        _one_of(errs, f"{key}.source.on_error", self.source.get("on_error", "raise"), ("raise", "skip"))
         for k in ("num_samples", "min_trace_tokens", "max_trace_tokens", "samples_per_bucket"):
             v = getattr(self, k)
-            _check(v is None or v >= 0, f"{key}.{k}", "null or an integer >= 0", v)
+            _check(errs, v is None or v >= 0, f"{key}.{k}", "null or an integer >= 0", v)
         for i, bucket in enumerate(self.length_buckets or []):
-            _check(len(bucket) == 2 and 0 <= bucket[0] < bucket[1], f"{key}.length_buckets[{i}]",
+            _check(errs, len(bucket) == 2 and 0 <= bucket[0] < bucket[1], f"{key}.length_buckets[{i}]",
                    "[low, high) token bounds with 0 <= low < high", list(bucket))
 
 
@@ -189,6 +201,11 @@ class CodeEvalConfig:
     file_mb: int = 16                    # largest file a program may write
     processes: int = 64                  # per program
 
+    def check(self, key: str, errs: Errors) -> None:
+        for k in ("workers", "timeout_seconds", "file_mb", "processes"):
+            _check(errs, getattr(self, k) >= 1, f"{key}.{k}", "an integer >= 1", getattr(self, k))
+        _check(errs, self.memory_mb >= 64, f"{key}.memory_mb", "an integer >= 64 (MB)", self.memory_mb)
+
 
 @dataclass
 class EvalConfig:
@@ -216,21 +233,142 @@ class EvalConfig:
     vllm: VllmConfig = field(default_factory=VllmConfig)
     code: CodeEvalConfig = field(default_factory=CodeEvalConfig)
 
-    def check(self, key: str = "eval") -> None:
-        _one_of(f"{key}.backend", self.backend, ("hf", "vllm"))
-        _one_of(f"{key}.grading.truncated", self.grading.truncated, ("wrong", "whole_response"))
+    def check(self, key: str, errs: Errors) -> None:
+        _one_of(errs, f"{key}.backend", self.backend, ("hf", "vllm"))
+        _one_of(errs, f"{key}.grading.truncated", self.grading.truncated, ("wrong", "whole_response"))
         for k in ("batch_size", "samples_per_problem", "bootstrap_samples", "num_problems"):
-            _check(getattr(self, k) >= 1, f"{key}.{k}", "an integer >= 1", getattr(self, k))
+            _check(errs, getattr(self, k) >= 1, f"{key}.{k}", "an integer >= 1", getattr(self, k))
         for k in ("limit", "max_new_tokens"):
             v = getattr(self, k)
-            _check(v is None or v >= 1, f"{key}.{k}", "null or an integer >= 1", v)
-        _check(self.temperature >= 0, f"{key}.temperature", "a number >= 0", self.temperature)
-        _check(0 < self.top_p <= 1, f"{key}.top_p", "a number in (0, 1]", self.top_p)
-        _check(all(1 <= k <= self.samples_per_problem for k in self.ks), f"{key}.ks",
+            _check(errs, v is None or v >= 1, f"{key}.{k}", "null or an integer >= 1", v)
+        _check(errs, self.temperature >= 0, f"{key}.temperature", "a number >= 0", self.temperature)
+        _check(errs, 0 < self.top_p <= 1, f"{key}.top_p", "a number in (0, 1]", self.top_p)
+        self.code.check(f"{key}.code", errs)
+        _check(errs, self.grading.timeout_seconds >= 1, f"{key}.grading.timeout_seconds", "an integer >= 1",
+               self.grading.timeout_seconds)
+        bf = self.budget_forcing
+        for k in ("min_thinking_tokens", "num_wait"):
+            _check(errs, getattr(bf, k) >= 0, f"{key}.budget_forcing.{k}", "an integer >= 0", getattr(bf, k))
+        _check(errs, bf.max_answer_tokens >= 1, f"{key}.budget_forcing.max_answer_tokens", "an integer >= 1",
+               bf.max_answer_tokens)
+        _check(errs, bf.max_thinking_tokens is None or bf.max_thinking_tokens >= 1,
+               f"{key}.budget_forcing.max_thinking_tokens", "null or an integer >= 1", bf.max_thinking_tokens)
+        _check(errs, all(1 <= k <= self.samples_per_problem for k in self.ks), f"{key}.ks",
                f"integers in [1, eval.samples_per_problem={self.samples_per_problem}]", list(self.ks))
 
 
-SCHEMAS = {"trainer": TrainerConfig, "data": DataConfig, "eval": EvalConfig}
+@dataclass
+class ModelConfig:
+    """A model: a tokenizer and a network, each a `_target_` node (reasoning_sft/training/models.py: a tiny
+    model built here, or a hub / local checkpoint); `architecture` sizes a hub model for the memory plan."""
+    name: str = MISSING
+    name_or_path: Optional[str] = None   # hub id or local dir (null: built from its config)
+    trust_remote_code: bool = False      # an explicit user choice: true runs code from the hub
+    architecture: Optional[Dict[str, Any]] = None
+    tokenizer: Dict[str, Any] = MISSING
+    network: Dict[str, Any] = MISSING
+
+    def check(self, key: str, errs: Errors) -> None:
+        for part in ("tokenizer", "network"):
+            _check(errs, "_target_" in getattr(self, part), f"{key}.{part}", "a node with a _target_",
+                   dict(getattr(self, part)))
+
+
+@dataclass
+class PeftConfig:
+    """LoRA (or any peft config): off unless enabled."""
+    enabled: bool = False
+    merge_after_train: bool = False      # also save a merged full model next to the adapter
+    config: Optional[Dict[str, Any]] = None   # e.g. {_target_: peft.LoraConfig, r: 64, ...}
+
+    def check(self, key: str, errs: Errors) -> None:
+        _check(errs, not self.enabled or (self.config is not None and "_target_" in self.config), f"{key}.config",
+               "a peft config node (_target_: peft.LoraConfig, ...) with peft.enabled=true", self.config)
+
+
+@dataclass
+class DeepSpeedConfig:
+    """A DeepSpeed config dict as DeepSpeed reads it (null: no DeepSpeed)."""
+    config: Optional[Dict[str, Any]] = None
+
+    def check(self, key: str, errs: Errors) -> None:
+        stage = ((self.config or {}).get("zero_optimization") or {}).get("stage", 0)
+        _check(errs, stage in (0, 1, 2, 3), f"{key}.config.zero_optimization.stage", "0, 1, 2 or 3", stage)
+
+
+LOGGER_MODES = ("auto", "online", "offline", "disabled")
+
+
+@dataclass
+class LoggerConfig:
+    """W&B on rank 0 (reasoning_sft/training/wandb_logging.py)."""
+    enabled: bool = False
+    project: str = "reasoning-sft"
+    entity: Optional[str] = None
+    group: Optional[str] = None          # the study
+    name: Optional[str] = None           # null: a sweep job's overrides, else the experiment's name
+    tags: List[str] = field(default_factory=list)
+    mode: str = "auto"                   # auto: online with an API key, else offline (said once)
+
+    def check(self, key: str, errs: Errors) -> None:
+        _one_of(errs, f"{key}.mode", self.mode, LOGGER_MODES)
+
+
+REPORT_FIGURES = ("sample_count", "trace_length", "ablation", "model_size", "thinking_tokens")
+
+
+@dataclass
+class ReportConfig:
+    """A sweep file's `report:` block: what the study varies, for python -m reasoning_sft.report."""
+    figure: Optional[str] = None         # one of REPORT_FIGURES
+    x: Optional[str] = None              # the config key on the x axis
+    baseline: Any = None                 # the x value the others are compared with
+
+    def check(self, key: str, errs: Errors) -> None:
+        _check(errs, self.figure is None or self.figure in REPORT_FIGURES, f"{key}.figure",
+               f"one of {REPORT_FIGURES}", self.figure)
+
+
+@dataclass
+class GradeFields:
+    response: Optional[str] = None       # null: `generation` (eval_samples.jsonl), else `response`
+    gold: Optional[str] = None           # null: the first of gold, answer, gt, gold_answer
+    verdict: Optional[str] = None        # an existing verdict column (e.g. correct): agreement is reported
+    id: Optional[str] = None             # null: `id` when rows have one, else the line number
+    problem: Optional[str] = None        # rows of one problem share it: pass@1 per problem
+
+
+@dataclass
+class GradeConfig:
+    """The grade stage (conf/grade.yaml): a jsonl of responses graded as the task says."""
+    input: str = MISSING                 # a .jsonl file, one response per line
+    task: str = "math"                   # math | gpqa | livecodebench | apps | taco
+    fields: GradeFields = field(default_factory=GradeFields)
+    thinking_style: Optional[str] = None   # s1 | r1 | skyt1 | none; null: each row's, else its markers
+    truncated: str = "wrong"             # wrong | whole_response: a response that never left its thinking
+    timeout_seconds: int = 5             # math-verify's per-answer limit; a timeout is wrong and counted
+    bootstrap_samples: int = 1000
+    code: CodeEvalConfig = field(default_factory=CodeEvalConfig)   # the sandbox's limits (code tasks)
+    # every stage's own keys (conf/grade.yaml sets them; paths and hydra come from their groups)
+    task_name: str = "grade"
+    experiment_name: str = "default"
+    seed: int = 42
+    paths: Dict[str, Any] = field(default_factory=dict)
+
+    def check(self, key: str, errs: Errors) -> None:
+        prefix = f"{key}." if key else ""
+        _check(errs, self.thinking_style in (None, "none", *THINKING_STYLE_NAMES), f"{prefix}thinking_style",
+               f"one of {[*THINKING_STYLE_NAMES, 'none']} or null", self.thinking_style)
+        _one_of(errs, f"{prefix}truncated", self.truncated, ("wrong", "whole_response"))
+        _check(errs, self.timeout_seconds >= 1, f"{prefix}timeout_seconds", "an integer >= 1", self.timeout_seconds)
+        _check(errs, self.bootstrap_samples >= 1, f"{prefix}bootstrap_samples", "an integer >= 1",
+               self.bootstrap_samples)
+        self.code.check(f"{prefix}code", errs)
+
+
+# group -> schema: conf/<group>/*.yaml extend `schema` (defaults: [schema, _self_]) and set what differs
+SCHEMAS = {"trainer": TrainerConfig, "data": DataConfig, "eval": EvalConfig, "model": ModelConfig,
+           "peft": PeftConfig, "deepspeed": DeepSpeedConfig, "logger": LoggerConfig}
 
 
 def register() -> None:
@@ -238,10 +376,12 @@ def register() -> None:
     store = ConfigStore.instance()
     for group, schema in SCHEMAS.items():
         store.store(group=group, name="schema", node=schema)
+    store.store(name="grade_schema", node=GradeConfig)   # the grade stage's whole config (conf/grade.yaml)
 
 
-def typed(node: DictConfig, schema: type, key: str):
-    """`node` as an instance of `schema`: types converted and checked, ranges by its `check`. A node read
+def typed(node: DictConfig, schema: type, key: str, errs: Errors):
+    """`node` as an instance of `schema`: types converted and checked, ranges by its `check`; problems are
+    appended to `errs` (None is returned when the node cannot be read as the schema at all). A node read
     back from a run dir's config.yaml, or given a key with `+`, gets the checks Hydra gives while composing."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node, resolve=True))
@@ -250,10 +390,15 @@ def typed(node: DictConfig, schema: type, key: str):
         path = str(e.full_key)
         names = [f.name for f in fields(schema)] if "." not in path else []
         near = difflib.get_close_matches(path, names, n=1)
-        raise ConfigError(f"{key}.{path}: not a key of {key} (reasoning_sft/schema.py: {schema.__name__})"
-                          + (f"; did you mean {key}.{near[0]}?" if near else "")) from None
+        at = f"{key}." if key else ""
+        errs.append(f"{at}{path}: not a key of {key or 'the config'} (reasoning_sft/schema.py: {schema.__name__})"
+                    + (f"; did you mean {at}{near[0]}?" if near else ""))
+        return None
     except OmegaConfBaseException as e:
-        where = f"{key}.{e.full_key}" if getattr(e, "full_key", None) else key
-        raise ConfigError(f"{where}: {str(e).splitlines()[0]}") from None
-    obj.check(key)
+        full = getattr(e, "full_key", None)
+        where = (f"{key}.{full}" if key else full) if full else (key or "config")
+        errs.append(f"{where}: {str(e).splitlines()[0]}")
+        return None
+    if hasattr(obj, "check"):
+        obj.check(key, errs)
     return obj

@@ -14,14 +14,14 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from reasoning_sft.training.checkpoints import resume_checkpoint, seconds_trained
 from reasoning_sft.cli import run_cli, run_context
 from reasoning_sft.config import check_hardware, validate_train_config
 from reasoning_sft.data.loaders import DataError
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation.runner import result_line
+from reasoning_sft.evaluation.runner import result_line, settle_generation_budget
 from reasoning_sft.training.launch import (check_launch_config, is_worker, launch_workers, launcher_name, needs_launch, rank,
                                   single_process_env, slurm_rank_env, write_worker_error)
 from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config
@@ -33,8 +33,10 @@ from reasoning_sft.rundir import RunContext, lock_run_dir, open_run_dir
 def run_training(cfg: DictConfig) -> dict:
     """The whole stage for an already composed config; returns what it writes to summary.json.
     With more than one process it freezes the config into the run dir and launches the workers."""
+    if cfg.eval.after_train:   # a derived value, settled before the checks (and frozen with the run dir)
+        settle_generation_budget(cfg, cfg.data.max_seq_len)
     validate_train_config(cfg)
-    if cfg.eval.get("after_train"):
+    if cfg.eval.after_train:
         check_eval_config(cfg)   # before training: a bad task must not cost a training run its results
     check_push(cfg)
     check_hardware(cfg)
@@ -77,6 +79,7 @@ def finished_summary(run_dir: Path) -> dict | None:
 
 def train_worker(cfg: DictConfig, run_dir: Path, context: RunContext | None = None) -> dict:
     """One rank's training (the only one in a single-process run). Rank 0 writes the run dir."""
+    OmegaConf.set_readonly(cfg, True)   # settled: a launched rank reads config.yaml as the stage froze it
     try:
         return SFTRecipe(cfg, run_dir, context or RunContext.load(run_dir)).run()
     except (ConfigError, DataError) as e:

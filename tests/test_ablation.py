@@ -12,7 +12,8 @@ from dataclasses import replace
 import pytest
 from hydra.utils import instantiate
 
-from reasoning_sft.data.ablations import (NUMBER, REFLECTION_KEYWORDS, Context, ParagraphSplitter, apply_transforms, combine,
+from reasoning_sft.data.ablations import (NUMBER, REFLECTION_KEYWORDS, Context, DigitCorruption, ParagraphSplitter,
+                                          apply_transforms, combine,
                                     digit_corruption, keyword_removal, short_cot, step_delete,
                                     step_insert, step_shuffle, summarize, wrong_answers)
 from reasoning_sft.config import validate_prepare_config
@@ -77,8 +78,8 @@ def test_digit_corruption_variants_thinking_only_and_digit_count(traces):
     a, b = digit_corruption(traces[:20], ctx(3), 0.5), digit_corruption(traces[:20], ctx(3), 0.5)
     assert [r.thinking for r in a] == [r.thinking for r in b]
     assert [r.thinking for r in a] != [r.thinking for r in digit_corruption(traces[:20], ctx(4), 0.5)]
-    with pytest.raises(ValueError, match="scope='solution'"):
-        digit_corruption(traces[:1], ctx(), 0.5, scope="solution")
+    with pytest.raises(ConfigError, match="ablation.scope='solution'"):   # the plugin checks it when built
+        DigitCorruption(0.5, scope="solution")
 
 
 def _blemishes(text: str) -> tuple:
@@ -337,6 +338,38 @@ def test_llm_splitter_is_a_config_choice(make_cfg):
                     "ablation.splitter.model=llama-3.3-70b"])
     validate_prepare_config(cfg)
     (fn,) = [instantiate(t) for t in cfg.ablation.transforms]
-    assert type(fn.keywords["splitter"]).__name__ == "LLMSplitter"
+    assert type(fn.splitter).__name__ == "LLMSplitter"
     with pytest.raises(ConfigError, match=r"ablation\.splitter\.base_url: a required value is missing"):
         validate_prepare_config(make_cfg(["ablation=step_delete", "ablation/splitter=llm"]))
+
+
+def test_every_ablation_names_registered_plugins_that_check_their_own_parameters(make_cfg):
+    """One plugin pattern: each conf/ablation file's transforms are classes of the registry, built (and
+    so checked) before any run dir; a bad parameter is one line naming its key, all of them at once."""
+    from reasoning_sft.data.ablations import TRANSFORMS
+    from conftest import CONF
+    for path in sorted((CONF / "ablation").glob("*.yaml")):
+        cfg = make_cfg([f"ablation={path.stem}"] + (["ablation/splitter=paragraph"] if "step" in path.stem else []))
+        for node in cfg.ablation.transforms:
+            plugin = instantiate(node)
+            assert TRANSFORMS[plugin.name] is type(plugin), path.name
+            assert callable(plugin) and callable(type(plugin).card)
+    with pytest.raises(ConfigError) as err:
+        validate_prepare_config(make_cfg(["ablation=digit_corruption", "ablation.rate=2", "ablation.scope=all"]))
+    assert str(err.value).splitlines() == ["2 problems in the config:", "  ablation.rate=2: expected a number in [0, 1]",
+                                           "  ablation.scope='all': expected one of ['response', 'thinking']"]
+    with pytest.raises(ConfigError, match=r"^data\.num_samples=None: expected an integer with ablation\.target_tokens"):
+        validate_prepare_config(make_cfg(["ablation=combine", "ablation.target_tokens=4000"]))
+
+
+def test_an_ablation_that_changes_nothing_says_so_before_training(make_cfg, capsys):
+    """Issue 30: a step shuffle at a rate that moves no step on short traces changes 0 samples: one line."""
+    from reasoning_sft.data.selection import prepare_records
+    from reasoning_sft.training.models import train_tiny_tokenizer
+    cfg = make_cfg(["ablation=step_shuffle", "ablation.rate=0.33", "data.source.num_problems=40"])
+    validate_prepare_config(cfg)
+    _, card = prepare_records(cfg, train_tiny_tokenizer(256))
+    assert card["ablation"]["changes"]["step_shuffle"]["samples_changed"] == 0
+    err = capsys.readouterr().err
+    assert "warning: ablation step_shuffle changed 0 of 40 samples (rate 0.33" in err
+    assert "this arm trains on unchanged data" in err

@@ -228,3 +228,23 @@ def test_difficulty_runs_a_solver_model_on_the_pool(tmp_path, tiny_tokenizer):
     key = f"solver:{tmp_path / 'solver'}"
     assert [r["metadata"][key] for r in kept] == [expected[int(r["id"])] for r in kept]   # the engine's answers
     assert sorted(int(r["id"]) for r in removed) == [0, 2, 4] and card["records_curated"] == 3
+
+
+def test_curation_stages_are_plugins_checked_before_any_run_dir(tmp_path):
+    """One plugin pattern: each `curation.<stage>` is a class built from its node; bad parameters of
+    several stages are reported together, in one message, and no run dir is made."""
+    from conftest import compose_config
+    from reasoning_sft.curate import build_stages
+    from reasoning_sft.errors import ConfigError
+    run_dir = tmp_path / "run"
+    cfg = compose_config(["curation.decontamination.ngram=0", "curation.diversity.num_samples=0",
+                          "curation.difficulty.solved_by_fields=[qwen7b_correct]"], "curate", run_dir)
+    with pytest.raises(ConfigError) as err:
+        run_curate(cfg)
+    assert str(err.value).splitlines() == ["2 problems in the config:",
+                                           "  curation.decontamination.ngram=0: expected an integer >= 1",
+                                           "  curation.diversity.num_samples=0: expected an integer >= 1"]
+    assert not run_dir.exists()
+    stages = build_stages(compose_config(["curation.difficulty.enabled=false"], "curate", run_dir))
+    assert list(stages) == ["quality", "dedup", "decontamination", "difficulty", "diversity"]
+    assert all(callable(s) and isinstance(s.enabled, bool) for s in stages.values())

@@ -30,6 +30,7 @@ GPU_MODELS = re.compile(r"experiment=(s1k|skyt1|long1k)_qwen32b|model=qwen2\.5_|
 # Commands run as written by another test (minutes of training each), and what that test runs.
 RUN_ELSEWHERE = {
     "make test": (".ci/run", "make test"),
+    "make test-slow": (".ci/run", "make test-slow"),
     "make demo": ("tests/test_demo.py", '"reasoning_sft.train", "experiment=demo"'),   # the Makefile's recipe
     "make demo-budget": ("tests/test_demo.py", '["make", "demo-budget"]'),
     "make demo-sweep": ("tests/test_sweeps.py", '("demo-sweep", "tiny_sample_count")'),

@@ -2,10 +2,14 @@
 
 Sky-T1's local-content corruptions (wrong answers, digit corruption, keyword removal) and
 global-structure perturbations (shuffle / delete / insert steps), Long1K's long-trace synthesis
-(`combine`) and the short-CoT baseline. Each transform is `fn(records, ctx, **params) -> records`:
-deterministic for a seed, it appends what it changed to each record's `metadata["ablation"]`, and
-`summarize` turns those into the data card's aggregates. The question is never rewritten (except
-by `combine`, which makes new problems), so every record lines up with its original by `id`.
+(`combine`) and the short-CoT baseline. Each treatment is an algorithm, `fn(records, ctx, **params) ->
+records`, deterministic for a seed, that appends what it changed to each record's `metadata["ablation"]`;
+and a plugin, the small frozen class the config's `ablation.transforms` names (`_target_`), which checks
+its parameters when it is built (before any run dir: a bad value is one line naming its key), applies
+the algorithm (`t(records, ctx)`) and reports its own figures in the data card (`card`). A new
+treatment is one function and one class here, one YAML file in conf/ablation. The question is never
+rewritten (except by `combine`, which makes new problems), so every record lines up with its original
+by `id`.
 """
 
 from __future__ import annotations
@@ -13,11 +17,41 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from statistics import mean
-from typing import Callable
+from typing import Any, Callable, ClassVar, Optional
 
 from reasoning_sft.data.records import Record
+from reasoning_sft.errors import ConfigError, DataError
+
+TRANSFORMS: dict[str, type] = {}   # name -> plugin class (summarize asks each for its card figures)
+
+
+def transform(cls: type) -> type:
+    """Register a plugin class by its `name`."""
+    TRANSFORMS[cls.name] = cls
+    return cls
+
+
+def _params(plugin) -> dict:
+    return {f.name: getattr(plugin, f.name) for f in fields(plugin)}
+
+
+def _expect(errs: list[str], ok: bool, key: str, value: Any, expected: str) -> None:
+    """A plugin's parameter check: the key as the config sets it (conf/ablation/*.yaml: `ablation.<key>`)."""
+    if not ok:
+        errs.append(f"{key if '.' in key else 'ablation.' + key}={value!r}: expected {expected}")
+
+
+def _share(errs: list[str], key: str, value: Any) -> None:
+    _expect(errs, isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1, key, value,
+            "a number in [0, 1]")
+
+
+def _refuse(errs: list[str]) -> None:
+    """All of a plugin's problems in one ConfigError, one per line (the validation lists each)."""
+    if errs:
+        raise ConfigError("\n".join(errs))
 
 
 @dataclass
@@ -61,8 +95,6 @@ def digit_corruption(records: list[Record], ctx: Context, rate: float, scope: st
     `str(randint(0, 10))`. Variants: `scope=thinking` leaves the solution alone; `keep_digit_count`
     draws a different number with the same digits layout instead. Counted as the script reports:
     numbers found, replaced, changed (the new text differs), characters changed, share of the text."""
-    if scope not in DIGIT_SCOPES:
-        raise ValueError(f"ablation digit_corruption scope={scope!r}: expected one of {list(DIGIT_SCOPES)}")
     out = []
     for rec in records:
         stats = {"numbers": 0, "replaced": 0, "changed": 0, "chars_changed": 0,
@@ -84,6 +116,33 @@ def digit_corruption(records: list[Record], ctx: Context, rate: float, scope: st
         answer = NUMBER.sub(swap, rec.answer) if scope == "response" else rec.answer
         out.append(_changed(rec, {"transform": "digit_corruption", **stats}, thinking=thinking, answer=answer))
     return out
+
+
+@transform
+@dataclass(frozen=True)
+class DigitCorruption:
+    name: ClassVar[str] = "digit_corruption"
+    rate: float
+    scope: str = "response"
+    keep_digit_count: bool = False
+
+    def __post_init__(self):
+        errs: list[str] = []
+        _share(errs, "rate", self.rate)
+        _expect(errs, self.scope in DIGIT_SCOPES, "scope", self.scope, f"one of {list(DIGIT_SCOPES)}")
+        _refuse(errs)
+
+    def __call__(self, records: list[Record], ctx: Context) -> list[Record]:
+        return digit_corruption(records, ctx, **_params(self))
+
+    @staticmethod
+    def card(changes: list[dict], total: Callable[[str], int]) -> dict:
+        """What SkyThought's script reports."""
+        return dict(numbers_found=total("numbers"), numbers_replaced=total("replaced"),
+                    numbers_changed=total("changed"), chars_changed=total("chars_changed"),
+                    replaced_share=_ratio(total("replaced"), total("numbers")),
+                    changed_share=_ratio(total("changed"), total("numbers")),
+                    text_changed_share=_ratio(total("chars_changed"), total("chars")))
 
 
 # Reflection and backtracking markers of R1 / QwQ traces (counts on the 291 real R1-distill traces:
@@ -159,6 +218,30 @@ def keyword_removal(records: list[Record], ctx: Context, rate: float,
     return out
 
 
+@transform
+@dataclass(frozen=True)
+class KeywordRemoval:
+    """Our offline approximation of Sky-T1's reflection removal (theirs is an LLM rewrite)."""
+    name: ClassVar[str] = "keyword_removal"
+    rate: float
+    keywords: Optional[Any] = None   # null: REFLECTION_KEYWORDS
+
+    def __post_init__(self):
+        errs: list[str] = []
+        _share(errs, "rate", self.rate)
+        _expect(errs, self.keywords is None or (len(self.keywords) > 0 and all(isinstance(w, str) for w in self.keywords)),
+                "keywords", self.keywords, "null or a non-empty list of words")
+        _refuse(errs)
+
+    def __call__(self, records: list[Record], ctx: Context) -> list[Record]:
+        return keyword_removal(records, ctx, **_params(self))
+
+    @staticmethod
+    def card(changes: list[dict], total: Callable[[str], int]) -> dict:
+        return dict(keywords_found=total("found"), keywords_removed=total("removed"),
+                    removed_share=_ratio(total("removed"), total("found")), kept_whole=total("kept_whole"))
+
+
 _BOXED_NUMBER = re.compile(r"(\\boxed\{)\s*(-?\d+(?:\.\d+)?)\s*(\})")
 WRONG_ANSWER_MODES = ("natural", "swap", "perturb", "filter_incorrect")
 
@@ -171,18 +254,16 @@ def wrong_answers(records: list[Record], ctx: Context, mode: str = "natural",
     record whose `metadata[correctness_field]` is False (a column of the data, or the grade prepare
     gives against the gold answer). Variants: `swap` gives each record another record's answer (a
     derangement); `perturb` shifts the boxed number."""
-    if mode not in WRONG_ANSWER_MODES:
-        raise ValueError(f"ablation wrong_answers mode={mode!r}: expected one of {list(WRONG_ANSWER_MODES)}")
     if mode == "natural":
         pool = ctx.pool if ctx.pool is not None else records
         graded = [r for r in pool if correctness_field in r.metadata]
         wrong = [r for r in graded if r.metadata[correctness_field] is False]
         if not graded:
-            raise ValueError("ablation wrong_answers mode=natural: no record is graded; give the data a gold "
+            raise DataError("ablation wrong_answers mode=natural: no record is graded; give the data a gold "
                              "answer (e.g. data.source.fields.gold_answer=COL or data.source.gold_field=COL) "
                              "and data.keep=correct, or a boolean column named by correctness_field")
         if not wrong:
-            raise ValueError(f"ablation wrong_answers mode=natural: none of the {len(graded)} graded responses "
+            raise DataError(f"ablation wrong_answers mode=natural: none of the {len(graded)} graded responses "
                              "is wrong, so there are no natural wrong answers to train on")
         chosen = ctx.rng.sample(wrong, min(len(records), len(wrong)))
         return [_changed(r, {"transform": "wrong_answers", "mode": mode, "changed": True,
@@ -190,13 +271,13 @@ def wrong_answers(records: list[Record], ctx: Context, mode: str = "natural",
     if mode == "filter_incorrect":
         missing = [r.id for r in records if correctness_field not in r.metadata]
         if missing:
-            raise ValueError(f"ablation wrong_answers: records {missing[:3]} have no metadata[{correctness_field!r}] "
+            raise DataError(f"ablation wrong_answers: records {missing[:3]} have no metadata[{correctness_field!r}] "
                              "to filter on (give the data a gold answer so prepare grades it, or a boolean column)")
         return [_changed(r, {"transform": "wrong_answers", "mode": mode, "changed": False})
                 for r in records if r.metadata[correctness_field] is False]
     if mode == "swap":
         if len(records) < 2:
-            raise ValueError("ablation wrong_answers mode=swap needs at least 2 records")
+            raise DataError("ablation wrong_answers mode=swap needs at least 2 records")
         order = list(range(len(records)))
         ctx.rng.shuffle(order)
         donor = {order[i]: order[(i + 1) % len(order)] for i in range(len(order))}   # a cycle: no fixed point
@@ -214,6 +295,30 @@ def wrong_answers(records: list[Record], ctx: Context, mode: str = "natural",
 def _shift(number: str, rng: random.Random) -> str:
     delta = rng.choice([-3, -2, -1, 1, 2, 3])
     return str(int(number) + delta) if "." not in number else f"{float(number) + delta:g}"
+
+
+@transform
+@dataclass(frozen=True)
+class WrongAnswers:
+    name: ClassVar[str] = "wrong_answers"
+    needs_grades: ClassVar[bool] = True   # prepare grades the pool against its gold answers first
+    mode: str = "natural"
+    correctness_field: str = "correct"
+
+    def __post_init__(self):
+        errs: list[str] = []
+        _expect(errs, self.mode in WRONG_ANSWER_MODES, "mode", self.mode, f"one of {list(WRONG_ANSWER_MODES)}")
+        _refuse(errs)
+
+    def __call__(self, records: list[Record], ctx: Context) -> list[Record]:
+        return wrong_answers(records, ctx, **_params(self))
+
+    @staticmethod
+    def card(changes: list[dict], total: Callable[[str], int]) -> dict:
+        if not any("wanted" in c for c in changes):
+            return {}
+        return dict(wanted=changes[0]["wanted"], available=changes[0]["available"],
+                    shortfall=max(0, changes[0]["wanted"] - len(changes)))
 
 
 # --- global structure -----------------------------------------------------------------------------
@@ -317,10 +422,15 @@ class LLMSplitter:
             os.replace(tmp, path)
         return reply, False
 
+    def __post_init__(self):
+        errs: list[str] = []
+        _expect(errs, self.fallback in ("paragraph", "raise"), "ablation.splitter.fallback", self.fallback,
+                "'paragraph' or 'raise'")
+        _share(errs, "ablation.splitter.min_coverage", self.min_coverage)
+        _refuse(errs)
+
     def __call__(self, text: str) -> tuple[list[str], str, str]:
         import json
-        if self.fallback not in ("paragraph", "raise"):
-            raise ValueError(f"ablation.splitter.fallback={self.fallback!r}: expected 'paragraph' or 'raise'")
         reply, cached = self._reply(text)
         problem = None
         try:
@@ -334,7 +444,7 @@ class LLMSplitter:
             problem = "its steps do not align with the trace text"
         if aligned is None:
             if self.fallback == "raise":
-                raise ValueError(f"LLMSplitter({self.model}): {problem}")
+                raise DataError(f"LLMSplitter({self.model}): {problem}")
             steps, sep, _ = ParagraphSplitter()(text)
             return steps, sep, "paragraph_fallback"
         return aligned, "\n\n", "llm_cached" if cached else "llm"
@@ -393,7 +503,7 @@ def step_insert(records: list[Record], ctx: Context, rate: float, splitter=None)
     """Insert a `rate` share (of the trace's own step count) of steps taken from other records."""
     split = [_split(r, splitter) for r in records]
     if len(records) < 2:
-        raise ValueError("ablation step_insert needs at least 2 records to take steps from")
+        raise DataError("ablation step_insert needs at least 2 records to take steps from")
     out = []
     for i, (rec, (steps, sep, how)) in enumerate(zip(records, split)):
         k = _pick(len(steps), rate)
@@ -405,6 +515,53 @@ def step_insert(records: list[Record], ctx: Context, rate: float, splitter=None)
         out.append(_changed(rec, {"transform": "step_insert", "steps": len(steps), "inserted": k, "splitter": how},
                             thinking=sep.join(new)))
     return out
+
+
+def _step_card(acted: str) -> staticmethod:
+    def card(changes: list[dict], total: Callable[[str], int]) -> dict:
+        """The share of all steps the treatment acted on, comparable with digit corruption's replaced_share."""
+        return {f"{acted}_share": _ratio(total(acted), total("steps"))}
+    return staticmethod(card)
+
+
+@transform
+@dataclass(frozen=True)
+class StepShuffle:
+    name: ClassVar[str] = "step_shuffle"
+    rate: float
+    splitter: Any = None     # ParagraphSplitter / LLMSplitter; null: paragraphs
+
+    def __post_init__(self):
+        errs: list[str] = []
+        _share(errs, "rate", self.rate)
+        _refuse(errs)
+
+    def __call__(self, records: list[Record], ctx: Context) -> list[Record]:
+        return step_shuffle(records, ctx, **_params(self))
+
+    card = _step_card("moved")
+
+
+@transform
+@dataclass(frozen=True)
+class StepDelete(StepShuffle):
+    name: ClassVar[str] = "step_delete"
+
+    def __call__(self, records: list[Record], ctx: Context) -> list[Record]:
+        return step_delete(records, ctx, **_params(self))
+
+    card = _step_card("deleted")
+
+
+@transform
+@dataclass(frozen=True)
+class StepInsert(StepShuffle):
+    name: ClassVar[str] = "step_insert"
+
+    def __call__(self, records: list[Record], ctx: Context) -> list[Record]:
+        return step_insert(records, ctx, **_params(self))
+
+    card = _step_card("inserted")
 
 
 # --- long traces (Long1K) and the short-CoT baseline ---------------------------------------------
@@ -484,20 +641,14 @@ def combine(records: list[Record], ctx: Context, k: int = 2, num_samples: int | 
     whose thinking has at least `long_min_tokens` tokens. With `target_tokens`, groups are built to
     about that many thinking tokens (within `tolerance`; one to `max_parts` problems each) instead of
     `k` per group: one length level of the paper's log-linear study."""
-    if k < 1 or k > max_parts:
-        raise ValueError(f"ablation combine k={k}: expected 1..max_parts ({max_parts})")
-    if not 0.0 <= long_share <= 1.0:
-        raise ValueError(f"ablation combine long_share={long_share}: expected a share in [0, 1]")
     capacity = len(records) // k if target_tokens is None else None
     total = num_samples if num_samples is not None else capacity
-    if total is None:
-        raise ValueError("ablation combine: with target_tokens, data.num_samples says how many samples to make")
     n_long = int(round(long_share * total))
     n_joined = total - n_long
     stats: dict = {"pool": len(records)}
     if target_tokens is None:
         if n_joined > len(records) // k:
-            raise ValueError(f"ablation combine: {n_joined} samples of k={k} problems need {n_joined * k} "
+            raise DataError(f"ablation combine: {n_joined} samples of k={k} problems need {n_joined * k} "
                              f"distinct source problems; the pool holds {len(records)} (each is used once)")
         order = list(records)
         ctx.rng.shuffle(order)
@@ -508,7 +659,7 @@ def combine(records: list[Record], ctx: Context, k: int = 2, num_samples: int | 
         groups, more = _groups_by_length(records, ctx, n_joined, target_tokens, tolerance, max_parts, link_tokens)
         stats.update(more)
         if len(groups) < n_joined:
-            raise ValueError(f"ablation combine target_tokens={target_tokens}: the pool of {len(records)} "
+            raise DataError(f"ablation combine target_tokens={target_tokens}: the pool of {len(records)} "
                              f"problems makes only {len(groups)} samples of about that length, "
                              f"{n_joined} wanted ({more})")
     out = []
@@ -517,19 +668,60 @@ def combine(records: list[Record], ctx: Context, k: int = 2, num_samples: int | 
         out.append(_changed(rec, {"transform": "combine", "parts": len(parts),
                                   "tokens": ctx.count_tokens(rec.thinking), **stats}))
     if n_long:
-        if not long_source:
-            raise ValueError("ablation combine long_share>0: give ablation.long_source (s1.1's long problems)")
         used = {r.question for g in groups for r in g}
         eligible = [r for r in long_source if r.question not in used
                     and ctx.count_tokens(r.thinking) >= long_min_tokens]
         if len(eligible) < n_long:
-            raise ValueError(f"ablation combine: {n_long} long samples wanted, {len(eligible)} in long_source "
+            raise DataError(f"ablation combine: {n_long} long samples wanted, {len(eligible)} in long_source "
                              f"have at least long_min_tokens={long_min_tokens} thinking tokens")
         for rec in ctx.rng.sample(eligible, n_long):
             out.append(_changed(rec, {"transform": "combine", "parts": 1, "long_mix": True,
                                       "tokens": ctx.count_tokens(rec.thinking), **stats}))
     ctx.rng.shuffle(out)
     return out
+
+
+@transform
+@dataclass(frozen=True)
+class Combine:
+    name: ClassVar[str] = "combine"
+    makes_num_samples: ClassVar[bool] = True   # the pool is not cut to data.num_samples before joining
+    k: int = 2
+    num_samples: Optional[int] = None
+    target_tokens: Optional[int] = None
+    tolerance: float = 0.25
+    max_parts: int = 8
+    long_share: float = 0.0
+    long_source: Any = None       # records (a loader node in the config)
+    long_min_tokens: int = 0
+    linking: Any = None           # overrides of LINKING
+
+    def __post_init__(self):
+        errs: list[str] = []
+        _expect(errs, isinstance(self.max_parts, int) and self.max_parts >= 1, "max_parts", self.max_parts, "an integer >= 1")
+        _expect(errs, isinstance(self.k, int) and 1 <= self.k <= self.max_parts, "k", self.k,
+                f"an integer in 1..ablation.max_parts ({self.max_parts})")
+        _share(errs, "long_share", self.long_share)
+        _expect(errs, self.tolerance > 0, "tolerance", self.tolerance, "a number > 0")
+        _expect(errs, self.num_samples is None or self.num_samples >= 1, "data.num_samples", self.num_samples,
+                "null or an integer >= 1")
+        _expect(errs, self.target_tokens is None or self.target_tokens >= 1, "target_tokens", self.target_tokens,
+                "null or an integer >= 1")
+        _expect(errs, self.target_tokens is None or self.num_samples is not None, "data.num_samples", self.num_samples,
+                "an integer with ablation.target_tokens: it says how many samples to make")
+        _expect(errs, self.long_share == 0 or bool(self.long_source), "long_source", self.long_source,
+                "records (s1.1's long problems) with ablation.long_share > 0")
+        unknown = set(self.linking or {}) - set(LINKING)
+        _expect(errs, not unknown, "linking", dict(self.linking or {}), f"keys among {sorted(LINKING)}")
+        _refuse(errs)
+
+    def __call__(self, records: list[Record], ctx: Context) -> list[Record]:
+        return combine(records, ctx, **_params(self))
+
+    @staticmethod
+    def card(changes: list[dict], total: Callable[[str], int]) -> dict:
+        return {"parts": dict(sorted(Counter(c["parts"] for c in changes).items())),
+                "long_mix": sum(bool(c.get("long_mix")) for c in changes)}
 
 
 def short_cot(records: list[Record], ctx: Context, field: str = "solution",
@@ -541,15 +733,35 @@ def short_cot(records: list[Record], ctx: Context, field: str = "solution",
         if not isinstance(solution, str) or not solution.strip():
             if on_missing == "skip":
                 continue
-            raise ValueError(f"ablation short_cot: record {rec.id!r} has no metadata[{field!r}] "
+            raise DataError(f"ablation short_cot: record {rec.id!r} has no metadata[{field!r}] "
                              "(use ablation.on_missing=skip to drop such records, counted)")
         out.append(_changed(rec, {"transform": "short_cot"}, thinking=solution.strip()))
     return out
 
 
+@transform
+@dataclass(frozen=True)
+class ShortCot:
+    name: ClassVar[str] = "short_cot"
+    field: str = "solution"
+    on_missing: str = "raise"     # raise | skip (counted in the data card)
+
+    def __post_init__(self):
+        errs: list[str] = []
+        _expect(errs, self.on_missing in ("raise", "skip"), "on_missing", self.on_missing, "'raise' or 'skip'")
+        _refuse(errs)
+
+    def __call__(self, records: list[Record], ctx: Context) -> list[Record]:
+        return short_cot(records, ctx, **_params(self))
+
+    @staticmethod
+    def card(changes: list[dict], total: Callable[[str], int]) -> dict:
+        return {}
+
+
 # --- applying and reporting -----------------------------------------------------------------------
 
-def apply_transforms(records: list[Record], transforms: list[Callable], seed: int,
+def apply_transforms(records: list[Record], transforms: list, seed: int,
                      count_tokens: Callable[[str], int] | None = None,
                      pool: list[Record] | None = None) -> tuple[list[Record], list[dict]]:
     """Apply the instantiated transforms in order; returns the records and a count per stage.
@@ -558,7 +770,7 @@ def apply_transforms(records: list[Record], transforms: list[Callable], seed: in
     for i, fn in enumerate(transforms):
         rng = random.Random(f"{seed}-{i}")
         ctx = Context(rng, pool=pool) if count_tokens is None else Context(rng, count_tokens, pool)
-        name = getattr(getattr(fn, "func", fn), "__name__", str(fn))
+        name = fn.name
         before = len(records)
         records = fn(records, ctx)
         empty = [r.id for r in records if not r.thinking.strip()]
@@ -568,13 +780,13 @@ def apply_transforms(records: list[Record], transforms: list[Callable], seed: in
     return records, stages
 
 
-def _share(part: int, whole: int) -> float:
+def _ratio(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
 def summarize(records: list[Record]) -> dict:
     """Aggregate per-sample changes by transform: how many samples, how many changed, the means, and
-    each treatment's own totals (digit corruption reports what SkyThought's script reports)."""
+    each treatment's own figures (its plugin's `card`: digit corruption reports what SkyThought's script does)."""
     by_transform: dict[str, list[dict]] = defaultdict(list)
     for rec in records:
         for change in rec.metadata.get("ablation", []):
@@ -589,28 +801,10 @@ def summarize(records: list[Record]) -> dict:
                                            or c.get("removed", 0) > 0) for c in changes)}
         agg.update({f"mean_{k}": round(mean(c.get(k, 0) for c in changes), 3) for k in sorted(numeric)})
         total = lambda key: sum(c.get(key, 0) for c in changes)   # noqa: E731
-        if name == "digit_corruption":
-            agg.update(numbers_found=total("numbers"), numbers_replaced=total("replaced"),
-                       numbers_changed=total("changed"), chars_changed=total("chars_changed"),
-                       replaced_share=_share(total("replaced"), total("numbers")),
-                       changed_share=_share(total("changed"), total("numbers")),
-                       text_changed_share=_share(total("chars_changed"), total("chars")))
-        if name == "keyword_removal":
-            agg.update(keywords_found=total("found"), keywords_removed=total("removed"),
-                       removed_share=_share(total("removed"), total("found")), kept_whole=total("kept_whole"))
-        if name == "wrong_answers" and any("wanted" in c for c in changes):
-            agg.update(wanted=changes[0]["wanted"], available=changes[0]["available"],
-                       shortfall=max(0, changes[0]["wanted"] - len(changes)))
-        if name == "combine":
-            agg["parts"] = dict(sorted(Counter(c["parts"] for c in changes).items()))
-            agg["long_mix"] = sum(bool(c.get("long_mix")) for c in changes)
+        if name in TRANSFORMS:
+            agg.update(TRANSFORMS[name].card(changes, total))   # each treatment's own figures
         splitters = Counter(c["splitter"] for c in changes if "splitter" in c)
         if splitters:
             agg["splitter"] = dict(sorted(splitters.items()))
-        # The share of all steps the treatment acted on, comparable with digit corruption's replaced_share.
-        acted = {"step_shuffle": "moved", "step_delete": "deleted", "step_insert": "inserted"}.get(name)
-        if acted:
-            steps = sum(c["steps"] for c in changes)
-            agg[f"{acted}_share"] = _share(sum(c[acted] for c in changes), steps)
         out[name] = agg
     return out

@@ -11,9 +11,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from typing import Any, Callable, Optional
 
 from reasoning_sft.data.answers import extract_answer, is_equivalent, last_boxed
 from reasoning_sft.data.records import Record, content_hash
@@ -255,61 +253,137 @@ def diversity_sample(records: list[Record], num_samples: int, rng: random.Random
     return chosen, {"included_first": len(first), "sampled": len(chosen) - len(first)}
 
 
-# --- the stage ------------------------------------------------------------------------------------
+# --- the stages as plugins --------------------------------------------------------------------------
+# `curation` in conf/curate.yaml is an ordered set of stages, each a `_target_` node naming one of the
+# classes below with its parameters (their defaults live in that YAML alone). Each class checks its
+# parameters when it is built (before any run dir), and `stage(records, ctx)` returns the records it
+# keeps, why it removed each other one, and its own figures for the data card. A new stage is a class
+# here and a node in the YAML.
 
-def curate(records: list[Record], cfg: DictConfig, count_tokens, solve=None) -> tuple[list[Record], dict, list[dict]]:
-    """The enabled stages in order; `solve(records, model_dir, cfg)` answers the pool with a solver model
-    (curation.difficulty.solver_models: the curate stage passes its generation engine)."""
-    c = cfg.curation
-    card: dict = {"records_loaded": len(records), "stages": []}
-    removed: list[dict] = []
+@dataclass
+class CurationContext:
+    seed: int
+    count_tokens: Callable[[str], int]
+    # solve(records, model_dir, max_new_tokens, batch_size): each record with metadata['solver:<dir>'],
+    # the solver model's answer (the curate stage passes its generation engine)
+    solve: Callable | None = None
 
-    current = records
 
-    def stage(name: str, reasons: dict[str, dict], keep: list[Record] | None = None) -> None:
-        nonlocal current
-        keep = [r for r in current if r.id not in reasons] if keep is None else keep
-        card["stages"].append({"stage": name, "in": len(current), "out": len(keep),
-                               "removed_by_reason": dict(Counter(r["reason"] for r in reasons.values()))})
-        removed.extend({"id": rid, "stage": name, **info} for rid, info in reasons.items())
-        current = keep
+Outcome = tuple[list[Record], dict[str, dict], dict]   # kept, {removed id: why}, the card's figures
 
-    if c.quality.enabled:
+
+def _expect(errs: list[str], ok: bool, key: str, value, expected: str) -> None:
+    if not ok:
+        errs.append(f"curation.{key}={value!r}: expected {expected}")
+
+
+def _refuse(errs: list[str]) -> None:
+    if errs:
+        raise ConfigError("\n".join(errs))
+
+
+def _without(records: list[Record], reasons: dict) -> list[Record]:
+    return [r for r in records if r.id not in reasons]
+
+
+@dataclass(frozen=True)
+class QualityFilter:
+    enabled: bool
+    allow_asy_sources: Any           # keep [asy] diagrams for these sources (s1 kept AIME's)
+
+    def __call__(self, records: list[Record], ctx: CurationContext) -> Outcome:
         reasons = {}
-        for rec in current:
-            issue = quality_issue(rec, list(c.quality.allow_asy_sources))
+        for rec in records:
+            issue = quality_issue(rec, list(self.allow_asy_sources))
             if issue:
                 reasons[rec.id] = {"reason": issue}
-        stage("quality", reasons)
-    if c.dedup.enabled:
+        return _without(records, reasons), reasons, {}
+
+
+@dataclass(frozen=True)
+class ExactDedup:
+    enabled: bool
+
+    def __call__(self, records: list[Record], ctx: CurationContext) -> Outcome:
         seen, reasons = {}, {}
-        for rec in current:
+        for rec in records:
             key = " ".join(normalize_words(rec.question))
             if key in seen:
                 reasons[rec.id] = {"reason": "exact duplicate", "duplicate_of": seen[key]}
             else:
                 seen[key] = rec.id
-        stage("dedup", reasons)
-    if c.decontamination.enabled:
-        d = c.decontamination
-        items = load_eval_items(cfg.eval.data_dir, dict(d.eval_sets))
-        if cfg.eval.get("gpqa_path"):
-            items += load_gpqa_questions(cfg.eval.gpqa_path)
-        card["decontamination_sets"] = sorted({name.split(":")[0] for name, _ in items})
-        index = EvalIndex.build(items, d.ngram)
+        return _without(records, reasons), reasons, {}
+
+
+@dataclass(frozen=True)
+class Decontamination:
+    enabled: bool
+    ngram: int
+    max_item_frequency: int          # an n-gram in more eval items than this is boilerplate
+    min_shared_ngrams: int
+    min_overlap: float               # of the shorter text's n-grams
+    eval_sets: Any                   # file in data_dir -> field with the problem text
+    data_dir: str
+    gpqa_path: Optional[str] = None  # the user's gpqa_diamond.csv: its questions join the sets
+
+    def __post_init__(self):
+        errs: list[str] = []
+        for k in ("ngram", "max_item_frequency", "min_shared_ngrams"):
+            _expect(errs, getattr(self, k) >= 1, f"decontamination.{k}", getattr(self, k), "an integer >= 1")
+        _expect(errs, 0 <= self.min_overlap <= 1, "decontamination.min_overlap", self.min_overlap, "a number in [0, 1]")
+        _refuse(errs)
+
+    def __call__(self, records: list[Record], ctx: CurationContext) -> Outcome:
+        items = load_eval_items(self.data_dir, dict(self.eval_sets))
+        if self.gpqa_path:
+            items += load_gpqa_questions(self.gpqa_path)
+        index = EvalIndex.build(items, self.ngram)
         reasons = {}
-        for rec in current:
-            hits = index.matches(rec.question, d.ngram, d.max_item_frequency, d.min_shared_ngrams, d.min_overlap)
+        for rec in records:
+            hits = index.matches(rec.question, self.ngram, self.max_item_frequency, self.min_shared_ngrams,
+                                 self.min_overlap)
             if hits:
                 reasons[rec.id] = {"reason": "contamination", "matches": hits}
-        stage("decontamination", reasons)
-    if c.difficulty.enabled:
-        fields, reasons = list(c.difficulty.solved_by_fields), {}
-        answer_fields = list(c.difficulty.get("solver_answer_fields") or [])
-        for path in c.difficulty.get("solver_models") or []:   # run the evaluation engine on the pool
-            current = solve(current, path, cfg)
+        return _without(records, reasons), reasons, {
+            "decontamination_sets": sorted({name.split(":")[0] for name, _ in items})}
+
+
+@dataclass(frozen=True)
+class DifficultyFilter:
+    """s1: drop what a solver model solved (boolean columns, solver answers graded against the gold
+    answer, or saved solver models run here), and traces shorter than `min_trace_tokens`."""
+    enabled: bool
+    solved_by_fields: Any            # boolean columns: drop what a solver got right
+    solver_answer_fields: Any        # columns of solver answers, graded against gold_answer (math-verify)
+    solver_models: Any               # saved model dirs: answer every question, drop what they solve
+    solver_max_new_tokens: int
+    solver_batch_size: int
+    min_trace_tokens: Optional[int] = None
+
+    def __post_init__(self):
+        """Without a solver signal the stage would drop nothing and the pool would pass as 'hard'."""
+        if self.enabled and not (list(self.solved_by_fields) + list(self.solver_answer_fields)
+                                 + list(self.solver_models)):
+            raise ConfigError("curation.difficulty: enabled, but nothing measures difficulty: set "
+                              "curation.difficulty.solved_by_fields=[COL] (boolean columns), solver_answer_fields=[COL] "
+                              "or solver_models=[DIR] (graded against the gold answer), or "
+                              "curation.difficulty.enabled=false")
+
+    def check_records(self, records: list[Record]) -> None:
+        """Before any work: graded signals need a gold answer to grade against."""
+        if self.enabled and (list(self.solver_answer_fields) + list(self.solver_models)) \
+                and not any(r.metadata.get("gold_answer") is not None for r in records):
+            raise ConfigError("curation.difficulty.solver_answer_fields / solver_models grade against a gold answer, "
+                              "and no record has one: map it (data.source.fields.gold_answer=COL) or use "
+                              "solved_by_fields")
+
+    def __call__(self, records: list[Record], ctx: CurationContext) -> Outcome:
+        fields, reasons = list(self.solved_by_fields), {}
+        answer_fields = list(self.solver_answer_fields)
+        for path in self.solver_models:   # run the evaluation engine on the pool
+            records = ctx.solve(records, path, self.solver_max_new_tokens, self.solver_batch_size)
             answer_fields.append(f"solver:{path}")
-        for rec in current:
+        for rec in records:
             solved = [f for f in fields if rec.metadata.get(f) is True]
             gold = rec.metadata.get("gold_answer")
             gold = (last_boxed(str(gold)) or gold) if gold is not None else None   # a worked solution: its boxed answer
@@ -317,34 +391,50 @@ def curate(records: list[Record], cfg: DictConfig, count_tokens, solve=None) -> 
                        and is_equivalent(extract_answer(str(rec.metadata[f])) or str(rec.metadata[f]), str(gold))]
             if solved:
                 reasons[rec.id] = {"reason": "solved by a solver model", "solved_by": solved}
-            elif c.difficulty.min_trace_tokens and count_tokens(rec.thinking) < c.difficulty.min_trace_tokens:
+            elif self.min_trace_tokens and ctx.count_tokens(rec.thinking) < self.min_trace_tokens:
                 reasons[rec.id] = {"reason": "trace shorter than curation.difficulty.min_trace_tokens"}
-        stage("difficulty", reasons)
-    if c.diversity.enabled:
-        keep, card["diversity"] = diversity_sample(
-            current, c.diversity.num_samples, random.Random(cfg.seed), count_tokens,
-            dict(c.diversity.domain_weights) if c.diversity.domain_weights else None,
-            instantiate(c.diversity.classifier), c.diversity.get("include_first"))
+        return _without(records, reasons), reasons, {}
+
+
+@dataclass(frozen=True)
+class DiversitySample:
+    """s1's Algorithm 1 (diversity_sample)."""
+    enabled: bool
+    num_samples: int
+    include_first: Any               # put in S before sampling: sources, long_sources, require_field
+    domain_weights: Any              # null: domains drawn uniformly
+    classifier: Any                  # rec -> domain, for records without one
+
+    def __post_init__(self):
+        errs: list[str] = []
+        _expect(errs, self.num_samples >= 1, "diversity.num_samples", self.num_samples, "an integer >= 1")
+        _expect(errs, all(float(w) > 0 for w in (self.domain_weights or {}).values()), "diversity.domain_weights",
+                self.domain_weights, "positive weights")
+        _refuse(errs)
+
+    def __call__(self, records: list[Record], ctx: CurationContext) -> Outcome:
+        keep, figures = diversity_sample(records, self.num_samples, random.Random(ctx.seed), ctx.count_tokens,
+                                         dict(self.domain_weights) if self.domain_weights else None,
+                                         self.classifier, self.include_first)
         kept_ids = {r.id for r in keep}
-        stage("diversity", {r.id: {"reason": "not sampled"} for r in current if r.id not in kept_ids}, keep)
-    final = current
-    card["records_curated"] = len(final)
-    card["domains"] = dict(Counter(r.domain or "unclassified" for r in final).most_common())
-    card["content_hash"] = content_hash(final)
-    return final, card, removed
+        return keep, {r.id: {"reason": "not sampled"} for r in records if r.id not in kept_ids}, {"diversity": figures}
 
 
-def check_difficulty_config(cfg: DictConfig, records: list[Record] | None = None) -> None:
-    """s1's difficulty stage needs solver results; without them it would drop nothing and the pool
-    would pass as 'hard'. Refused before any work, unless the stage is switched off."""
-    d = cfg.curation.difficulty
-    if not d.enabled:
-        return
-    graded = list(d.get("solver_answer_fields") or []) + list(d.get("solver_models") or [])
-    if not list(d.get("solved_by_fields") or []) and not graded:
-        raise ConfigError("curation.difficulty: enabled, but nothing measures difficulty: set "
-                          "curation.difficulty.solved_by_fields=[COL] (boolean columns), solver_answer_fields=[COL] "
-                          "or solver_models=[DIR] (graded against the gold answer), or curation.difficulty.enabled=false")
-    if graded and records is not None and not any(r.metadata.get("gold_answer") is not None for r in records):
-        raise ConfigError("curation.difficulty.solver_answer_fields / solver_models grade against a gold answer, and "
-                          "no record has one: map it (data.source.fields.gold_answer=COL) or use solved_by_fields")
+def curate(records: list[Record], stages: dict[str, Callable], ctx: CurationContext) -> tuple[list[Record], dict, list[dict]]:
+    """The enabled stages in their order; the card counts what each kept and removed, and why."""
+    card: dict = {"records_loaded": len(records), "stages": []}
+    removed: list[dict] = []
+    current = records
+    for name, stage in stages.items():
+        if not stage.enabled:
+            continue
+        keep, reasons, figures = stage(current, ctx)
+        card["stages"].append({"stage": name, "in": len(current), "out": len(keep),
+                               "removed_by_reason": dict(Counter(r["reason"] for r in reasons.values()))})
+        removed.extend({"id": rid, "stage": name, **info} for rid, info in reasons.items())
+        card.update(figures)
+        current = keep
+    card["records_curated"] = len(current)
+    card["domains"] = dict(Counter(r.domain or "unclassified" for r in current).most_common())
+    card["content_hash"] = content_hash(current)
+    return current, card, removed

@@ -31,15 +31,15 @@ def select_records(records: list[Record], data: DictConfig, seed: int,
     joins several source problems per sample), so the pool is not cut to that number here."""
     counts: dict = {}
     ordered = sorted(records, key=lambda r: _priority(seed, r))
-    domains = data.get("domains")
+    domains = data.domains
     if domains:   # e.g. [math] or [code]: one part of a mixed set such as Sky-T1's 17K
         before = len(ordered)
         ordered = [r for r in ordered if r.domain in set(domains)]
         counts["dropped_domain"] = before - len(ordered)
         if not ordered:
             raise ConfigError(f"data.domains={list(domains)}: no record has one of these domains")
-    lo, hi = data.get("min_trace_tokens"), data.get("max_trace_tokens")
-    buckets = data.get("length_buckets")
+    lo, hi = data.min_trace_tokens, data.max_trace_tokens
+    buckets = data.length_buckets
     if lo is not None or hi is not None or buckets:
         lengths = {r.id: count_tokens(r.thinking) for r in ordered}
     if lo is not None or hi is not None:
@@ -47,7 +47,7 @@ def select_records(records: list[Record], data: DictConfig, seed: int,
         ordered = [r for r in ordered if (lo is None or lengths[r.id] >= lo) and (hi is None or lengths[r.id] <= hi)]
         counts["dropped_trace_length"] = before - len(ordered)
     if buckets:
-        per = data.get("samples_per_bucket")
+        per = data.samples_per_bucket
         if not per:
             raise ConfigError("data.samples_per_bucket: required with data.length_buckets")
         chosen, counts["buckets"] = [], {}
@@ -60,7 +60,7 @@ def select_records(records: list[Record], data: DictConfig, seed: int,
             counts["buckets"][f"{b_lo}-{b_hi}"] = per
         counts["dropped_outside_buckets_or_over_quota"] = len(ordered) - len(chosen)
         ordered = sorted(chosen, key=lambda r: _priority(seed, r))
-    n = None if selected_by_ablation else data.get("num_samples")
+    n = None if selected_by_ablation else data.num_samples
     if n is not None:
         if n > len(ordered):
             raise ConfigError(f"data.num_samples={n}: only {len(ordered)} records are left after selection")
@@ -93,11 +93,11 @@ def token_counter(tokenizer) -> Callable[[str], int]:
     return count
 
 
-def _base_set(records: list[Record], cfg: DictConfig, card: dict) -> tuple[list[Record], list[Record]]:
-    """Grade the pool against its gold answers when the data keeps by grade or the ablation draws
-    graded responses (`ablation.needs_grades`); returns (base set, graded pool), counted in the card."""
-    keep = cfg.data.get("keep", "all")
-    if keep == "all" and not cfg.ablation.get("needs_grades", False):
+def _base_set(records: list[Record], cfg: DictConfig, card: dict, transforms: list) -> tuple[list[Record], list[Record]]:
+    """Grade the pool against its gold answers when the data keeps by grade or a transform draws
+    graded responses (its `needs_grades`); returns (base set, graded pool), counted in the card."""
+    keep = cfg.data.keep
+    if keep == "all" and not any(getattr(t, "needs_grades", False) for t in transforms):
         return records, records
     pool, counts = grade_records(records)
     if keep != "all" and not counts["graded"]:
@@ -113,21 +113,22 @@ def prepare_records(cfg: DictConfig, tokenizer, measure_traces: bool = True) -> 
     measure_traces=False leaves the card's trace-token stats to the caller (training measures the
     traces while tokenizing them, instead of a second pass over every trace)."""
     count_tokens = token_counter(tokenizer)
+    transforms = [instantiate(t) for t in cfg.ablation.transforms]   # each checked its parameters when built
 
     records = instantiate(cfg.data.source)
     card: dict = {"data": cfg.data.name, "records_loaded": len(records),
                   "skipped_by_loader": getattr(records, "skipped", {})}
     d = cfg.data
-    records, pool = _base_set(records, cfg, card)
-    if d.get("min_trace_tokens") is not None or d.get("max_trace_tokens") is not None or d.get("length_buckets"):
+    records, pool = _base_set(records, cfg, card, transforms)
+    if d.min_trace_tokens is not None or d.max_trace_tokens is not None or d.length_buckets:
         count_tokens.prefetch(r.thinking for r in records)
     records, card["selection"] = select_records(records, cfg.data, cfg.seed, count_tokens,
-                                                bool(cfg.ablation.get("makes_num_samples", False)))
+                                                any(getattr(t, "makes_num_samples", False) for t in transforms))
     card["records_selected"] = len(records)
-    if cfg.ablation.transforms:
-        transforms = [instantiate(t) for t in cfg.ablation.transforms]
+    if transforms:
         records, stages = apply_transforms(records, transforms, cfg.seed, count_tokens, pool)
-        card["ablation"] = {"name": cfg.ablation.get("name"), "stages": stages, "changes": summarize(records)}
+        card["ablation"] = {"name": cfg.ablation.name, "stages": stages, "changes": summarize(records)}
+        warn_if_unchanged(transforms, card["ablation"]["changes"])
     card["records_prepared"] = len(records)
     card["domains"] = dict(sorted(Counter(r.domain or "unlabelled" for r in records).items()))
     if measure_traces:
@@ -135,6 +136,18 @@ def prepare_records(cfg: DictConfig, tokenizer, measure_traces: bool = True) -> 
         card["trace_tokens"] = token_stats([count_tokens(r.thinking) for r in records]) if records else {}
     card["content_hash"] = content_hash(records)
     return records, card
+
+
+def warn_if_unchanged(transforms: list, changes: dict) -> None:
+    """A treatment asked to change the data (rate > 0) that changed no sample makes a study compare
+    identical data: said on the console in one line, with the counts, before anything trains."""
+    import sys
+    for t in transforms:
+        c = changes.get(t.name)
+        if c and getattr(t, "rate", 1) > 0 and c["samples_changed"] == 0:
+            steps = f", {c['mean_steps']:.1f} steps per trace" if "mean_steps" in c else ""
+            print(f"warning: ablation {t.name} changed 0 of {c['samples']} samples (rate {getattr(t, 'rate', '-')}"
+                  f"{steps}): this arm trains on unchanged data", file=sys.stderr)
 
 
 def tokenization_section(cfg: DictConfig, records: list[Record], tokenizer) -> dict:

@@ -57,8 +57,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
 
 def sampling_kwargs(cfg) -> dict | None:
     """`generate` kwargs for `eval.temperature` > 0 (seeded by `seed`), None for greedy."""
-    temperature = cfg.eval.get("temperature", 0.0)
+    temperature = cfg.eval.temperature
     if not temperature:
         return None
     torch.manual_seed(cfg.seed)
-    return {"do_sample": True, "temperature": temperature, "top_p": cfg.eval.get("top_p", 1.0)}
+    return {"do_sample": True, "temperature": temperature, "top_p": cfg.eval.top_p}

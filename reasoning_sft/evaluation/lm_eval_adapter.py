@@ -95,14 +95,14 @@ def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str], grader: Gra
     """lm-eval's `simple_evaluate` on the tasks; returns per-task summaries and per-sample rows."""
     import lm_eval
 
-    n = cfg.eval.get("samples_per_problem", 1)
+    n = cfg.eval.samples_per_problem
     lm = make_lm(model, tokenizer, cfg)
     docs_of = {t: TASKS[t].docs(cfg) for t in tasks if t in TASKS}
     configs = [harness_config(TASKS[t], docs_of[t], cfg, grader, n) if t in TASKS else t for t in tasks]
     quiet = _QuietCustomDataset()
     logging.getLogger("lm_eval.api.task").addFilter(quiet)
     try:
-        out = lm_eval.simple_evaluate(model=lm, tasks=configs, limit=cfg.eval.get("limit"), log_samples=True,
+        out = lm_eval.simple_evaluate(model=lm, tasks=configs, limit=cfg.eval.limit, log_samples=True,
                                       bootstrap_iters=0)
     finally:
         logging.getLogger("lm_eval.api.task").removeFilter(quiet)
@@ -150,14 +150,10 @@ def check_eval_config(cfg: DictConfig) -> None:
     """Everything about `eval` that can be known wrong before training or loading a model: each task
     exists (ours, a bundled benchmark whose file is there, GPQA with its file, or an lm-eval task),
     the prompt and the grading policy are known."""
-    from reasoning_sft.evaluation.grading import TRUNCATED_POLICIES
-    tasks = list(cfg.eval.get("tasks") or [])
+    tasks = list(cfg.eval.tasks)
     if not tasks:
         return
     eval_prompt(cfg)
-    truncated = (cfg.eval.get("grading") or {}).get("truncated", "wrong")
-    if truncated not in TRUNCATED_POLICIES:
-        raise ConfigError(f"eval.grading.truncated={truncated!r}: expected one of {list(TRUNCATED_POLICIES)}")
     unknown = []
     for t in tasks:
         if t in TASKS:

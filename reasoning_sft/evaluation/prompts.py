@@ -58,7 +58,7 @@ PROMPTS = {
 
 def eval_prompt(cfg) -> tuple[str | None, str]:
     """(system prompt, user template) for `eval.prompt` (default `trained`)."""
-    name = cfg.eval.get("prompt") or "trained"
+    name = cfg.eval.prompt
     if name not in PROMPTS:
         raise ConfigError(f"eval.prompt={name!r}: expected one of {sorted(PROMPTS)}")
     p = PROMPTS[name]

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from statistics import mean, median
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from reasoning_sft.evaluation.budget_forcing import BudgetForcing, generate_with_budget
@@ -42,7 +42,7 @@ def run_in_process(task: Task, model, tokenizer, cfg: DictConfig, grader: Grader
     docs = task.docs(cfg)
     system = eval_prompt(cfg)[0]
     prompts = [render_prompt(task.prompt(doc, cfg), tokenizer, system) for doc in docs]
-    n = cfg.eval.get("samples_per_problem", 1)
+    n = cfg.eval.samples_per_problem
     rows = []
     for i, out in enumerate(generate_for_eval(model, tokenizer, prompts, cfg)):
         doc = docs[i // n]
@@ -61,7 +61,7 @@ def graded(result: Grade, gold: str, cfg: DictConfig) -> dict:
 def summarize_samples(samples: list[dict], n: int, cfg: DictConfig) -> dict:
     """Accuracy (mean pass@1) with its interval, pass@k / maj@k, token and forcing statistics."""
     per_problem = [samples[i:i + n] for i in range(0, len(samples), n)]
-    summary = sampled_summary(per_problem, list(cfg.eval.get("ks", [1])), cfg.eval.bootstrap_samples, cfg.seed)
+    summary = sampled_summary(per_problem, list(cfg.eval.ks), cfg.eval.bootstrap_samples, cfg.seed)
     lengths = [s["generated_tokens"] for s in samples if "generated_tokens" in s]
     if lengths:
         summary.update(generated_tokens_mean=mean(lengths), generated_tokens_median=median(lengths),
@@ -85,11 +85,11 @@ def generate_for_eval(model, tokenizer, prompts: list[str], cfg: DictConfig, rep
     """`eval.samples_per_problem` generations per prompt (problem-major), plain or budget-forced
     (`eval.budget_forcing.enabled`), greedy or sampled (`eval.temperature`, `eval.top_p`), with a
     progress bar on stderr (responses done / total, generated tokens per second)."""
-    n = cfg.eval.get("samples_per_problem", 1) if repeats is None else repeats
+    n = cfg.eval.samples_per_problem if repeats is None else repeats
     prompts = [p for p in prompts for _ in range(n)]
     sampling = sampling_kwargs(cfg)
-    bf_cfg = cfg.eval.get("budget_forcing")
-    forcing = bool(bf_cfg and bf_cfg.enabled)
+    bf_cfg = cfg.eval.budget_forcing
+    forcing = bf_cfg.enabled
     bf = BudgetForcing(**{k: v for k, v in bf_cfg.items() if k != "enabled"}) if forcing else None
     style = get_style(cfg.data.format.thinking_style)
     chunk = len(prompts) if hasattr(model, "generate_ids") else cfg.eval.batch_size   # vLLM batches itself
@@ -114,17 +114,16 @@ def generate_for_eval(model, tokenizer, prompts: list[str], cfg: DictConfig, rep
     return results
 
 
-def generation_budget(cfg: DictConfig, trained_max_seq_len: int | None) -> int:
-    """`eval.max_new_tokens`, or when null the length the model was trained on (a model trained on
-    256-token traces is not given 32k tokens to ramble in), else s1's 32,768."""
-    if cfg.eval.get("max_new_tokens") is not None:
-        return cfg.eval.max_new_tokens
+def settle_generation_budget(cfg: DictConfig, trained_max_seq_len: int | None) -> None:
+    """A derived value, set by the stage before the config is checked and frozen: `eval.max_new_tokens`,
+    or when null the length the model was trained on (a model trained on 256-token traces is not given
+    32k tokens to ramble in), else s1's 32,768."""
+    if cfg.eval.max_new_tokens is not None:
+        return
     budget = trained_max_seq_len or 32768
-    with open_dict(cfg):
-        cfg.eval.max_new_tokens = budget
+    cfg.eval.max_new_tokens = budget
     print(f"eval.max_new_tokens=null: {budget} new tokens per response "
           f"({'the trained max_seq_len' if trained_max_seq_len else 'no trained length known'})", file=sys.stderr)
-    return budget
 
 
 

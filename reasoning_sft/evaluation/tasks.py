@@ -34,13 +34,13 @@ class Task:
 
 
 def truncated_policy(cfg: DictConfig) -> str:
-    return (cfg.eval.get("grading") or {}).get("truncated", "wrong")
+    return cfg.eval.grading.truncated
 
 
 def grade_math(generation: str, gold: str, cfg: DictConfig) -> Grade:
     """math-verify on the answer section of the model's thinking style (reasoning_sft/evaluation/grading.py)."""
     return grade_response(generation, gold, cfg.data.format.thinking_style, truncated_policy(cfg),
-                          (cfg.eval.get("grading") or {}).get("timeout_seconds", 5))
+                          cfg.eval.grading.timeout_seconds)
 
 
 # --- the synthetic task: held-out problems of the training generator's own kind ---------------------
@@ -48,8 +48,8 @@ def grade_math(generation: str, gold: str, cfg: DictConfig) -> Grade:
 def synthetic_docs(cfg: DictConfig) -> list[dict]:
     """The `test` split of the generator (never trained on), `eval.num_problems` of them."""
     src = cfg.data.source
-    records = generate_records(num_problems=cfg.eval.num_problems, seed=cfg.seed, split="test",
-                               num_terms=src.get("num_terms", 3), digits=src.get("digits", 2))
+    shape = {k: src[k] for k in ("num_terms", "digits") if k in src}   # as trained; else the generator's defaults
+    records = generate_records(num_problems=cfg.eval.num_problems, seed=cfg.seed, split="test", **shape)
     return [{"id": r.id, "question": r.question, "answer": r.metadata["gold_answer"]} for r in records]
 
 
@@ -91,7 +91,7 @@ def gpqa_choices(doc: dict, seed: int) -> tuple[list[str], str]:
 def gpqa_docs(cfg: DictConfig) -> list[dict]:
     """The official CSV (Question, Correct Answer, Incorrect Answer 1-3). Its authors ask that
     examples not be posted in plain text: it is never bundled."""
-    path = cfg.eval.get("gpqa_path")
+    path = cfg.eval.gpqa_path
     if not path or not Path(str(path)).is_file():
         raise ConfigError(f"eval.gpqa_path={path!r}: GPQA-Diamond is read only from your own copy "
                           "(gpqa_diamond.csv); set eval.gpqa_path")
@@ -123,15 +123,15 @@ def code_docs(cfg: DictConfig) -> list:
     from reasoning_sft.evaluation.sandbox import require_harness
     require_harness()
     c = cfg.eval.code   # every eval config has it (reasoning_sft/schema.py: CodeEvalConfig)
-    if not c.get("path") or not Path(str(c.path)).is_file():
-        raise ConfigError(f"eval.code.path={c.get('path')!r}: a jsonl of LiveCodeBench problems (its released "
+    if not c.path or not Path(str(c.path)).is_file():
+        raise ConfigError(f"eval.code.path={c.path!r}: a jsonl of LiveCodeBench problems (its released "
                           "format) is needed for the code tasks")
-    problems = [p for p in (problem_from_row(row, where, bool(c.get("public_only", False)))
+    problems = [p for p in (problem_from_row(row, where, c.public_only)
                             for where, row in read_rows(str(c.path)))
-                if in_window(p, c.get("start_date"), c.get("end_date"))]
+                if in_window(p, c.start_date, c.end_date)]
     if not problems:
-        raise ConfigError(f"eval.code.path={c.path}: no problem between eval.code.start_date={c.get('start_date')} "
-                          f"and eval.code.end_date={c.get('end_date')}")
+        raise ConfigError(f"eval.code.path={c.path}: no problem between eval.code.start_date={c.start_date} "
+                          f"and eval.code.end_date={c.end_date}")
     return problems
 
 

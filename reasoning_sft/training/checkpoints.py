@@ -87,7 +87,7 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, set_aside: bool = True) ->
         if not (explicit / COMPLETE).is_file():
             raise ConfigError(f"trainer.resume={mode!r}: not a complete checkpoint (no {COMPLETE} in it); "
                               "expected 'never', 'auto' or a checkpoint-N dir")
-        if not _inside(explicit, run_dir) and not cfg.trainer.get("resume_trust", False):
+        if not _inside(explicit, run_dir) and not cfg.trainer.resume_trust:
             raise ConfigError(f"trainer.resume={mode!r}: the checkpoint is outside this run dir, and resuming "
                               "unpickles its optimizer and RNG state (DeepSpeed and torch load them with "
                               "weights_only=False): set trainer.resume_trust=true if you trust who wrote it")

@@ -14,13 +14,14 @@ train.py validates, resumes and launches; this class is what each rank runs.
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, read_write
 from transformers import DataCollatorForSeq2Seq, set_seed
 
 from reasoning_sft.training.checkpoints import CheckpointCallback, check_resumed_data, seconds_trained
@@ -30,7 +31,6 @@ from reasoning_sft.config import (data_parallel_size, grad_accumulation, sequenc
 from reasoning_sft.training.cpu_allocator import keep_freed_memory
 from reasoning_sft.training.diagnostics import Diagnostics, ProgressLog, print_start, show_bar, startup_seconds
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation.runner import generation_budget
 from reasoning_sft.data.formatting import get_style, tokenize_records, training_system_prompt
 from reasoning_sft.training.launch import finish_distributed, rank
 from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
@@ -166,21 +166,26 @@ class SFTRecipe:
             finish_distributed()   # what follows is rank 0's alone
         if not self.is_main:
             return
-        # Evaluation prompts default to the training format: saved with the model, used below.
-        with open_dict(cfg):
-            cfg.data.format.system_prompt = self.card["system_prompt"]
-        if cfg.trainer.save_final_model:
+        if cfg.trainer.save_final_model:   # the training format, saved with the model (evaluation reads it)
             write_model_format(self.run_dir / "final_model", cfg.data.format.thinking_style,
                                self.card["system_prompt"], cfg.data.max_seq_len)
 
     def evaluate(self) -> None:
         self.evaluation = {}
         if self.cfg.eval.after_train:
-            generation_budget(self.cfg, self.cfg.data.max_seq_len)
             model = eval_model(self.trainer, self.cfg, self.run_dir)
-            self.evaluation = run_tasks(model, self.tokenizer, self.cfg, self.run_dir)
+            self.evaluation = run_tasks(model, self.tokenizer, self.eval_config(), self.run_dir)
             if self.wandb_run:
                 log_eval(self.wandb_run, self.evaluation, self.run_dir)
+
+    def eval_config(self) -> DictConfig:
+        """The settled config as evaluation reads it: prompts in the training format, whose system prompt
+        the data decided (a copy: the run's own config stays as config.yaml says)."""
+        cfg = copy.deepcopy(self.cfg)
+        with read_write(cfg):
+            cfg.data.format.system_prompt = self.card["system_prompt"]
+        OmegaConf.set_readonly(cfg, True)
+        return cfg
 
     def summarize(self) -> dict:
         cfg, trainer, card = self.cfg, self.trainer, self.card
