@@ -108,3 +108,12 @@ def test_the_readmes_layout_names_every_module_and_only_real_ones():
     named = {n for n in named if n.startswith("reasoning_sft/")}
     assert modules - named == set(), "modules the README's layout does not name"
     assert named - modules == set(), "files the README's layout names that do not exist"
+
+
+def test_tests_mirror_the_wings():
+    """tests/<wing>/ for each wing of the package, each with tests of its own; stage and house tests on top."""
+    tests = ROOT / "tests"
+    for w in WINGS:
+        assert (PACKAGE / w).is_dir() and list((tests / w).glob("test_*.py")), w
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), "a test file name used twice (rootdir imports need unique names)"

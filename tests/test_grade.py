@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from conftest import ROOT
-from test_grading import SKYT1_CASES, _r1_responses
+from grading_cases import SKYT1_CASES, _r1_responses
 
 
 def _grade(*args, cwd=ROOT):

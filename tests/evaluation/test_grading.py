@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from reasoning_sft.data.answers import extract_answer, is_equivalent, last_boxed
 from reasoning_sft.evaluation.metrics import accuracy_summary, bootstrap_ci
-
-
-def _rows(path):
-    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+from grading_cases import SKYT1_CASES, _r1_responses, _rows
 
 
 def test_last_boxed_handles_nesting_and_cut_off_output():
@@ -82,19 +77,6 @@ def test_a_grading_that_times_out_is_wrong_and_counted(make_cfg):
 
 # --- answer-section grading (the papers grade what follows the thinking) ---------------------------
 
-SKYT1_CASES = [   # written for the test in Sky-T1's output format: (response, gold, correct, outcome)
-    ("<|begin_of_thought|>\n\nLet me see. tan A is 2.\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n"
-     "Since the opposite side is twice the adjacent one,\n$$\\tan A = 2$$\n\n<|end_of_solution|>", "2", True, "verified"),
-    ("<|begin_of_thought|>\n\nSo 20 cubed is 8000.\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n"
-     "Multiplying out, the answer is \\(8000\\).\n\n<|end_of_solution|>", "8000", True, "exact"),
-    ("<|begin_of_thought|>\n\nMaybe \\boxed{12}? Let me check the other case, where x", "12", False, "truncated"),
-    ("<|begin_of_thought|>\n\nIt is 5, not \\boxed{7}.\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n"
-     "The answer is $\\boxed{5}$.\n\n<|end_of_solution|>", "7", False, "not_equal"),
-    ("<|begin_of_thought|>\n\nDone.\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\nI cannot tell."
-     "\n\n<|end_of_solution|>", "3", False, "no_answer"),
-]
-
-
 @pytest.mark.parametrize("response,gold,correct,outcome", SKYT1_CASES)
 def test_skyt1_responses_are_graded_on_their_solution_section(response, gold, correct, outcome):
     from reasoning_sft.evaluation.grading import grade_response
@@ -110,15 +92,6 @@ def test_boxed_inside_cut_off_thinking_is_credited_only_when_asked():
     assert grade_response(cut, "12", "r1", truncated="whole_response").correct   # graders that credit it
     with pytest.raises(ValueError, match="truncated"):
         grade_response(cut, "12", "r1", truncated="maybe")
-
-
-def _r1_responses(shared_data):
-    from reasoning_sft.data.loaders import split_r1_trace
-    out = []
-    for row in _rows(shared_data / "r1_distill_qwen32b_aime_traces.jsonl"):
-        thinking, answer = split_r1_trace(row["solution"])
-        out.append(("<think>\n" + thinking + "\n</think>\n\n" + answer, str(row["gold_answer"]), thinking))
-    return out
 
 
 def test_real_r1_traces_agree_with_math_verify_on_their_answer_section(shared_data):
