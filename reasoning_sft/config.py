@@ -9,9 +9,9 @@ built (each checks its own parameters): a misspelt key fails here, not an hour i
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from reasoning_sft.errors import ConfigError
@@ -92,6 +92,18 @@ def _check_rates(node: Any, errs: Errors, key: str = "") -> None:
             _check_rates(item, errs, f"{key}[{i}]")
 
 
+def settle_generation_budget(cfg: DictConfig, trained_max_seq_len: int | None) -> None:
+    """A derived value, set by the stage before the config is checked and frozen: `eval.max_new_tokens`,
+    or when null the length the model was trained on (a model trained on 256-token traces is not given
+    32k tokens to ramble in), else s1's 32,768."""
+    if cfg.eval.max_new_tokens is not None:
+        return
+    budget = trained_max_seq_len or 32768
+    cfg.eval.max_new_tokens = budget
+    print(f"eval.max_new_tokens=null: {budget} new tokens per response "
+          f"({'the trained max_seq_len' if trained_max_seq_len else 'no trained length known'})", file=sys.stderr)
+
+
 def world_size(cfg: DictConfig) -> int:
     return int(cfg.trainer.nproc_per_node) * int(cfg.trainer.nnodes)
 
@@ -119,11 +131,13 @@ def grad_accumulation(cfg: DictConfig) -> int:
 
 
 def validate_train_config(cfg: DictConfig) -> None:
-    """Everything that can be known wrong before a tokenizer, dataset or model is built, every problem
-    at once: missing values, each typed group, the ablation's transforms, every `_target_`, and the
-    settings that only make sense together."""
+    """Everything that can be known wrong before a tokenizer, dataset or model is built, in two rounds,
+    each reporting every problem it finds at once: first the keys and values (missing ones, each typed
+    group, the ablation's transforms, the settings that only make sense together), which import
+    nothing heavy, so a typo is answered in about a second; then every `_target_` against the code it
+    names (importing it: the model builders bring torch and transformers)."""
     errs: Errors = []
-    if not prepare_problems(cfg, errs):
+    if not _values_problems(cfg, errs):
         raise_errors(errs)
     t = typed(cfg.trainer, TrainerConfig, "trainer", errs)   # every key, its type and range (reasoning_sft/schema.py)
     for key, schema in (("eval", EvalConfig), ("peft", PeftConfig), ("deepspeed", DeepSpeedConfig)):
@@ -154,6 +168,8 @@ def validate_train_config(cfg: DictConfig) -> None:
         except ConfigError as e:
             errs.append(str(e))
     raise_errors(errs)
+    _code_problems(cfg, errs)
+    raise_errors(errs)
 
 
 def validate_prepare_config(cfg: DictConfig) -> None:
@@ -169,7 +185,8 @@ def validate_eval_config(cfg: DictConfig) -> None:
     if _missing(cfg, errs):
         for key, schema in (("model", ModelConfig), ("eval", EvalConfig), ("logger", LoggerConfig)):
             typed(cfg[key], schema, key, errs)
-        check_targets(cfg.model, errs, "model")
+    raise_errors(errs)   # values first: answered before the model's code is imported
+    check_targets(cfg.model, errs, "model")
     raise_errors(errs)
 
 
@@ -181,7 +198,18 @@ def _missing(cfg: DictConfig, errs: Errors) -> bool:
 
 
 def prepare_problems(cfg: DictConfig, errs: Errors) -> bool:
-    """Appends the data / model / ablation problems; False when values are missing (nothing else can be read)."""
+    """Appends the data / model / ablation problems, values first, then (when those are right) the code
+    they name; False when values are missing (nothing else can be read)."""
+    if not _values_problems(cfg, errs):
+        return False
+    if not errs:
+        _code_problems(cfg, errs)
+    return True
+
+
+def _values_problems(cfg: DictConfig, errs: Errors) -> bool:
+    """Missing values, the typed data / model / logger groups, shares, the ablation's transforms (light
+    classes that check their own parameters): nothing heavy imported."""
     if not _missing(cfg, errs):
         return False
     typed(cfg.data, DataConfig, "data", errs)   # keys, types and ranges (reasoning_sft/schema.py)
@@ -189,11 +217,14 @@ def prepare_problems(cfg: DictConfig, errs: Errors) -> bool:
     if "logger" in cfg:
         typed(cfg.logger, LoggerConfig, "logger", errs)
     _check_rates(cfg, errs)
-    before = len(errs)
-    check_targets(cfg, errs)
-    if "ablation" in cfg and len(errs) == before:
+    if "ablation" in cfg:
         _build_transforms(cfg, errs)
     return True
+
+
+def _code_problems(cfg: DictConfig, errs: Errors) -> None:
+    """Every `_target_` against the signature of the code it names (imported here)."""
+    check_targets(cfg, errs)
 
 
 def _build_transforms(cfg: DictConfig, errs: Errors) -> None:
@@ -202,6 +233,11 @@ def _build_transforms(cfg: DictConfig, errs: Errors) -> None:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     for i, node in enumerate(cfg.ablation.transforms):
+        try:
+            import_target(node._target_)
+        except Exception as e:  # noqa: BLE001 - the same message check_targets gives
+            errs.append(f"ablation.transforms[{i}]._target_={node._target_!r}: cannot be imported ({e})")
+            continue
         try:
             instantiate(node)
         except InstantiationException as e:
@@ -212,6 +248,7 @@ def _build_transforms(cfg: DictConfig, errs: Errors) -> None:
 
 def check_hardware(cfg: DictConfig) -> None:
     """What this machine cannot run (kept apart so paper configs validate on a CPU machine)."""
+    import torch
     if cfg.trainer.precision in ("bf16", "fp16") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.precision={cfg.trainer.precision!r}: needs a GPU; "
                           "this machine has none (use trainer.precision=auto or fp32)")
@@ -221,9 +258,10 @@ def check_hardware(cfg: DictConfig) -> None:
             raise ConfigError("trainer.liger_kernel=true: needs a GPU and `pip install liger-kernel`")
 
 
-def training_dtype(cfg: DictConfig) -> tuple[str, torch.dtype]:
+def training_dtype(cfg: DictConfig) -> tuple[str, Any]:
     """(precision, dtype to load weights in). Without DeepSpeed weights stay fp32 and autocast does
     bf16 (mixed precision); under DeepSpeed they load in bf16 and DeepSpeed keeps fp32 master copies."""
+    import torch
     p = cfg.trainer.precision
     if p == "auto":
         p = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"

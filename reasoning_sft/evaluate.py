@@ -10,27 +10,25 @@ import time
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from reasoning_sft.rundir import finish_stage, open_run_dir
+# Only the ground floor (and the light prompt-format reader) at import: a config mistake is answered
+# before torch and transformers load.
 from reasoning_sft.cli import run_cli, run_context
+from reasoning_sft.config import settle_generation_budget, validate_eval_config
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.config import validate_eval_config
-from reasoning_sft.evaluation.runner import result_line, settle_generation_budget
-from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config, run_tasks
-from reasoning_sft.training.models import load_pretrained_tokenizer, load_saved_model
 from reasoning_sft.evaluation.prompts import read_model_format
-from reasoning_sft.training.wandb_logging import init_wandb, log_eval
+from reasoning_sft.rundir import finish_stage, open_run_dir
 
 
 def load_for_eval(cfg: DictConfig):
     """(model, tokenizer) from `model_path` (a saved model or adapter dir) or from `model`."""
+    import torch
+
+    from reasoning_sft.training.models import load_pretrained_tokenizer, load_saved_model
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     backend = cfg.eval.backend
-    if backend not in ("hf", "vllm"):
-        raise ConfigError(f"eval.backend={backend!r}: expected 'hf' or 'vllm'")
     if backend == "vllm":
         from reasoning_sft.evaluation.vllm_engine import VLLMEngine, require_vllm
         require_vllm()
@@ -76,8 +74,13 @@ def run_evaluation(cfg: DictConfig) -> dict:
     trained_format = apply_model_format(cfg)   # derived values first: the model's format, the budget
     settle_generation_budget(cfg, (trained_format or {}).get("max_seq_len"))
     validate_eval_config(cfg)
+    from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config
     check_eval_config(cfg)
     run_dir = open_run_dir(cfg)                # the config is settled (read-only) from here
+    import torch
+
+    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
+    from reasoning_sft.training.wandb_logging import init_wandb, log_eval
     model, tokenizer = load_for_eval(cfg)
     if torch.cuda.is_available() and isinstance(model, torch.nn.Module):
         model = model.cuda()
@@ -98,6 +101,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
 
 
 def report(summary: dict) -> None:
+    from reasoning_sft.evaluation.runner import result_line
     for task, m in summary["eval"].items():
         print(result_line(task, m))
     if summary.get("model_run_dir"):

@@ -22,7 +22,6 @@ import time
 from dataclasses import asdict, dataclass
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -60,6 +59,7 @@ def architecture_parameters(arch: Architecture) -> tuple[int, int]:
     """(total, largest single parameter) of the architecture, built on the meta device."""
     from transformers import AutoConfig, AutoModelForCausalLM
     config = AutoConfig.for_model(**asdict(arch))
+    import torch
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     sizes = [p.numel() for p in model.parameters()]

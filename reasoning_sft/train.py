@@ -16,17 +16,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from reasoning_sft.training.checkpoints import resume_checkpoint, seconds_trained
+# Only the ground floor at import: a config mistake is answered before torch and transformers load.
 from reasoning_sft.cli import run_cli, run_context
-from reasoning_sft.config import check_hardware, validate_train_config
-from reasoning_sft.data.loaders import DataError
-from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation.runner import result_line, settle_generation_budget
-from reasoning_sft.training.launch import (check_launch_config, is_worker, launch_workers, launcher_name, needs_launch, rank,
-                                  single_process_env, slurm_rank_env, write_worker_error)
-from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config
-from reasoning_sft.training.model_card import check_push
-from reasoning_sft.training.recipe import SFTRecipe
+from reasoning_sft.config import check_hardware, settle_generation_budget, validate_train_config
+from reasoning_sft.errors import ConfigError, DataError
 from reasoning_sft.rundir import RunContext, lock_run_dir, open_run_dir
 
 
@@ -36,6 +29,11 @@ def run_training(cfg: DictConfig) -> dict:
     if cfg.eval.after_train:   # a derived value, settled before the checks (and frozen with the run dir)
         settle_generation_budget(cfg, cfg.data.max_seq_len)
     validate_train_config(cfg)
+    from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config
+    from reasoning_sft.training.checkpoints import resume_checkpoint, seconds_trained
+    from reasoning_sft.training.launch import (check_launch_config, launch_workers, launcher_name, needs_launch, rank,
+                                               single_process_env, slurm_rank_env)
+    from reasoning_sft.training.model_card import check_push
     if cfg.eval.after_train:
         check_eval_config(cfg)   # before training: a bad task must not cost a training run its results
     check_push(cfg)
@@ -79,6 +77,8 @@ def finished_summary(run_dir: Path) -> dict | None:
 
 def train_worker(cfg: DictConfig, run_dir: Path, context: RunContext | None = None) -> dict:
     """One rank's training (the only one in a single-process run). Rank 0 writes the run dir."""
+    from reasoning_sft.training.launch import is_worker, rank, write_worker_error
+    from reasoning_sft.training.recipe import SFTRecipe
     OmegaConf.set_readonly(cfg, True)   # settled: a launched rank reads config.yaml as the stage froze it
     try:
         return SFTRecipe(cfg, run_dir, context or RunContext.load(run_dir)).run()
@@ -89,6 +89,7 @@ def train_worker(cfg: DictConfig, run_dir: Path, context: RunContext | None = No
 
 
 def print_summary(summary: dict) -> None:
+    from reasoning_sft.evaluation.runner import result_line
     run_dir = summary["run_dir"]
     print(f"\nrun dir:     {run_dir}")
     print(f"summary:     {run_dir}/summary.json")

@@ -97,9 +97,18 @@ def test_unknown_group_option_names_the_group(make_cfg):
     ("data.format.thinking_style=o1", "data.format.thinking_style"),
     ("+model.network.hidden_sizee=64", "model.network.hidden_sizee"),
     ("data.source._target_=reasoning_sft.data.nowhere.load", "data.source._target_"),
+    # every group is typed (issue 26): its problems are found before anything is built
+    ("logger.mode=sometimes", "logger.mode"),
+    ("peft.enabled=true", "peft.config"),
+    ("deepspeed=zero3 deepspeed.config.zero_optimization.stage=5", "deepspeed.config.zero_optimization.stage"),
+    ("~model.network._target_", "model.network"),
+    ("+report.figure=histogram", "report.figure"),
+    ("eval.budget_forcing.max_answer_tokens=0", "eval.budget_forcing.max_answer_tokens"),
+    ("eval.code.workers=0", "eval.code.workers"),
+    ("ablation=combine ablation.k=0", "ablation.k"),
 ])
 def test_bad_values_are_rejected_naming_the_key(make_cfg, override, key):
-    cfg = make_cfg(["trainer.micro_batch_size=4", override])
+    cfg = make_cfg(["trainer.micro_batch_size=4", *override.split()])
     with pytest.raises(ConfigError) as err:
         validate_train_config(cfg)
     assert str(err.value).startswith(key), str(err.value)
@@ -194,3 +203,17 @@ def test_a_run_dirs_untyped_config_gets_the_schemas_checks(make_cfg):
     cfg.trainer.max_steps = "abc"
     with pytest.raises(ConfigError, match=r"trainer.max_steps: Value 'abc' of type 'str' could not be converted to Integer"):
         validate_train_config(cfg)
+
+
+def test_every_problem_of_a_command_is_reported_at_once_and_nothing_is_written(tmp_path):
+    """Problems in four groups: one message naming each key, exit 2, no traceback, no run dir."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.train", "trainer.learning_rate=-1", "logger.mode=x",
+                           "data.overflow=keep", "ablation=digit_corruption", "ablation.scope=all",
+                           f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == "config error: 4 problems in the config:", proc.stderr
+    assert {line.split("=")[0].strip() for line in lines[1:]} == {"trainer.learning_rate", "logger.mode",
+                                                                  "data.overflow", "ablation.scope"}
+    assert not run_dir.exists()

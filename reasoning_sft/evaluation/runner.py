@@ -114,19 +114,6 @@ def generate_for_eval(model, tokenizer, prompts: list[str], cfg: DictConfig, rep
     return results
 
 
-def settle_generation_budget(cfg: DictConfig, trained_max_seq_len: int | None) -> None:
-    """A derived value, set by the stage before the config is checked and frozen: `eval.max_new_tokens`,
-    or when null the length the model was trained on (a model trained on 256-token traces is not given
-    32k tokens to ramble in), else s1's 32,768."""
-    if cfg.eval.max_new_tokens is not None:
-        return
-    budget = trained_max_seq_len or 32768
-    cfg.eval.max_new_tokens = budget
-    print(f"eval.max_new_tokens=null: {budget} new tokens per response "
-          f"({'the trained max_seq_len' if trained_max_seq_len else 'no trained length known'})", file=sys.stderr)
-
-
-
 def result_line(task: str, metrics: dict) -> str:
     """One printed line per task: accuracy with its interval, or lm-eval's own metrics."""
     if "accuracy" not in metrics:        # a built-in lm-eval task
