@@ -1,5 +1,5 @@
 # make test   -- build .venv (once), install pinned deps, run the suite (every behaviour; < 15 min on 2 cores)
-# make test-slow -- the learning checks: the demo's level, the CPU studies (35-45 min on 2 cores)
+# make test-slow -- the learning checks (the demo's level, the CPU studies) and the heavier benchmark smoke tests
 # make demo   -- train + evaluate a tiny model on synthetic long-CoT data (CPU, 15-24 min)
 # make demo-sweep -- a real CPU study (accuracy vs training samples) and its report
 # make demo-ablation -- a CPU ablation study (digit corruption 0 / 1.0 on the demo task) and its report
@@ -28,16 +28,16 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(PY) -m pytest tests -m "not learning"
+	$(PY) -m pytest tests -m "not learning and not benchmark"
 
 test-slow: install
-	$(PY) -m pytest tests -m learning
+	$(PY) -m pytest tests -m "learning or benchmark"
 
 lint: install
 	$(PY) -m ruff check reasoning_sft tests benchmarks
 
 test-fast: install
-	$(PY) -m pytest tests -m "not slow and not learning"
+	$(PY) -m pytest tests -m "not slow and not learning and not benchmark"
 
 demo: install
 	$(PY) -m reasoning_sft.train experiment=demo

@@ -29,9 +29,10 @@ import yaml
 
 from reasoning_sft.evaluation.code_tasks import CODE_TASKS
 
+from reasoning_sft.schema import REPORT_FIGURES
 from reasoning_sft.sweep import job_dirs
 
-FIGURES = ("sample_count", "trace_length", "ablation", "model_size", "thinking_tokens")
+FIGURES = REPORT_FIGURES   # the figures a sweep file may declare (reasoning_sft/schema.py)
 
 
 @dataclass

@@ -102,3 +102,37 @@ def chat_endpoint():
     yield start
     for server in servers:
         server.shutdown()
+
+
+class ProcessOutput:
+    """A child's output read on a thread, so a test waits for what the child says (an event), never for a
+    fixed time: on a slower machine the same line simply comes later."""
+
+    def __init__(self, proc, stream=None):
+        import threading
+        self.proc, self.lines = proc, []
+        self._thread = threading.Thread(target=self._read, args=(stream or proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float = 600) -> str:
+        """The first line matching `pattern`; fails naming the output if the child ends or time runs out."""
+        import re
+        import time
+        rx, deadline = re.compile(pattern), time.time() + timeout
+        while time.time() < deadline:
+            for line in list(self.lines):
+                if rx.search(line):
+                    return line
+            assert self.proc.poll() is None, f"ended before {pattern!r}:\n" + "".join(self.lines)[-3000:]
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} within {timeout} s:\n" + "".join(self.lines)[-3000:])
+
+    def text(self, timeout: float = 300) -> str:
+        """All of it, once the child has ended."""
+        self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=30)
+        return "".join(self.lines)

@@ -1,7 +1,8 @@
 """Every benchmark in benchmarks/ runs at its smallest size, exactly as a user types it, and prints its
 figures: a benchmark nobody runs rots (bench_long_traces read a config key that had moved, unseen).
 The figures themselves are machine-dependent; these tests check that each one is measured and is a
-number, and that a failed measurement fails the command."""
+number, and that a failed measurement fails the command. The four that train or launch (25-40 s each)
+are marked `benchmark` and run in `make test-slow`, which CI runs too."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_bench_data_prep_smoke():
 
 
 @needs_r1
-@pytest.mark.slow
+@pytest.mark.benchmark
 def test_bench_long_traces_smoke():
     out = bench("benchmarks/bench_long_traces.py", "--lengths", "256", "--steps", "1")
     for method in ("ours", "trl_padding_free"):
@@ -59,20 +60,20 @@ def test_bench_long_traces_fails_loudly_when_a_run_fails():
 
 
 @needs_r1
-@pytest.mark.slow
+@pytest.mark.benchmark
 def test_bench_training_smoke():
     out = bench("benchmarks/bench_training.py", "--samples", "4", "--batch", "2", "--pack-length", "4096")
     assert re.search(rf"ours / TRL SFTTrainer pad-to-longest: {NUMBER}x", out), out
     assert re.search(rf"ours / TRL SFTTrainer padding_free: {NUMBER}x", out), out
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 def test_bench_startup_smoke():
     out = bench("benchmarks/bench_startup.py", "--runs", "1")
     assert re.search(rf"best: .*to_first_step {NUMBER}s", out), out
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 def test_bench_zero3_memory_smoke():
     out = bench("benchmarks/bench_zero3_memory.py", "--model", "tiny")
     ratios = re.search(r"2 ranks / 1 rank, per rank: parameters ([\d.]+), optimizer state ([\d.]+)", out)

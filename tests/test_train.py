@@ -175,15 +175,12 @@ def test_push_to_hub_needs_a_repo_before_training(make_cfg):
 @pytest.mark.slow
 def test_ctrl_c_ends_in_one_line_and_a_status(tmp_path):
     import signal
-    import time
+    from conftest import ProcessOutput
     proc = subprocess.Popen(
         [sys.executable, "-m", "reasoning_sft.train", "data.source.num_problems=2000", "trainer.max_steps=400",
          "trainer.logging_steps=1", "logger=none", f"hydra.run.dir={tmp_path}/run"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (tmp_path / "run" / "data_card.json").exists():
-        time.sleep(0.5)
-    time.sleep(5)                                   # inside the training loop
+    ProcessOutput(proc).wait_for(r"^step [1-9]\d*/")   # inside the training loop: an event, not a delay
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]

@@ -177,7 +177,7 @@ def test_a_new_benchmark_is_one_registry_entry_and_each_response_is_graded_once(
                                                                                  tmp_path, monkeypatch):
     """tasks.py's promise: an entry and a data file make a benchmark lm-eval runs; lm-eval's score and
     the per-sample rows come from one grading of each response."""
-    from reasoning_sft import tasks
+    from reasoning_sft.evaluation import tasks
     from reasoning_sft.data.loaders import read_rows
     from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
     (tmp_path / "doubles.jsonl").write_text("".join(json.dumps({"q": f"What is {i} + {i}?", "a": str(2 * i)}) + "\n"

@@ -151,8 +151,20 @@ def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
     while not any(int(p.name.split("-")[1]) >= 20 for p in complete_checkpoints(killed / "checkpoints")):
         assert proc.poll() is None and time.time() < deadline, "run ended before its 2nd checkpoint"
         time.sleep(0.05)
+    import psutil
+    tree = psutil.Process(proc.pid).children(recursive=True)   # W&B's service among them
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # Killed as a scheduler kills a job, every process of it (W&B's service leaves the process group),
+    # and resumed once they are all gone: an event, not a delay (a lingering service, under load, still
+    # held the W&B run id when the resume started).
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    gone, alive = psutil.wait_procs(tree, timeout=120)
+    assert not alive, alive
     last = complete_checkpoints(killed / "checkpoints")[-1]
     stopped_at = int(last.name.split("-")[1])
     assert stopped_at < 150 and not (killed / "summary.json").exists()
@@ -185,19 +197,17 @@ def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
     assert logged[0] == stopped_at + 1 and logged[-1] == 150
 
 
-def preempt(proc: subprocess.Popen, run_dir: Path, after_seconds: float, group: bool):
-    """SIGTERM a training run a few steps in (once rank 0 has written its data card); it must exit 0,
-    preempted, with exactly one complete checkpoint at the step it stopped. -> (output, summary, [ckpt])"""
-    deadline = time.time() + 300
-    while not (run_dir / "data_card.json").exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(after_seconds)
+def preempt(proc: subprocess.Popen, run_dir: Path, group: bool):
+    """SIGTERM a training run once it says it has trained a step (an event: its progress line); it must
+    exit 0, preempted, with exactly one complete checkpoint at the step it stopped. -> (output, summary, [ckpt])"""
+    from conftest import ProcessOutput
+    output = ProcessOutput(proc)
+    output.wait_for(r"^step [1-9]\d*/")
     if group:
         os.killpg(proc.pid, signal.SIGTERM)      # the whole process group, as SLURM signals a job step
     else:
         proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=180)
+    out = output.text(timeout=180)
     assert proc.returncode == 0, out[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "preempted"
@@ -210,7 +220,7 @@ def preempt(proc: subprocess.Popen, run_dir: Path, after_seconds: float, group: 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run_dir = tmp_path / "preempted"
     proc = train_cli(run_dir, RESUME + ["trainer.save_steps=0", "logger=none", "trainer.max_steps=100000"])
-    out, summary, done = preempt(proc, run_dir, after_seconds=3, group=True)
+    out, summary, done = preempt(proc, run_dir, group=True)
     assert (done[0] / "optimizer.pt").is_file() and (done[0] / "trainer_state.json").is_file()
     assert "trainer.resume=auto" in out
 
@@ -334,7 +344,7 @@ def test_sigterm_to_a_two_process_run_checkpoints_every_rank_and_exits_cleanly(t
                                         "trainer.nproc_per_node=2", "trainer.launcher=torchrun",
                                         "trainer.micro_batch_size=4"])
     # SIGTERM to the launching process only, as `kill <pid>` does
-    out, summary, done = preempt(proc, run_dir, after_seconds=8, group=False)
+    out, summary, done = preempt(proc, run_dir, group=False)
     assert summary["train"]["steps"] > 0
     # both ranks stopped at the same step (the save is collective) and reported
     ranks = [json.loads((run_dir / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
