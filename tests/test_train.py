@@ -179,10 +179,11 @@ def test_ctrl_c_ends_in_one_line_and_a_status(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "reasoning_sft.train", "data.source.num_problems=2000", "trainer.max_steps=400",
          "trainer.logging_steps=1", "logger=none", f"hydra.run.dir={tmp_path}/run"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ProcessOutput(proc).wait_for(r"^step [1-9]\d*/")   # inside the training loop: an event, not a delay
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = ProcessOutput(proc)
+    output.wait_for(r"^step [1-9]\d*/")   # inside the training loop: an event, not a delay
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    err = output.text(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(f"interrupted: {tmp_path}/run")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"

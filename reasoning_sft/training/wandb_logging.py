@@ -51,6 +51,10 @@ def init_wandb(cfg: DictConfig, run_dir: Path, job_type: str, extra_config: dict
     config.update(extra_config or {})
     id_file = run_dir / "wandb_run_id"
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+    if run_id:
+        # W&B hands its service to child processes (WANDB_SERVICE). A killed run's id can stay registered in
+        # a service it shared with its parent ("run ID ... is in use"): a resumed run starts a service of its own.
+        os.environ.pop("WANDB_SERVICE", None)
     run = wandb.init(
         project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
         job_type=job_type, name=cfg.logger.name or name or cfg.experiment_name,

@@ -39,7 +39,12 @@ def train_cli(run_dir: Path, overrides: list[str], **popen) -> subprocess.Popen:
 
 
 def run_cli_ok(run_dir: Path, overrides: list[str], output: list | None = None) -> dict:
-    proc = train_cli(run_dir, overrides)
+    return finish_ok(train_cli(run_dir, overrides), run_dir, output)
+
+
+def finish_ok(proc: subprocess.Popen, run_dir: Path, output: list | None = None) -> dict:
+    """Wait for a started run (tests start an independent reference run first and do other work meanwhile:
+    the results do not depend on timing, and the suite's minutes do) and return its summary."""
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-4000:]
     if output is not None:
@@ -60,9 +65,10 @@ def probe_logits(model, run_dir: Path) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_zero3_two_ranks_partition_split_the_data_and_match_one_rank(make_cfg, tmp_path):
-    two = run_cli_ok(tmp_path / "zero3", BASE + ["trainer.micro_batch_size=1", "trainer.nproc_per_node=2",
-                                                  "deepspeed=zero3", "logger=none"])
+    started = train_cli(tmp_path / "zero3", BASE + ["trainer.micro_batch_size=1", "trainer.nproc_per_node=2",
+                                                    "deepspeed=zero3", "logger=none"])
     one = run_training(make_cfg(BASE + ["trainer.micro_batch_size=2", "logger=none"]))
+    two = finish_ok(started, tmp_path / "zero3")
     one_dir, two_dir = Path(one["run_dir"]), tmp_path / "zero3"
 
     # The global batch is micro 1 x accumulation 2 x world 2.
@@ -143,7 +149,7 @@ RESUME = ["data.source.num_problems=2000", "trainer.max_steps=150", "trainer.glo
 @pytest.mark.slow
 def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
     reference = tmp_path / "reference"
-    uninterrupted = run_cli_ok(reference, RESUME + ["logger=none"])
+    started = train_cli(reference, RESUME + ["logger=none"])
 
     killed = tmp_path / "killed"
     proc = train_cli(killed, RESUME + ["logger=wandb"])
@@ -151,24 +157,13 @@ def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
     while not any(int(p.name.split("-")[1]) >= 20 for p in complete_checkpoints(killed / "checkpoints")):
         assert proc.poll() is None and time.time() < deadline, "run ended before its 2nd checkpoint"
         time.sleep(0.05)
-    import psutil
-    tree = psutil.Process(proc.pid).children(recursive=True)   # W&B's service among them
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    # Killed as a scheduler kills a job, every process of it (W&B's service leaves the process group),
-    # and resumed once they are all gone: an event, not a delay (a lingering service, under load, still
-    # held the W&B run id when the resume started).
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    gone, alive = psutil.wait_procs(tree, timeout=120)
-    assert not alive, alive
     last = complete_checkpoints(killed / "checkpoints")[-1]
     stopped_at = int(last.name.split("-")[1])
     assert stopped_at < 150 and not (killed / "summary.json").exists()
     first_wandb = {p.name for p in (killed / "wandb").glob("offline-run-*")}
+    uninterrupted = finish_ok(started, reference)
 
     said = []
     summary = run_cli_ok(killed, RESUME + ["logger=wandb", "trainer.resume=auto"], said)
@@ -427,7 +422,7 @@ def test_sigterm_to_a_zero3_run_preempts_and_resume_matches_an_uninterrupted_run
     command reaches the two training ranks only (not DeepSpeed's launcher processes), both checkpoint,
     the command exits 0 `preempted`; the same command with resume=auto ends on the reference losses."""
     reference = tmp_path / "reference"
-    run_cli_ok(reference, ZERO3_LONG)
+    started = train_cli(reference, ZERO3_LONG)
     run_dir = tmp_path / "preempted"
     proc = train_cli(run_dir, ZERO3_LONG + ["trainer.save_steps=4", "trainer.save_total_limit=1"])
     deadline = time.time() + 300
@@ -444,6 +439,7 @@ def test_sigterm_to_a_zero3_run_preempts_and_resume_matches_an_uninterrupted_run
     resumed = run_cli_ok(run_dir, ZERO3_LONG + ["trainer.save_steps=4", "trainer.save_total_limit=1",
                                                 "trainer.resume=auto"])
     assert resumed["train"]["steps"] == 24
+    finish_ok(started, reference)
     ref, got = losses(reference), losses(run_dir)
     for step in range(summary["train"]["steps"] + 1, 25):
         assert got[step] == pytest.approx(ref[step], abs=1e-5), step
@@ -470,7 +466,8 @@ def test_kill_9_of_the_launching_command_leaves_no_worker_and_a_second_command_i
         time.sleep(0.5)
     assert _alive_workers(run_dir) == []
     # Its lock is stale now: the next command in the run dir takes it over.
-    third = run_cli_ok(run_dir, ZERO3_LONG[:1] + ["trainer.max_steps=2"] + ZERO3_LONG[2:])
+    third = run_cli_ok(run_dir, ["data.source.num_problems=64", "trainer.max_steps=2", "logger=none",
+                                 "trainer.save_final_model=false"])   # any command: one process is enough
     assert third["status"] == "finished"
 
 
@@ -525,8 +522,9 @@ def test_ulysses_sequence_parallel_on_two_cpu_ranks_matches_one(tmp_path):
     sp = ["data.source.num_problems=64", "trainer.max_steps=4", "trainer.global_batch_size=1", "trainer.logging_steps=1",
           "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0", "data.max_seq_len=256", "deepspeed=zero3",
           "logger=none", "eval=none"]
+    started = train_cli(tmp_path / "sp1", sp)
     split = run_cli_ok(tmp_path / "sp2", sp + ["trainer.nproc_per_node=2", "trainer.sequence_parallel_size=2"])
-    whole = run_cli_ok(tmp_path / "sp1", sp)
+    whole = finish_ok(started, tmp_path / "sp1")
     l1, l2 = losses(tmp_path / "sp1"), losses(tmp_path / "sp2")
     assert sorted(l2) == [1, 2, 3, 4]
     for step in l1:

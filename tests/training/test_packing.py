@@ -12,7 +12,7 @@ import torch
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.training.models import build_tiny_model
 from reasoning_sft.training.packing import PACKED_SDPA, PackedCollator, pack_examples, use_packed_attention
-from test_distributed import BASE, losses, run_cli_ok
+from test_distributed import BASE, finish_ok, losses, train_cli
 
 
 def _samples(lengths, seed=0):
@@ -137,9 +137,10 @@ def test_packed_training_under_zero3_matches_one_process(make_cfg, tmp_path):
     from reasoning_sft.train import run_training
     packed = BASE + ["trainer.packing=true", "data.max_seq_len=256"]
     # ZeRO-3 with the chunked loss (64 tokens a chunk) against one process with the model's own loss
-    two = run_cli_ok(tmp_path / "zero3", packed + ["trainer.micro_batch_size=1", "trainer.nproc_per_node=2",
-                                                    "deepspeed=zero3", "logger=none", "trainer.loss_chunk_tokens=64"])
+    started = train_cli(tmp_path / "zero3", packed + ["trainer.micro_batch_size=1", "trainer.nproc_per_node=2",
+                                                      "deepspeed=zero3", "logger=none", "trainer.loss_chunk_tokens=64"])
     one = run_training(make_cfg(packed + ["trainer.micro_batch_size=2", "logger=none", "trainer.loss_chunk_tokens=0"]))
+    two = finish_ok(started, tmp_path / "zero3")
     one_dir, two_dir = Path(one["run_dir"]), tmp_path / "zero3"
     assert two["data"]["packing"] == one["data"]["packing"] and one["data"]["packing"]["fill"] > 0.7
     l1, l2 = losses(one_dir), losses(two_dir)
