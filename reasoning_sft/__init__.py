@@ -41,6 +41,19 @@ def _model_tag(model_path, model_name) -> str:
 if not _OmegaConf.has_resolver("model_tag"):
     _OmegaConf.register_new_resolver("model_tag", _model_tag)
 
+
+def _file_tag(path) -> str:
+    """`${file_tag:${input}}`: a grade run named after the file it grades (`<folder>-<name>`)."""
+    import re
+    from pathlib import Path
+    p = Path(str(path))
+    tag = f"{p.parent.name}-{p.stem}" if p.parent.name not in ("", ".") else p.stem
+    return re.sub(r"[^\w.=-]+", "_", tag)
+
+
+if not _OmegaConf.has_resolver("file_tag"):
+    _OmegaConf.register_new_resolver("file_tag", _file_tag)
+
 # The typed groups' schemas (trainer, data, eval) must be in Hydra's ConfigStore before any composition.
 from reasoning_sft.schema import register as _register_schemas  # noqa: E402
 

@@ -61,8 +61,8 @@ def build_stages(cfg: DictConfig) -> dict:
 
 def run_curate(cfg: DictConfig) -> dict:
     stages = build_stages(cfg)
-    tokenizer = instantiate(cfg.model.tokenizer)
     records = instantiate(cfg.data.source)   # a bad file is named here, before any run dir
+    tokenizer = instantiate(cfg.model.tokenizer)
     if "difficulty" in stages:
         stages["difficulty"].check_records(records)
     run_dir = open_run_dir(cfg)

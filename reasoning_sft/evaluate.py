@@ -71,6 +71,9 @@ def trained_run_dir(model_path: str | None) -> str | None:
 
 def run_evaluation(cfg: DictConfig) -> dict:
     t0 = time.time()
+    if cfg.model_path and not Path(str(cfg.model_path)).is_dir():   # before any run dir
+        raise ConfigError(f"model_path={cfg.model_path!r}: no such directory (a saved model or adapter, e.g. "
+                          "<train run dir>/final_model)")
     trained_format = apply_model_format(cfg)   # derived values first: the model's format, the budget
     settle_generation_budget(cfg, (trained_format or {}).get("max_seq_len"))
     validate_eval_config(cfg)

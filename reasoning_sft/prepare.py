@@ -20,9 +20,10 @@ from reasoning_sft.rundir import finish_stage, open_run_dir, write_json
 def run_prepare(cfg: DictConfig) -> dict:
     from reasoning_sft.config import validate_prepare_config
     validate_prepare_config(cfg)
+    records = instantiate(cfg.data.source)   # bad input is named here, before any run dir
     run_dir = open_run_dir(cfg)
     tokenizer = instantiate(cfg.model.tokenizer)
-    records, card = prepare_records(cfg, tokenizer)
+    records, card = prepare_records(cfg, tokenizer, records=records)
     card["tokenization"] = tokenization_section(cfg, records, tokenizer)
     write_jsonl(records, run_dir / "prepared.jsonl")
     write_json(run_dir / "data_card.json", card)

@@ -352,6 +352,7 @@ class GradeConfig:
     # every stage's own keys (conf/grade.yaml sets them; paths and hydra come from their groups)
     task_name: str = "grade"
     experiment_name: str = "default"
+    run_name: Optional[str] = None       # the run dir's name (conf/grade.yaml: after the file graded)
     seed: int = 42
     paths: Dict[str, Any] = field(default_factory=dict)
 

@@ -21,6 +21,7 @@ from reasoning_sft.cli import run_cli, run_context
 from reasoning_sft.config import check_hardware, settle_generation_budget, validate_train_config
 from reasoning_sft.errors import ConfigError, DataError
 from reasoning_sft.rundir import RunContext, lock_run_dir, open_run_dir
+from reasoning_sft.schema import raise_errors
 
 
 def run_training(cfg: DictConfig) -> dict:
@@ -29,6 +30,8 @@ def run_training(cfg: DictConfig) -> dict:
     if cfg.eval.after_train:   # a derived value, settled before the checks (and frozen with the run dir)
         settle_generation_budget(cfg, cfg.data.max_seq_len)
     validate_train_config(cfg)
+    from reasoning_sft.data.loaders import source_problems
+    raise_errors(source_problems(cfg.data.source))   # a missing local file: before any run dir, not in a worker
     from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config
     from reasoning_sft.training.checkpoints import resume_checkpoint, seconds_trained
     from reasoning_sft.training.launch import (check_launch_config, launch_workers, launcher_name, needs_launch, rank,

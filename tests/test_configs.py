@@ -217,3 +217,15 @@ def test_every_problem_of_a_command_is_reported_at_once_and_nothing_is_written(t
     assert {line.split("=")[0].strip() for line in lines[1:]} == {"trainer.learning_rate", "logger.mode",
                                                                   "data.overflow", "ablation.scope"}
     assert not run_dir.exists()
+
+
+def test_a_config_mistake_is_answered_before_torch_or_transformers_load():
+    """Issue 30: a typo refused in about a second: the checks of keys and values import no heavy library
+    (checked by what the interpreter imported, not by a clock that depends on the machine)."""
+    for stage, bad in (("train", "+trainer.learnig_rate=1e-5"), ("evaluate", "eval.temperature=-1"),
+                       ("prepare", "data.overflow=keep")):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", f"reasoning_sft.{stage}", bad], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and "config error:" in proc.stderr, proc.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+        assert not imported & {"torch", "transformers", "deepspeed", "lm_eval", "peft"}, (stage, imported & {"torch"})

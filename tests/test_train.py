@@ -187,3 +187,26 @@ def test_ctrl_c_ends_in_one_line_and_a_status(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(f"interrupted: {tmp_path}/run")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_refused_commands_leave_no_folder_and_a_failed_run_says_so_in_its_name(tmp_path):
+    """Issue 30: a command refused for its config or input leaves nothing under the outputs folder (not
+    even the empty folders Hydra made for it); a run that fails after it started keeps its dir, named
+    `<time>-failed`, with summary.json saying so."""
+    outputs = tmp_path / "outputs"
+    refused = [("train", "trainer.learning_rate=-1"), ("prepare", "data=r1_traces", "data.source.path=/nope.jsonl"),
+               ("evaluate", "model_path=/nope"), ("grade", "input=/nope.jsonl"),
+               ("train", "data=r1_traces", "data.source.path=/nope.jsonl")]
+    for stage, *args in refused:
+        proc = subprocess.run([sys.executable, "-m", f"reasoning_sft.{stage}", *args, f"paths.log_dir={outputs}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(("config error", "data error"))
+        assert not outputs.exists() or not any(outputs.iterdir()), (stage, sorted(outputs.rglob("*")))
+    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.train", "data.source.num_problems=8", "data.max_seq_len=20",
+                           "logger=none", f"paths.log_dir={outputs}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (failed,) = (outputs / "train" / "runs" / "default").iterdir()
+    assert failed.name.endswith("-failed") and f"failed run dir: {failed}" in proc.stderr
+    assert json.loads((failed / "summary.json").read_text())["status"] == "failed"
+    assert "too small for any of the 8 samples" in proc.stderr.strip().splitlines()[-1]

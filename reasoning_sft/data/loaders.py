@@ -32,6 +32,23 @@ def _fail(error: DataError, on_error: str, skipped: list[str] | None) -> None:
     skipped.append(str(error))
 
 
+def missing_local_file(path: str) -> str | None:
+    """The problem with a local source that is not there (None: it is, or `path` names a hub dataset):
+    checked by the stages before any run dir, and by read_rows."""
+    p = Path(path)
+    if p.suffix in (".jsonl", ".json", ".parquet") and not p.is_file():
+        return f"{path}: no such file"
+    return None
+
+
+def source_problems(source, key: str = "data.source") -> list[str]:
+    """A source node's local file that is not there, named by its key (for the stages' checks before any
+    run dir; a hub id is left to its loader)."""
+    path = source.get("path") if hasattr(source, "get") else None
+    problem = missing_local_file(str(path)) if isinstance(path, str) else None
+    return [f"{key}.path={path!r}: no such file"] if problem else []
+
+
 def read_rows(path: str, split: str = "train", on_error: str = "raise",
               skipped: list[str] | None = None) -> Iterator[tuple[str, dict]]:
     """Yield (where, row): `where` is `file:line` or `dataset[split][i]`, for error messages.
@@ -40,8 +57,8 @@ def read_rows(path: str, split: str = "train", on_error: str = "raise",
         raise ValueError(f"data.source.on_error={on_error!r}: expected 'raise' or 'skip'")
     p = Path(path)
     if p.suffix in (".jsonl", ".json", ".parquet"):
-        if not p.is_file():
-            raise DataError(f"{path}: no such file")
+        if missing_local_file(path):
+            raise DataError(missing_local_file(path))
         if p.suffix == ".jsonl":
             with open(p, "rb") as f:
                 for lineno, raw in enumerate(f, 1):
@@ -78,7 +95,14 @@ def read_rows(path: str, split: str = "train", on_error: str = "raise",
                         "available offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set): download it "
                         "on a machine with network access or point data.source.path at a local file")
     import datasets
-    for i, row in enumerate(datasets.load_dataset(path, split=split)):
+    try:
+        rows = datasets.load_dataset(path, split=split)
+    except Exception as e:  # noqa: BLE001 - the hub's many failures (offline, gated, no such dataset): one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DataError(f"data.source.path={path!r}: not a local .jsonl/.json/.parquet file, and the hub dataset "
+                        f"could not be loaded ({type(e).__name__}: {first}); download it where the hub is "
+                        "reachable, or point data.source.path at a local file") from None
+    for i, row in enumerate(rows):
         yield f"{path}[{split}][{i}]", row
 
 

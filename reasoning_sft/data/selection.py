@@ -108,14 +108,16 @@ def _base_set(records: list[Record], cfg: DictConfig, card: dict, transforms: li
     return base, pool
 
 
-def prepare_records(cfg: DictConfig, tokenizer, measure_traces: bool = True) -> tuple[list[Record], dict]:
+def prepare_records(cfg: DictConfig, tokenizer, measure_traces: bool = True,
+                    records: list[Record] | None = None) -> tuple[list[Record], dict]:
     """Everything between the source and tokenization, with a card that accounts for every record.
     measure_traces=False leaves the card's trace-token stats to the caller (training measures the
-    traces while tokenizing them, instead of a second pass over every trace)."""
+    traces while tokenizing them, instead of a second pass over every trace). `records`: the source,
+    already loaded (the prepare stage loads it before its run dir: bad input makes none)."""
     count_tokens = token_counter(tokenizer)
     transforms = [instantiate(t) for t in cfg.ablation.transforms]   # each checked its parameters when built
 
-    records = instantiate(cfg.data.source)
+    records = instantiate(cfg.data.source) if records is None else records
     card: dict = {"data": cfg.data.name, "records_loaded": len(records),
                   "skipped_by_loader": getattr(records, "skipped", {})}
     d = cfg.data

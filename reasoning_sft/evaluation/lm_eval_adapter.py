@@ -162,11 +162,47 @@ def check_eval_config(cfg: DictConfig) -> None:
             unknown.append(t)
     if unknown:   # lm-eval's own registry (indexing its task files takes a few seconds)
         from lm_eval.tasks import TaskManager
-        known = set(TaskManager().all_tasks)
+        manager = TaskManager()
+        known = set(manager.all_tasks)
         missing = [t for t in unknown if t not in known]
         if missing:
             raise ConfigError(f"eval.tasks: {missing[0]!r} is not a task: expected one of "
                               f"{sorted(TASKS)} or an lm-eval task name")
+        for name in unknown:
+            load_builtin_task(name, manager)
+
+
+def load_builtin_task(name: str, manager) -> None:
+    """Build an lm-eval built-in task as the evaluation will (its code, its dataset), so that a missing
+    package or an unreachable hub dataset is one line naming it and how to get it, before any training
+    or model load; never lm-eval's traceback."""
+    from lm_eval.tasks import get_task_dict
+    try:
+        get_task_dict([name], manager)
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"eval.tasks: lm-eval's {name!r} needs the package {e.name!r}, which is not installed "
+                          f"(pip install {e.name}; make install brings what the tasks the docs name need)") from None
+    except Exception as e:  # noqa: BLE001 - the hub's many failures (offline, gated, missing): one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        path = _dataset_path(name, manager)
+        raise ConfigError(f"eval.tasks: lm-eval's {name!r} could not load its dataset"
+                          + (f" {path!r}" if path else "") + f" ({type(e).__name__}: {first}); it comes from the "
+                          "Hugging Face hub: load it once where the hub is reachable (it is then cached) and run "
+                          "with HF_DATASETS_OFFLINE=1 here") from None
+
+
+def _dataset_path(name: str, manager) -> str | None:
+    """The hub dataset an lm-eval task reads, from its YAML (None when that is not simple to read)."""
+    try:
+        import yaml
+        entry = manager.task_index[name]
+        path = entry.get("yaml_path") if isinstance(entry, dict) else None
+        if not path or path == -1:
+            return None
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=yaml.BaseLoader).get("dataset_path")
+    except Exception:  # noqa: BLE001 - only for the message
+        return None
 
 
 def run_tasks(model, tokenizer, cfg: DictConfig, run_dir: Path) -> dict:

@@ -6,6 +6,7 @@ hub: the tokenizer is a byte-level BPE trained on the spot and the model is init
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Iterable
@@ -103,14 +104,31 @@ def load_pretrained_tokenizer(name_or_path: str, trust_remote_code: bool = False
         # Qwen's own pre-tokenizer and tokenizes differently from training.
         tok = PreTrainedTokenizerFast.from_pretrained(name_or_path)
     else:
-        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
-                                            revision=revision)
+        with _hub_errors_named(name_or_path, "tokenizer"):
+            tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                                revision=revision)
     if tok.pad_token is None:
         # Qwen has <|endoftext|>; Llama-style tokenizers have none: pad with eos (labels mask it anyway).
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
         tok.chat_template = QWEN_CHAT_TEMPLATE
     return tok
+
+
+@contextlib.contextmanager
+def _hub_errors_named(name_or_path: str, what: str):
+    """A checkpoint that is neither a local dir nor reachable on the hub: one line naming the key and how
+    to get it, not transformers' traceback."""
+    try:
+        yield
+    except OSError as e:
+        if Path(name_or_path).is_dir():
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ConfigError(f"model.name_or_path={name_or_path!r}: the {what} is not a local directory and could not be "
+                          f"loaded from the hub ({first}); download it where the hub is reachable "
+                          "(huggingface-cli download NAME) and set model.name_or_path to that directory, or set "
+                          "HF_HUB_OFFLINE=1 once it is in the hub cache") from None
 
 
 _ARCHITECTURES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
@@ -152,10 +170,11 @@ def load_pretrained_model(tokenizer: PreTrainedTokenizerBase, name_or_path: str,
                           seed: int = 0) -> torch.nn.Module:
     """A hub name or a local directory (e.g. a run dir's `final_model`)."""
     del seed  # weights come from the checkpoint
-    model = AutoModelForCausalLM.from_pretrained(
-        name_or_path, dtype=dtype, attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code, revision=revision,
-    )
+    with _hub_errors_named(name_or_path, "model"):
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=dtype, attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code, revision=revision,
+        )
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
     return model

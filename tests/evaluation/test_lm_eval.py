@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from conftest import ROOT
 from reasoning_sft.training.models import build_tiny_model
 
 
@@ -261,3 +265,16 @@ def test_bad_eval_tasks_are_refused_before_training(make_cfg, shared_data, overr
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         run_training(cfg)
     assert not (cfg.paths.output_dir and __import__("pathlib").Path(cfg.paths.output_dir, "data_card.json").exists())
+
+
+@pytest.mark.slow
+def test_an_lm_eval_builtin_the_docs_name_runs_or_fails_in_one_line_offline():
+    """Issue 30: `eval.tasks=[ifeval]` has its packages installed (make install) and, with no hub, is
+    refused before any model loads in one line naming the dataset, never a traceback."""
+    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.evaluate", "eval.tasks=[ifeval]"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("config error: eval.tasks: lm-eval's 'ifeval' could not load its dataset"), last
+    assert "google/IFEval" in last and "HF_DATASETS_OFFLINE=1" in last

@@ -149,7 +149,7 @@ RESUME = ["data.source.num_problems=2000", "trainer.max_steps=150", "trainer.glo
 @pytest.mark.slow
 def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
     reference = tmp_path / "reference"
-    started = train_cli(reference, RESUME + ["logger=none"])
+    uninterrupted = run_cli_ok(reference, RESUME + ["logger=none"])
 
     killed = tmp_path / "killed"
     proc = train_cli(killed, RESUME + ["logger=wandb"])
@@ -163,7 +163,6 @@ def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
     stopped_at = int(last.name.split("-")[1])
     assert stopped_at < 150 and not (killed / "summary.json").exists()
     first_wandb = {p.name for p in (killed / "wandb").glob("offline-run-*")}
-    uninterrupted = finish_ok(started, reference)
 
     said = []
     summary = run_cli_ok(killed, RESUME + ["logger=wandb", "trainer.resume=auto"], said)
@@ -422,7 +421,7 @@ def test_sigterm_to_a_zero3_run_preempts_and_resume_matches_an_uninterrupted_run
     command reaches the two training ranks only (not DeepSpeed's launcher processes), both checkpoint,
     the command exits 0 `preempted`; the same command with resume=auto ends on the reference losses."""
     reference = tmp_path / "reference"
-    started = train_cli(reference, ZERO3_LONG)
+    run_cli_ok(reference, ZERO3_LONG)
     run_dir = tmp_path / "preempted"
     proc = train_cli(run_dir, ZERO3_LONG + ["trainer.save_steps=4", "trainer.save_total_limit=1"])
     deadline = time.time() + 300
@@ -439,7 +438,6 @@ def test_sigterm_to_a_zero3_run_preempts_and_resume_matches_an_uninterrupted_run
     resumed = run_cli_ok(run_dir, ZERO3_LONG + ["trainer.save_steps=4", "trainer.save_total_limit=1",
                                                 "trainer.resume=auto"])
     assert resumed["train"]["steps"] == 24
-    finish_ok(started, reference)
     ref, got = losses(reference), losses(run_dir)
     for step in range(summary["train"]["steps"] + 1, 25):
         assert got[step] == pytest.approx(ref[step], abs=1e-5), step
