@@ -1,4 +1,4 @@
-# make test   -- build .venv (once), install pinned deps, run the suite (every behaviour; 17-20 min on a 2-core AMD EPYC)
+# make test   -- build .venv (once), install pinned deps, run the suite (every behaviour; 18-20 min on a 2-core AMD EPYC)
 # make test-slow -- the learning checks (the demo's level, the CPU studies) and the heavier benchmark smoke tests
 # make demo   -- train + evaluate a tiny model on synthetic long-CoT data (CPU, 15-30 min)
 # make demo-sweep -- a real CPU study (accuracy vs training samples) and its report
