@@ -59,8 +59,9 @@ def validate(cfg: DictConfig) -> None:
         errs.append(f"input={cfg.input!r}: no such file")
     raise_errors(errs)
     if cfg.task in CODE_TASKS:
-        from reasoning_sft.evaluation.sandbox import require_harness
+        from reasoning_sft.evaluation.sandbox import check_sandbox, limits_from, require_harness
         require_harness()
+        check_sandbox(limits_from(cfg.code))   # strict and uncontainable: refused here, before the run dir
 
 
 def row_style(cfg: DictConfig, row: dict, response: str) -> str | None:
@@ -81,7 +82,7 @@ def read_input(cfg: DictConfig) -> list[tuple[str, dict, str, str]]:
     for where, row in read_rows(str(cfg.input)):
         response = row[_pick(cfg.fields.response, RESPONSE_FIELDS, row, where, "fields.response")]
         if cfg.task in CODE_TASKS:   # the tests are the gold: a bad problem row is named here, before any run
-            gold = problem_from_row(row, where, cfg.code.public_only).input_output
+            gold = problem_from_row(row, where, cfg.code.public_only, cfg.code.max_tests_mb).input_output
             if not isinstance(response, str):
                 raise DataError(f"{where}: the response field holds {type(response).__name__}, expected text")
             out.append((where, row, response, gold))
@@ -124,19 +125,20 @@ def summarize(cfg: DictConfig, rows: list[dict]) -> dict:
         n = min(len(v) for v in per_problem.values())
         for k in (k for k in (1, 5, 10) if k <= n):
             summary[f"pass@{k}"] = sum(pass_at_k(len(v), sum(v), k) for v in per_problem.values()) / len(per_problem)
-        isolation = Counter(json.dumps(r["sandbox"]["isolation"], sort_keys=True) for r in rows if r.get("sandbox"))
-        summary["sandbox_isolation"] = [{"isolation": json.loads(k), "programs": v} for k, v in isolation.items()]
+        from reasoning_sft.evaluation.sandbox import isolation_summary
+        summary["sandbox_isolation"] = isolation_summary([r["sandbox"]["isolation"] for r in rows if r.get("sandbox")])
+        summary["sandbox"] = cfg.code.sandbox
     return summary
 
 
 def grade_code_rows(cfg: DictConfig, inputs: list) -> list[dict]:
     """Each response's program (the last code block of its answer section) run on its problem's tests
     in the sandbox, `code.workers` at a time."""
-    from reasoning_sft.evaluation.sandbox import Limits, run_programs
+    from reasoning_sft.evaluation.sandbox import limits_from, run_programs
     styles = [row_style(cfg, row, response) for _, row, response, _ in inputs]
     programs = [extract_code(response, style) for (_, _, response, _), style in zip(inputs, styles)]
-    limits = Limits(cfg.code.timeout_seconds, cfg.code.memory_mb, cfg.code.file_mb, cfg.code.processes)
-    verdicts = run_programs([(p, gold) for p, (_, _, _, gold) in zip(programs, inputs)], limits, cfg.code.workers)
+    verdicts = run_programs([(p, gold) for p, (_, _, _, gold) in zip(programs, inputs)], limits_from(cfg.code),
+                            cfg.code.workers)
     rows = []
     for (_, row, response, _), style, program, v in zip(inputs, styles, programs, verdicts):
         grading = "truncated" if program is None and answer_section(response, style) is None else v["verdict"]

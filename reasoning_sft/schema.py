@@ -199,10 +199,15 @@ class CodeEvalConfig:
     timeout_seconds: int = 6             # per test, LiveCodeBench's default
     memory_mb: int = 4096                # per program
     file_mb: int = 16                    # largest file a program may write
-    processes: int = 64                  # per program
+    processes: int = 64                  # per program (its own count: other programs do not use it up)
+    disk_mb: int = 64                    # its writable tmpfs, all files together
+    max_tests_mb: int = 256              # a problem's decoded tests (a compressed row can hold a zlib bomb)
+    sandbox: str = "strict"              # strict: refuse untrusted code where containment fails; weak: run anyway
 
     def check(self, key: str, errs: Errors) -> None:
-        for k in ("workers", "timeout_seconds", "file_mb", "processes"):
+        _check(errs, self.sandbox in ("strict", "weak"), f"{key}.sandbox",
+               "strict (refuse where the sandbox cannot contain) or weak (run anyway, recorded)", self.sandbox)
+        for k in ("workers", "timeout_seconds", "file_mb", "processes", "disk_mb", "max_tests_mb"):
             _check(errs, getattr(self, k) >= 1, f"{key}.{k}", "an integer >= 1", getattr(self, k))
         _check(errs, self.memory_mb >= 64, f"{key}.memory_mb", "an integer >= 64 (MB)", self.memory_mb)
 

@@ -82,7 +82,7 @@ def chat_endpoint():
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                requests.append({"path": self.path, **body})
+                requests.append({"path": self.path, "authorization": self.headers.get("Authorization"), **body})
                 data = json.dumps({"choices": [{"message": {
                     "content": reply(body["messages"][0]["content"], body["model"])}}]}).encode()
                 self.send_response(200)

@@ -408,13 +408,16 @@ class LLMSplitter:
         import os
         from pathlib import Path
 
-        from reasoning_sft.data.llm_client import chat_completion
+        from reasoning_sft.data.llm_client import MalformedReply, chat_completion
         key = hashlib.sha256(json.dumps([self.model, self.prompt, text]).encode()).hexdigest()
         path = Path(self.cache_dir) / f"{key}.json" if self.cache_dir else None
         if path is not None and path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))["reply"], True
-        reply = chat_completion(self.base_url, self.model, self.prompt.format(trace=text),
-                                self.api_key_env, self.timeout_seconds)
+        try:
+            reply = chat_completion(self.base_url, self.model, self.prompt.format(trace=text),
+                                    self.api_key_env, self.timeout_seconds)
+        except MalformedReply:   # no text: the fallback, counted; not cached, so the next run asks again
+            return "", False
         if path is not None:   # written whole, then renamed: a concurrent sweep job never reads half a file
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -200,10 +200,13 @@ class LLMDomainClassifier:
     timeout_seconds: float = 60.0
 
     def __call__(self, rec: Record) -> str:
-        from reasoning_sft.data.llm_client import chat_completion
+        from reasoning_sft.data.llm_client import MalformedReply, chat_completion
         rubrics = "\n\n".join(c["prompt"] for c in msc_classes())
         prompt = f"{MSC_SYSTEM_PROMPT}\n\n## Question\n{rec.question}\n\n## Classification rubrics\n{rubrics}"
-        reply = chat_completion(self.base_url, self.model, prompt, self.api_key_env, self.timeout_seconds).strip()
+        try:
+            reply = chat_completion(self.base_url, self.model, prompt, self.api_key_env, self.timeout_seconds).strip()
+        except MalformedReply:
+            return keyword_domain(rec) + " (keywords: unusable reply)"
         code = reply[-2:]
         try:
             return msc_domain(code)

@@ -48,7 +48,17 @@ class _StringsOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused: the pickle references {module}.{name}; only strings are admitted")
 
 
-def decode_tests(value, where: str) -> list[dict]:
+def _inflate(data: bytes, max_bytes: int, where: str) -> bytes:
+    """zlib with a ceiling: a few hundred KB can inflate to gigabytes."""
+    d = zlib.decompressobj()
+    out = d.decompress(data, max_bytes + 1)
+    if len(out) > max_bytes or d.unconsumed_tail:
+        raise DataError(f"{where}: private_test_cases inflates to more than {max_bytes >> 20} MB "
+                        "(raise code.max_tests_mb if the problem really is that large)")
+    return out
+
+
+def decode_tests(value, where: str, max_bytes: int = 256 << 20) -> list[dict]:
     """Test cases from a JSON string, a list, or LiveCodeBench's base64(zlib(pickle(json)))."""
     if isinstance(value, list):
         return value
@@ -59,7 +69,9 @@ def decode_tests(value, where: str) -> list[dict]:
     except json.JSONDecodeError:
         pass
     try:
-        inner = _StringsOnly(io.BytesIO(zlib.decompress(base64.b64decode(value.encode())))).load()
+        inner = _StringsOnly(io.BytesIO(_inflate(base64.b64decode(value.encode()), max_bytes, where))).load()
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001 - anything but a pickled string is refused, named
         raise DataError(f"{where}: private_test_cases is neither JSON nor a pickled JSON string ({e})") from e
     if not isinstance(inner, str):
@@ -67,13 +79,13 @@ def decode_tests(value, where: str) -> list[dict]:
     return json.loads(inner)
 
 
-def problem_from_row(row: dict, where: str, public_only: bool = False) -> CodeProblem:
+def problem_from_row(row: dict, where: str, public_only: bool = False, max_tests_mb: int = 256) -> CodeProblem:
     for key in ("question_content", "public_test_cases"):
         if key not in row:
             raise DataError(f"{where}: no field {key!r} (a LiveCodeBench problem row; the row has {sorted(row)})")
-    tests = decode_tests(row["public_test_cases"], where)
+    tests = decode_tests(row["public_test_cases"], where, max_tests_mb << 20)
     if not public_only:
-        tests += decode_tests(row.get("private_test_cases"), where)
+        tests += decode_tests(row.get("private_test_cases"), where, max_tests_mb << 20)
     if not tests or not all(isinstance(t, dict) and "input" in t and "output" in t for t in tests):
         raise DataError(f"{where}: expected test cases as [{{input, output, testtype}}], got {str(tests)[:120]}")
     metadata = row.get("metadata") or {}

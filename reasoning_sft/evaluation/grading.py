@@ -35,7 +35,8 @@ OUTCOMES = ("exact", "verified", "not_equal", "no_answer", "truncated", "timeout
 class Grade:
     correct: bool
     extracted: str | None
-    outcome: str           # one of OUTCOMES
+    outcome: str           # one of OUTCOMES (code: the sandbox's verdict)
+    sandbox: dict | None = None   # code: what the sandbox's containment held for this program
 
 
 def detect_style(text: str) -> str | None:

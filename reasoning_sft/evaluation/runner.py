@@ -54,8 +54,9 @@ def run_in_process(task: Task, model, tokenizer, cfg: DictConfig, grader: Grader
 
 def graded(result: Grade, gold: str, cfg: DictConfig) -> dict:
     """The per-sample grading columns of eval_samples.jsonl (the grade stage reads them back)."""
-    return {"extracted": result.extracted, "gold": gold, "correct": result.correct, "grading": result.outcome,
-            "thinking_style": cfg.data.format.thinking_style}
+    row = {"extracted": result.extracted, "gold": gold, "correct": result.correct, "grading": result.outcome,
+           "thinking_style": cfg.data.format.thinking_style}
+    return {**row, "sandbox": result.sandbox} if result.sandbox is not None else row
 
 
 def summarize_samples(samples: list[dict], n: int, cfg: DictConfig) -> dict:
@@ -73,6 +74,10 @@ def summarize_samples(samples: list[dict], n: int, cfg: DictConfig) -> dict:
     summary["truncated"] = outcomes["truncated"]     # never left the thinking: wrong, counted apart
     summary["grading"] = {o: outcomes[o] for o in OUTCOMES if outcomes[o]}
     summary["grading"].update({o: c for o, c in outcomes.items() if o and o not in OUTCOMES})   # code verdicts
+    if any("sandbox" in s for s in samples):   # code: how contained its programs were, as the grade stage says
+        from reasoning_sft.evaluation.sandbox import isolation_summary
+        summary["sandbox_isolation"] = isolation_summary([s.get("sandbox") for s in samples])
+        summary["sandbox"] = cfg.eval.code.sandbox
     if "thinking_tokens" in samples[0]:
         thinking = [s["thinking_tokens"] for s in samples]
         summary.update(thinking_tokens_mean=mean(thinking), thinking_tokens_median=median(thinking),

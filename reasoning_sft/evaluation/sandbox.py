@@ -1,28 +1,25 @@
-"""Run model-written programs against their tests, contained. Model output is never executed in this
-process: each program runs in its own `python -I` subprocess (reasoning_sft/evaluation/sandbox_child.py) with
+"""Run model-written programs against their tests, contained, and grade them outside the program.
 
-- its own session, killed as a whole (`killpg`) at a wall-clock limit; on Linux also its own PID
-  namespace, so every process it starts dies with it even after `setsid`;
-- CPU time, address space, file size, open files and process count limits (`resource`);
-- an empty temporary working directory, the only writable place: on Linux the rest of the
-  filesystem is re-mounted read-only in a private mount namespace;
-- an environment emptied of everything but what Python needs (no API keys, no W&B key);
-- no network: a new network namespace with no interface up;
-- when the evaluator runs as root, the program runs as `nobody`, so it can signal no process of ours
-  and read no file only root may read.
+The program's process never sees an expected output and never writes a verdict. Each program runs in
+its own `python -I` child (reasoning_sft/evaluation/sandbox_child.py) that gets the code and the test
+*inputs*, contains itself, and reports per test what the program printed or returned (tagged plain
+data). This process reads that channel with a deadline and a size cap, and compares each result with
+the expected output by LiveCodeBench's own rules (`testing_util`'s stripped lines and Decimal
+comparison; `==` on the returned value): verdicts as LiveCodeBench's (True per passed test, -2 wrong
+answer, -3 time limit, -4 runtime error; stopping at the first failure). A channel that does not parse
+is the program's doing: a runtime error, never a crash of the stage.
 
-The namespaces need root or unprivileged user namespaces; where the OS refuses one, the program still
-runs under the limits, and each verdict's `isolation` (summed in summaries) says what held. Tests are
-graded by LiveCodeBench's own `testing_util.run_test` inside the child, so verdicts are the official
-harness's: True per passed test, -2 wrong answer, -3 time limit, -4 runtime error.
+Containment (sandbox_child.contain) fails closed: `code.sandbox=strict` (the default) refuses to run
+any program where an isolation step cannot be established (`check_sandbox` says what is missing and
+how to get it, before the first program); `code.sandbox=weak` runs with whatever holds, and every
+summary records it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
+import select
 import signal
 import subprocess
 import sys
@@ -32,8 +29,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from reasoning_sft.errors import ConfigError
+
 CHILD = Path(__file__).with_name("sandbox_child.py")
 VERDICTS = ("passed", "wrong answer", "timeout", "runtime error", "no code")
+POLICIES = ("strict", "weak")
+HOW_TO_CONTAIN = ("run the evaluation as root in a container, or enable unprivileged user namespaces "
+                  "(sysctl user.max_user_namespaces=15000; Debian: kernel.unprivileged_userns_clone=1; "
+                  "Ubuntu 24.04: kernel.apparmor_restrict_unprivileged_userns=0); or accept weaker "
+                  "isolation explicitly with code.sandbox=weak")
 
 
 @dataclass(frozen=True)
@@ -41,27 +45,206 @@ class Limits:
     timeout_seconds: int = 6          # per test, as LiveCodeBench's default
     memory_mb: int = 4096             # address space (LiveCodeBench's guard comment: 4 GB)
     file_mb: int = 16                 # largest file the program may write
-    processes: int = 64               # processes and threads of the sandbox user
+    processes: int = 64               # processes and threads of this program (its own count)
+    disk_mb: int = 64                 # its writable tmpfs, all files together
+    output_mb: int = 16               # what it may report over its channel, all tests together
+    policy: str = "strict"            # strict: refuse to run where containment fails; weak: run anyway
+
+
+class SandboxRefused(ConfigError):
+    """Containment could not be established and the policy is strict."""
 
 
 def _verdict(results: list, meta: dict) -> str:
     if results and all(r is True for r in results):
         return "passed"
     code = meta.get("error_code")
-    if code is None:   # call-based wrong answers are recorded as False in the results
+    if code is None:
         codes = [r for r in results if r is not True]
         code = -2 if codes and codes[0] is False else (codes[0] if codes else -4)
     return {-2: "wrong answer", -3: "timeout", -1: "timeout"}.get(code, "runtime error")
+
+
+def limits_from(code_cfg) -> Limits:
+    """The sandbox's limits from a config's `code:` block (schema.CodeEvalConfig)."""
+    c = code_cfg
+    return Limits(c.timeout_seconds, c.memory_mb, c.file_mb, c.processes, c.disk_mb, policy=c.sandbox)
+
+
+def isolation_summary(sandboxes: list) -> list[dict]:
+    """How many programs ran under each isolation (the summary's `sandbox_isolation`)."""
+    from collections import Counter
+    counts = Counter(json.dumps(s, sort_keys=True) for s in sandboxes if s)
+    return [{"isolation": json.loads(k), "programs": v} for k, v in counts.items()]
 
 
 def require_harness() -> None:
     """LiveCodeBench's grading code must be importable (`make install` puts it in the venv)."""
     import importlib.util
 
-    from reasoning_sft.errors import ConfigError
     if importlib.util.find_spec("livecodebench") is None:
         raise ConfigError("code evaluation grades with LiveCodeBench's own testing_util: "
                           "pip install --no-deps nvidia-livecodebench==26.3 (its grading needs only numpy)")
+
+
+class ChannelError(ValueError):
+    """The child's channel did not carry what the harness writes: the program tampered with it."""
+
+
+def decode(value):
+    """The child's tagged plain data back to Python values (sandbox_child.encode); nothing is executed."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if type(value) is list:
+        return [decode(v) for v in value]
+    if type(value) is not dict or len(value) != 1:
+        raise ChannelError(f"not a tagged value: {str(value)[:80]}")
+    (tag, inner), = value.items()
+    if tag == "$i" and isinstance(inner, str):
+        return int(inner)
+    if tag == "$x" and inner in ("nan", "inf", "-inf"):
+        return float(inner)
+    if tag == "$o" and isinstance(inner, str):
+        return Opaque(inner)
+    if not isinstance(inner, list):
+        raise ChannelError(f"tag {tag!r} without a list")
+    items = [decode(v) for v in inner]
+    try:
+        if tag == "$t":
+            return tuple(items)
+        if tag in ("$s", "$fs"):
+            return set(items) if tag == "$s" else frozenset(items)
+        if tag == "$d" and all(isinstance(kv, list) and len(kv) == 2 for kv in items):
+            return {k: v for k, v in items}
+    except TypeError as e:   # an unhashable key: not what the harness writes
+        raise ChannelError(str(e)) from e
+    raise ChannelError(f"unknown tag {tag!r}")
+
+
+class Opaque:
+    """A returned object of a type plain data cannot hold: equal to nothing."""
+    __hash__ = object.__hash__
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+    def __eq__(self, other):
+        return False
+
+    def __repr__(self):
+        return f"<{self.type_name} object>"
+
+
+def compare(line: dict, expected: str, test_input, call_based: bool) -> tuple[bool, dict]:
+    """One test's reported result against its expected output, as LiveCodeBench's grade_call_based /
+    grade_stdio compare them. -> (passed, metadata of the failure)"""
+    from livecodebench.evaluation.testing_util import convert_line_to_decimals, get_stripped_lines, truncatefn
+    if call_based:
+        if "value" not in line:
+            raise ChannelError("a call-based result without a value")
+        prediction, gold = decode(line["value"]), json.loads(expected)
+        if prediction == gold:
+            return True, {}
+        return False, {"output": truncatefn(prediction), "inputs": truncatefn(test_input),
+                       "expected": truncatefn(gold), "error_code": -2, "error_message": "Wrong Answer"}
+    prediction = line.get("stdout")
+    if not isinstance(prediction, str):
+        raise ChannelError("a stdin program's result without its stdout")
+    wrong = {"output": truncatefn(prediction), "inputs": truncatefn(test_input), "expected": truncatefn(expected),
+             "error_code": -2}
+    got, want = get_stripped_lines(prediction), get_stripped_lines(expected)
+    if len(got) != len(want):
+        return False, {**wrong, "error_message": "Wrong answer: mismatched output length"}
+    for i, (a, b) in enumerate(zip(got, want)):
+        if a == b:
+            continue
+        ok_a, dec_a = convert_line_to_decimals(a)
+        ok_b, dec_b = convert_line_to_decimals(b)
+        if not (ok_a and ok_b and dec_a == dec_b):
+            return False, {**wrong, "error_message": f"Wrong answer at output_line_idx={i}: "
+                                                      f"{truncatefn(a)} != {truncatefn(b)}"}
+    return True, {}
+
+
+class _Channel:
+    """Lines from the child's pipe, each read before a deadline, all of them within a size cap."""
+
+    def __init__(self, fd: int, deadline: float, cap: int):
+        self.fd, self.deadline, self.left, self.buffer = fd, deadline, cap, b""
+
+    def line(self) -> dict | None:
+        """The next JSON object; None at end of file or past the deadline."""
+        while b"\n" not in self.buffer:
+            wait = self.deadline - time.monotonic()
+            if wait <= 0 or not select.select([self.fd], [], [], wait)[0]:
+                return None
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                return None
+            self.left -= len(chunk)
+            if self.left < 0:
+                raise ChannelError("the program reported more than code.output_mb")
+            self.buffer += chunk
+        raw, self.buffer = self.buffer.split(b"\n", 1)
+        try:
+            line = json.loads(raw)
+        except ValueError as e:
+            raise ChannelError(f"a line that is not JSON ({e})") from e
+        if not isinstance(line, dict):
+            raise ChannelError("a line that is not an object")
+        return line
+
+
+def _job(code: str | None, tests: dict, limits: Limits) -> dict:
+    n = max(1, len(tests.get("inputs", [])))
+    return {"code": code, "inputs": tests.get("inputs", []), "fn_name": tests.get("fn_name"),
+            "timeout": limits.timeout_seconds, "policy": limits.policy,
+            "limits": {"cpu_seconds": (limits.timeout_seconds + 1) * n + 5, "memory_bytes": limits.memory_mb << 20,
+                       "file_bytes": limits.file_mb << 20, "processes": limits.processes,
+                       "disk_mb": limits.disk_mb}}
+
+
+def _start(job: dict) -> tuple[subprocess.Popen, int]:
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/sandbox", "TMPDIR": "/sandbox",
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", str(CHILD), str(write_fd)], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
+                                env=env, pass_fds=(write_fd,), start_new_session=True)
+    finally:
+        os.close(write_fd)
+    try:
+        proc.stdin.write(json.dumps(job).encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    return proc, read_fd
+
+
+def _missing_line(isolation: dict) -> str:
+    return (f"the code sandbox cannot contain programs here: no {'; no '.join(isolation.get('missing', []))}. "
+            f"To run untrusted code, {HOW_TO_CONTAIN}")
+
+
+def check_sandbox(limits: Limits = Limits()) -> dict:
+    """Establish the sandbox once without a program: what holds (for summaries), or SandboxRefused
+    (strict) naming what is missing and how to get it. Called before the first program runs."""
+    proc, fd = _start(_job(None, {}, limits))
+    try:
+        first = _Channel(fd, time.monotonic() + 60, 1 << 20).line()
+    except ChannelError:
+        first = None
+    finally:
+        os.close(fd)
+        _kill_group(proc)
+    isolation = (first or {}).get("isolation")
+    if not isinstance(isolation, dict):
+        raise SandboxRefused(f"the code sandbox did not start (exit status {proc.returncode}); "
+                             f"{sys.executable} -I {CHILD} must run")
+    if isolation.get("missing") and limits.policy == "strict":
+        raise SandboxRefused(_missing_line(isolation))
+    return {**isolation, "policy": limits.policy}
 
 
 def run_program(code: str | None, input_output: str, limits: Limits = Limits()) -> dict:
@@ -69,52 +252,63 @@ def run_program(code: str | None, input_output: str, limits: Limits = Limits()) 
     fn_name). Returns {verdict, results, metadata, isolation, seconds}."""
     if not code or not code.strip():
         return {"verdict": "no code", "results": [], "metadata": {}, "isolation": {}, "seconds": 0.0}
-    n_tests = len(json.loads(input_output)["inputs"])
-    wall = (limits.timeout_seconds + 1) * n_tests + 5          # LiveCodeBench's global timeout
-    workdir = tempfile.mkdtemp(prefix="rsft-sandbox-")
-    if os.geteuid() == 0:
-        os.chown(workdir, 65534, 65534)                         # the program runs as nobody
-    nonce = secrets.token_hex(8)
-    job = {"code": code, "input_output": input_output, "timeout": limits.timeout_seconds, "workdir": workdir,
-           "nonce": nonce, "limits": {"cpu_seconds": wall, "memory_bytes": limits.memory_mb << 20,
-                                      "file_bytes": limits.file_mb << 20, "processes": limits.processes}}
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir,
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    read_fd, write_fd = os.pipe()
+    tests = json.loads(input_output)
+    inputs, outputs, call_based = tests["inputs"], tests["outputs"], tests.get("fn_name") is not None
+    wall = (limits.timeout_seconds + 1) * len(inputs) + 5 + 10       # LiveCodeBench's global timeout + start-up
     start = time.monotonic()
+    proc, fd = _start(_job(code, {"inputs": inputs, "fn_name": tests.get("fn_name")}, limits))
+    results: list = []
+    meta: dict = {}
+    isolation: dict = {}
     try:
-        proc = subprocess.Popen([sys.executable, "-I", str(CHILD), str(write_fd)], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir, env=env,
-                                pass_fds=(write_fd,), start_new_session=True)
-        os.close(write_fd)
-        write_fd = -1
-        try:
-            proc.communicate(json.dumps(job).encode(), timeout=wall)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            _kill_group(proc)
-        with os.fdopen(read_fd, "r", errors="replace") as f:
-            read_fd = -1
-            lines = [line for line in f.read(1 << 20).splitlines() if line.startswith(nonce)]
+        channel = _Channel(fd, start + wall, limits.output_mb << 20)
+        first = channel.line()
+        if first is None or not isinstance(first.get("isolation"), dict):
+            raise ChannelError("no isolation report")   # the harness writes it before the program runs
+        isolation = {**first["isolation"], "policy": limits.policy}
+        if isolation.get("missing") and limits.policy == "strict":
+            raise SandboxRefused(_missing_line(isolation))
+        for i, (test_input, expected) in enumerate(zip(inputs, outputs)):
+            line = channel.line()
+            if line is None:   # killed, out of time, or exited without a word
+                timed_out = time.monotonic() >= start + wall or proc.poll() in (-signal.SIGKILL, -signal.SIGXCPU)
+                results.append(-1 if timed_out else -4)
+                meta = {"error_code": -3 if timed_out else -4,
+                        "error_message": "global timeout" if timed_out else f"exit status {proc.poll()}"}
+                break
+            if line.get("test") != i:
+                raise ChannelError(f"result for test {line.get('test')!r} where test {i} was due")
+            if "error" in line:
+                code_ = line["error"] if line["error"] in (-3, -4) else -4
+                results.append(code_)
+                meta = {"error_code": code_, "error_message": str(line.get("message", ""))[:300]}
+                if code_ == -4:
+                    meta["error"] = meta["error_message"]
+                break
+            passed, failure = compare(line, expected, test_input, call_based)
+            results.append(True if passed else False if call_based else -2)   # as LiveCodeBench records them
+            if not passed:
+                meta = failure
+                break
+    except ChannelError as e:
+        results.append(-4)
+        meta = {"error_code": -4, "error_message": f"Runtime Error: the program corrupted its result channel ({e})"}
     finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
-        shutil.rmtree(workdir, ignore_errors=True)
-    seconds = round(time.monotonic() - start, 3)
-    if not lines:   # killed before it could answer: the wall clock, the CPU limit, or the program itself
-        reason = "timeout" if timed_out or proc.returncode in (-signal.SIGKILL, -signal.SIGXCPU) else "runtime error"
-        return {"verdict": reason, "results": [-1 if reason == "timeout" else -4] * n_tests,
-                "metadata": {"error_message": "global timeout" if timed_out else f"exit status {proc.returncode}"},
-                "isolation": {}, "seconds": seconds}
-    out = json.loads(lines[-1][len(nonce):])
-    return {"verdict": _verdict(out["results"], out["metadata"]), "results": out["results"],
-            "metadata": out["metadata"], "isolation": out.get("isolation", {}), "seconds": seconds}
+        os.close(fd)
+        _kill_group(proc)
+    return {"verdict": _verdict(results, meta), "results": results, "metadata": meta, "isolation": isolation,
+            "seconds": round(time.monotonic() - start, 3)}
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
+    """Stop a child: SIGTERM asks its launcher to kill the program's namespace and reap it (no zombie
+    is left to a container's init that never reaps); SIGKILL to the group if it does not answer."""
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=5)
+        return
+    except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+        pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -123,8 +317,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_programs(jobs: list[tuple[str | None, str]], limits: Limits = Limits(), workers: int = 4) -> list[dict]:
-    """`run_program` on many (code, input_output) pairs, `workers` at a time, in input order. Each
-    child has its own limits and process group, so one program cannot starve or kill the others."""
+    """`run_program` on many (code, input_output) pairs, `workers` at a time, in input order, after
+    `check_sandbox` (so a strict sandbox that cannot contain refuses before any program runs). Each
+    child has its own limits, process count and namespaces: one program cannot starve or kill another."""
     require_harness()
+    check_sandbox(limits)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(pool.map(lambda job: run_program(job[0], job[1], limits), jobs))

@@ -1,13 +1,16 @@
-"""Runs inside the sandbox: one program against one problem's tests, with LiveCodeBench's own
-`testing_util.run_test`. Started by reasoning_sft.evaluation.sandbox as `python -I sandbox_child.py RESULT_FD`,
-the job (JSON) on stdin; the verdict goes to RESULT_FD as one JSON line.
+"""Runs inside the sandbox: one program on one problem's test *inputs*. Started by
+reasoning_sft.evaluation.sandbox as `python -I sandbox_child.py CHANNEL_FD`, the job (JSON) on stdin.
+It never sees an expected output: it reports what the program printed (stdin problems) or returned
+(call-based problems, as tagged plain data) per test, one JSON line each on CHANNEL_FD; the evaluator
+compares them with the expected outputs. Everything written after the program starts is untrusted.
 
-Before the program runs, this process (still holding the privileges the evaluator has) puts itself in
-new network, mount and PID namespaces, makes every mount read-only but its own working directory,
-forks the process that will run the program (pid 1 of the new PID namespace: when it dies, every
-process the program started dies with it), and there drops to an unprivileged user (when started as
-root) and sets the resource limits. Where the OS refuses a step, it is skipped and reported in the
-verdict's `isolation`, so a summary says how contained its programs were.
+Before the program runs this process contains itself (`contain`), then writes one line saying what
+holds. The policy (issue 28): new user, mount, PID, network, IPC and UTS namespaces; a root of its
+own (pivot_root into a tmpfs holding read-only, nosuid, nodev binds of the system and the Python it
+needs, a size-capped tmpfs as the only writable dir, a /proc of its own, no /dev, /tmp or /run of the
+host); an unprivileged uid (as root: a uid of its own per program, so process limits are its own);
+every capability dropped and no_new_privs; nested user namespaces refused; a fresh session keyring;
+resource limits. When `strict` and anything did not hold, it exits without running the program.
 """
 
 from __future__ import annotations
@@ -19,12 +22,19 @@ import resource
 import signal
 import sys
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
-MS_REC, MS_PRIVATE, MS_BIND, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x4000, 1 << 18, 0x1000, 2, 4, 8
-MNT_DETACH, PR_SET_PDEATHSIG = 2, 1
-AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 0x1
-SYS_MOUNT_SETATTR = 442            # the same number on x86_64 and aarch64
-NOBODY = 65534
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 0x1000, 0x4000, 1 << 18
+MNT_DETACH = 2
+AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+SYS_MOUNT_SETATTR, SYS_PIVOT_ROOT = 442, {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, -1)
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 4, 24, 38, 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+KEYCTL_JOIN_SESSION_KEYRING = 1
+PROGRAM_UID_BASE = 1_000_000      # as root: uid PROGRAM_UID_BASE + pid, one per program, never a real user
+SYSTEM_TREES = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc")
+WORKDIR = "/sandbox"              # the program's cwd, HOME and TMPDIR inside its root
 
 
 class _MountAttr(ctypes.Structure):
@@ -32,140 +42,298 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-    return libc
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
 
-def _check(ret: int, what: str) -> None:
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.syscall.restype = ctypes.c_long
+
+
+def _ok(ret: int, what: str) -> None:
     if ret != 0:
-        raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def isolate(workdir: str) -> dict:
-    """New namespaces and a read-only filesystem but `workdir`; returns what took effect."""
-    done = {"network": False, "filesystem_read_only": False, "pid_namespace": False, "user": "unchanged"}
-    if not sys.platform.startswith("linux"):
-        return done
-    libc = _libc()
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID
-    if os.geteuid() != 0:
-        flags |= CLONE_NEWUSER   # an unprivileged user gets the namespaces through a user namespace
-    uid, gid = os.geteuid(), os.getegid()
-    if libc.unshare(flags) != 0:
-        return done
-    if flags & CLONE_NEWUSER:
-        try:
-            with open("/proc/self/setgroups", "w") as f:
-                f.write("deny")
-            with open("/proc/self/uid_map", "w") as f:
-                f.write(f"{uid} {uid} 1")
-            with open("/proc/self/gid_map", "w") as f:
-                f.write(f"{gid} {gid} 1")
-        except OSError:
-            pass
-    done["network"] = done["pid_namespace"] = True
+def _mount(src, dst, fstype, flags, data=None, what="mount") -> None:
+    enc = lambda s: s.encode() if isinstance(s, str) else s   # noqa: E731
+    _ok(_libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"{what} {dst}")
+
+
+def _setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool = True) -> None:
+    a = _MountAttr(attr_set, attr_clr, 0, 0)
+    _ok(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE if recursive else 0,
+                      ctypes.byref(a), ctypes.sizeof(a)), f"mount_setattr {path}")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def python_trees() -> list[str]:
+    """What the program's Python needs: its prefixes (the interpreter, the standard library, the venv's
+    packages). Not sys.path as a whole: an editable install would bring in the repository and its data."""
+    trees = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.__file__))}
+    trees = sorted(t for t in trees if t != "/" and not any(t == s or t.startswith(s + os.sep) for s in SYSTEM_TREES))
+    return [t for t in trees if not any(t.startswith(o + os.sep) for o in trees if o != t)]
+
+
+def build_root(disk_mb: int, uid: int, gid: int) -> None:
+    """pivot_root into a fresh tmpfs holding read-only binds of the system and Python trees, a /proc
+    mount point and the writable, size-capped WORKDIR; the host's root is detached."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE, what="make private")
+    new = "/tmp"   # any existing dir: the new root is mounted over it, in this mount namespace only
+    _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m", "root tmpfs")
+    for tree in SYSTEM_TREES + tuple(python_trees()):
+        if not os.path.exists(tree):
+            continue
+        target = new + tree
+        if os.path.islink(tree):   # /bin -> usr/bin on merged-/usr systems
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.symlink(os.readlink(tree), target)
+            continue
+        os.makedirs(target, exist_ok=True)
+        _mount(tree, target, None, MS_BIND | MS_REC, what="bind")
+        _setattr(target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+    for d in ("proc", WORKDIR.strip("/"), "old"):
+        os.makedirs(f"{new}/{d}", exist_ok=True)
+    _mount("tmpfs", new + WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV,
+           f"mode=0700,uid={uid},gid={gid},size={disk_mb}m,nr_inodes=4096", "workdir tmpfs")
+    # A /proc of this PID namespace (this is its pid 1), mounted while the host's is still visible:
+    # the kernel refuses a new proc in a user namespace where none is fully visible.
+    _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, what="proc")
+    _ok(_libc.syscall(SYS_PIVOT_ROOT, new.encode(), f"{new}/old".encode()), "pivot_root")
+    os.chdir("/")
+    _ok(_libc.umount2(b"/old", MNT_DETACH), "detach the host's root")
+    os.rmdir("/old")
+    _setattr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, recursive=False)
+
+
+def drop_capabilities() -> None:
+    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last + 1):
+        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()
+    _ok(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def status() -> dict:
+    fields = {}
+    for line in open("/proc/self/status"):
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def contain(job: dict) -> dict:
+    """Contain this process (see the module's docstring). Returns what holds; in the forked pid 1
+    when a PID namespace was made (the parent only waits for it and exits with it)."""
+    held: dict = {"uid": os.geteuid()}
+    missing: list[str] = []
+    root = os.geteuid() == 0
+    uid = PROGRAM_UID_BASE + os.getpid() if root else os.geteuid()
+    gid = uid if root else os.getegid()
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
     try:
-        _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
-        done["home_hidden"] = _hide_home(libc, workdir)
-        path = workdir.encode()
-        _check(libc.mount(path, path, None, MS_BIND, None), "bind the working directory")   # a mount of its own
-        ro = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-        _check(libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(ro), ctypes.sizeof(ro)),
-               "mount_setattr read-only")
-        rw = _MountAttr(0, MOUNT_ATTR_RDONLY, 0, 0)
-        _check(libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path, 0, ctypes.byref(rw), ctypes.sizeof(rw)),
-               "mount_setattr writable working directory")
-        done["filesystem_read_only"] = True
+        if not root:   # the user namespace grants the others; the program keeps its own uid inside
+            _ok(_libc.unshare(flags | CLONE_NEWUSER), "unshare")
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{uid} {uid} 1")
+            _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        else:
+            _ok(_libc.unshare(flags), "unshare")
+        held["namespaces"] = "user mount pid net ipc uts" if not root else "mount pid net ipc uts"
+    except OSError as e:   # weak at best: its own session, uid (as root) and limits, nothing else
+        missing.append(f"namespaces ({e.strerror}: user namespaces are not available to this user)")
+        if root:
+            _become(uid, gid)
+        _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        limit(job["limits"])
+        return {**held, "uid": os.geteuid(), "missing": missing}
+    pid = os.fork()
+    if pid:   # the launcher: waits for pid 1 of the new namespace and exits with it; asked to stop
+        # (SIGTERM from the evaluator), it kills pid 1 (so every process of the namespace) and reaps it
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
+        os.waitpid(pid, 0)
+        os._exit(0)
+    os.setsid()
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    try:
+        build_root(job["limits"]["disk_mb"], uid, gid)
+        held["root"] = held["proc"] = "own"
     except OSError as e:
-        done["filesystem_error"] = str(e)
-    return done
+        missing.append(f"a root of its own ({e})")
+    if root:   # a uid of its own (its process count, its keyrings), then a user namespace as that uid
+        _become(uid, gid)
+        if _libc.unshare(CLONE_NEWUSER) == 0:
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{uid} {uid} 1")
+            _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    try:   # no user namespace inside this one: it would give the program mounts (a tmpfs outside its limits)
+        _write("/proc/sys/user/max_user_namespaces", "0")
+        held["nested_user_namespaces"] = "refused"
+    except OSError as e:
+        if root and _libc.unshare(CLONE_NEWUSER) != 0:
+            held["nested_user_namespaces"] = "unavailable"   # unprivileged user namespaces are off
+        else:
+            missing.append(f"refusing nested user namespaces ({e.strerror})")
+    try:
+        _ok(0 if _keyctl_join() >= 0 else -1, "join a new session keyring")
+        held["keyring"] = "own"
+    except OSError as e:
+        missing.append(f"a session keyring of its own ({e.strerror})")
+    try:
+        drop_capabilities()
+    except OSError as e:
+        missing.append(str(e))
+    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    limit(job["limits"])
+    os.chdir(WORKDIR if held.get("root") else "/")
+    s = status()
+    held.update(uid=os.geteuid(), capabilities=s.get("CapEff"), bounding_set=s.get("CapBnd"),
+                no_new_privs=s.get("NoNewPrivs") == "1")
+    if os.geteuid() == 0:
+        missing.append("an unprivileged uid")
+    for key in ("CapEff", "CapPrm", "CapInh", "CapAmb"):   # CapBnd is moot under no_new_privs
+        if int(s.get(key, "1"), 16) != 0:
+            missing.append(f"dropping every capability ({key} {s.get(key)})")
+    if not held["no_new_privs"]:
+        missing.append("no_new_privs")
+    return {**held, "missing": missing}
 
 
-def _hide_home(libc, workdir: str) -> str:
-    """An empty tmpfs over the evaluator's home (its tokens, .netrc, caches), with the Python the
-    program needs (interpreter prefix, venv) bound back where they were."""
-    import pwd
-    home = os.path.realpath(pwd.getpwuid(os.geteuid()).pw_dir)
-    if home in ("/", "") or not os.path.isdir(home):
-        return "no home"
-    keep = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.__file__))
-                   if os.path.realpath(p).startswith(home + os.sep)})
-    keep = [p for p in keep if not any(p.startswith(q + os.sep) for q in keep if q != p)]
-    stashes = []
-    for i, path in enumerate(keep):
-        stash = os.path.join(workdir, f".keep{i}")
-        os.mkdir(stash)
-        _check(libc.mount(path.encode(), stash.encode(), None, MS_BIND | MS_REC, None), f"stash {path}")
-        stashes.append((stash, path))
-    _check(libc.mount(b"tmpfs", home.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755,size=1m"), "tmpfs on home")
-    for stash, path in stashes:
-        os.makedirs(path, exist_ok=True)
-        _check(libc.mount(stash.encode(), path.encode(), None, MS_BIND | MS_REC, None), f"restore {path}")
-        _check(libc.umount2(stash.encode(), MNT_DETACH), f"unstash {path}")
-        os.rmdir(stash)
-    return home
+def _become(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)   # a uid change made /proc/self root's; its own again
 
 
-def limit(job: dict) -> None:
-    lim = job["limits"]
+def _keyctl_join() -> int:
+    _libc.syscall.argtypes = None
+    SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine, -1)
+    return _libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
+
+
+def limit(lim: dict) -> None:
     for name, value in (("RLIMIT_CPU", lim["cpu_seconds"]), ("RLIMIT_AS", lim["memory_bytes"]),
                         ("RLIMIT_FSIZE", lim["file_bytes"]), ("RLIMIT_NPROC", lim["processes"]),
                         ("RLIMIT_NOFILE", 256), ("RLIMIT_CORE", 0)):
-        try:
-            resource.setrlimit(getattr(resource, name), (value, value))
-        except (ValueError, OSError):
-            pass
-
-
-def drop_privileges(workdir: str) -> str:
-    if os.geteuid() != 0:
-        return "unchanged"
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
-    return "nobody"
-
-
-def run(job: dict, out) -> None:
-    from livecodebench.evaluation.testing_util import run_test   # imported before the lockdown
-    workdir = job["workdir"]
-    isolation = isolate(workdir)
-    pid = os.fork() if isolation["pid_namespace"] else 0
-    if pid:   # the launcher: waits for pid 1 of the new namespace, whose verdict goes straight to `out`
-        _, status = os.waitpid(pid, 0)
-        os._exit(0)
-    if isolation["pid_namespace"]:
-        os.setsid()                        # its own process group: kill(0) reaches nothing of ours
-        try:                               # a /proc of this namespace only: no other process's environ
-            _check(_libc().mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
-            isolation["proc"] = "own"
-        except OSError:
-            isolation["proc"] = "host"
-    os.chdir(workdir)
-    isolation["user"] = drop_privileges(workdir)
-    if isolation["pid_namespace"]:         # after setuid, which clears it: die with the launcher
-        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    limit(job)
+        resource.setrlimit(getattr(resource, name), (value, value))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # an oversized write fails with EFBIG instead
-    sys.setrecursionlimit(50000)
-    verdict: dict = {"isolation": isolation}
+
+
+# --- what the program produced, as plain data the evaluator can compare without running anything ---
+
+def encode(value, depth: int = 0):
+    """A returned value as tagged JSON data: tuples, sets and non-string dict keys survive, so the
+    evaluator's `==` is LiveCodeBench's; an object of any other type is opaque and equals nothing
+    (LiveCodeBench compared it in-process, where a crafted __eq__ passes every test)."""
+    if depth > 200:
+        raise ValueError("nested too deep")
+    t = type(value)
+    if value is None or t in (bool, str):
+        return value
+    if t is int:
+        return value if abs(value) < 2 ** 53 else {"$i": str(value)}
+    if t is float:
+        return value if value == value and abs(value) != float("inf") else {"$x": repr(value)}
+    if t is list:
+        return [encode(v, depth + 1) for v in value]
+    if t is tuple:
+        return {"$t": [encode(v, depth + 1) for v in value]}
+    if t in (set, frozenset):
+        return {"$s" if t is set else "$fs": [encode(v, depth + 1) for v in value]}
+    if t is dict:
+        return {"$d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
+    import numbers
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, numbers.Integral):   # numpy integers compare equal to ints in LiveCodeBench too
+        return encode(int(value), depth)
+    if isinstance(value, numbers.Real):
+        return encode(float(value), depth)
+    return {"$o": t.__name__}
+
+
+def run_tests(job: dict, report) -> None:
+    """LiveCodeBench's grade_call_based / grade_stdio, up to the comparison: the same compilation,
+    the same stdin patching and capture, the same per-test alarm; each test's raw result reported."""
+    from livecodebench.evaluation import testing_util as lcb
+    signal.signal(signal.SIGALRM, lcb.timeout_handler)
+    lcb.reliability_guard()
+    timeout, inputs = job["timeout"], job["inputs"]
+    call_based = job["fn_name"] is not None
     try:
-        results, meta = run_test({"input_output": job["input_output"]}, test=job["code"], timeout=job["timeout"])
-        verdict.update(results=[r if isinstance(r, bool) else int(r) for r in results], metadata=meta)
-    except BaseException as e:  # noqa: BLE001 - whatever the program did, the verdict is written
-        verdict.update(results=[-4], metadata={"error_code": -4, "error_message": f"Runtime Error: {e!r}"})
-    out.write(job["nonce"] + json.dumps(verdict, default=str) + "\n")
-    out.flush()
-    os._exit(0)   # no atexit, no lingering threads of the program
+        if call_based:
+            compiled = lcb.compile_code(lcb.import_string + "\n\n" + job["code"], timeout)
+            method = lcb.get_function(compiled, job["fn_name"]) if compiled is not None else None
+            inputs = [[json.loads(line) for line in inp.split("\n")] for inp in inputs]
+        else:
+            compiled = lcb.compile_code(lcb.make_function(lcb.clean_if_name(job["code"])), timeout)
+            method = lcb.get_function(compiled, "wrapped_function") if compiled is not None else None
+    except Exception as e:  # noqa: BLE001 - LiveCodeBench's run_test: "Error during testing"
+        report({"test": 0, "error": -4, "message": f"Error during testing: {e}"})
+        return
+    if method is None:
+        report({"test": 0, "error": -4, "message": "Error during testing: no function to call"})
+        return
+    for i, inp in enumerate(inputs):
+        signal.alarm(timeout)
+        try:
+            if call_based:
+                prediction = method(*inp)
+                signal.alarm(0)
+                if isinstance(prediction, tuple):
+                    prediction = list(prediction)
+                line = {"test": i, "value": encode(prediction)}
+            else:
+                with lcb.Capturing() as captured:
+                    lcb.call_method(method, inp)
+                    signal.alarm(0)
+                line = {"test": i, "stdout": captured[0] if captured else ""}
+        except BaseException as e:  # noqa: BLE001 - the program's failure is its result
+            signal.alarm(0)
+            timed_out = "timeoutexception" in repr(e).lower()
+            report({"test": i, "error": -3 if timed_out else -4,
+                    "message": "Time Limit Exceeded" if timed_out else f"Runtime Error: {e!r}"[:300]})
+            return
+        report(line)
 
 
 def main() -> None:
-    out = os.fdopen(int(sys.argv[1]), "w")
+    fd = int(sys.argv[1])
     job = json.loads(sys.stdin.read())
     sys.stdin = open(os.devnull)
-    run(job, out)
+    dumps, write = json.dumps, os.write
+
+    def report(line: dict) -> None:
+        data = (dumps(line, default=str) + "\n").encode()
+        while data:
+            data = data[write(fd, data):]
+
+    if sys.platform.startswith("linux"):   # before any import that may start threads (numpy's BLAS)
+        held = contain(job)
+    else:
+        held = {"missing": ["Linux namespaces (this is not Linux)"]}
+        limit(job["limits"])
+    report({"isolation": held})
+    if held["missing"] and job["policy"] == "strict":
+        os._exit(3)            # fail closed: the program never runs
+    if job.get("code") is not None:
+        try:
+            run_tests(job, report)
+        except BaseException as e:  # noqa: BLE001
+            report({"test": -1, "error": -4, "message": f"harness: {e!r}"[:300]})
+    os._exit(0)                # no atexit, no lingering threads of the program
 
 
 if __name__ == "__main__":

@@ -120,13 +120,14 @@ def grade_gpqa(generation: str, doc: dict, cfg: DictConfig) -> Grade:
 
 def code_docs(cfg: DictConfig) -> list:
     """The problems of `eval.code.path` (LiveCodeBench's released rows) inside the release window."""
-    from reasoning_sft.evaluation.sandbox import require_harness
+    from reasoning_sft.evaluation.sandbox import check_sandbox, limits_from, require_harness
     require_harness()
     c = cfg.eval.code   # every eval config has it (reasoning_sft/schema.py: CodeEvalConfig)
+    check_sandbox(limits_from(c))   # strict and uncontainable: refused before any program runs
     if not c.path or not Path(str(c.path)).is_file():
         raise ConfigError(f"eval.code.path={c.path!r}: a jsonl of LiveCodeBench problems (its released "
                           "format) is needed for the code tasks")
-    problems = [p for p in (problem_from_row(row, where, c.public_only)
+    problems = [p for p in (problem_from_row(row, where, c.public_only, c.max_tests_mb)
                             for where, row in read_rows(str(c.path)))
                 if in_window(p, c.start_date, c.end_date)]
     if not problems:
@@ -138,11 +139,10 @@ def code_docs(cfg: DictConfig) -> list:
 def grade_code(generation: str, problem, cfg: DictConfig) -> Grade:
     """The last code block of the answer run on every test of the problem in the sandbox; the
     verdict (passed, wrong_answer, timeout, ...) is the outcome."""
-    from reasoning_sft.evaluation.sandbox import Limits, run_program
-    c = cfg.eval.code
+    from reasoning_sft.evaluation.sandbox import limits_from, run_program
     program = extract_code(generation, cfg.data.format.thinking_style)
-    v = run_program(program, problem.input_output, Limits(c.timeout_seconds, c.memory_mb, c.file_mb, c.processes))
-    return Grade(v["verdict"] == "passed", program, v["verdict"])
+    v = run_program(program, problem.input_output, limits_from(cfg.eval.code))
+    return Grade(v["verdict"] == "passed", program, v["verdict"], v["isolation"])
 
 
 TASKS: dict[str, Task] = {

@@ -74,6 +74,10 @@ def log_eval(run, results: dict, run_dir: Path) -> None:
     import wandb
     run.log({f"eval/{task}/{k}": v for task, metrics in results.items() for k, v in metrics.items()
              if isinstance(v, (int, float))})
+    for task, metrics in results.items():   # code: how contained its programs were, on the run itself
+        if "sandbox_isolation" in metrics:
+            run.summary[f"eval/{task}/sandbox"] = metrics["sandbox"]
+            run.summary[f"eval/{task}/sandbox_isolation"] = metrics["sandbox_isolation"]
     with open(run_dir / "eval_samples.jsonl", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     run.log({"eval/samples": wandb.Table(columns=SAMPLE_COLUMNS,

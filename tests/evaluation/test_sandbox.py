@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +15,7 @@ from code_problems import problems, response, solutions
 from conftest import ROOT
 from reasoning_sft.evaluation.code_tasks import decode_tests, extract_code, in_window, problem_from_row, problem_prompt
 from reasoning_sft.errors import DataError
+from hostile_programs import USER, as_user, programs as hostile_programs
 from reasoning_sft.evaluation.sandbox import Limits, run_program, run_programs
 
 FAST = Limits(timeout_seconds=1, memory_mb=1024, processes=32)
@@ -78,14 +77,131 @@ def test_prompt_code_extraction_and_release_window(bundled):
     assert in_window(sum2, "2024-01-01", "2024-01-31") and not in_window(sum2, "2024-02-01", None)
 
 
-# --- hostile programs: each contained, with a verdict and a reason -------------------------------
+# --- hostile programs (tests/hostile_programs.py), run as root and as an unprivileged user -------------
 
 ONE = json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"], "fn_name": None})
 
 
-def _nobody_processes() -> list[str]:
-    out = subprocess.run(["ps", "-u", "65534", "-o", "pid=,cmd="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.strip()]
+def _user_namespaces_for(uid: int) -> str | None:
+    """None when `uid` can create user namespaces here, else why not."""
+    probe = subprocess.run(as_user(["unshare", "--user", "true"], uid), capture_output=True, text=True)
+    return None if probe.returncode == 0 else probe.stderr.strip()
+
+
+@pytest.fixture
+def open_tmp():
+    """A directory an unprivileged uid can reach (pytest's own are under a 0700 dir of root's)."""
+    import shutil
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix="rsft-open-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=["root", "user"])
+def hostile(request):
+    """Every hostile program run by an evaluator that planted its secrets first (hostile_programs.main),
+    as root or as uid 1000; what the evaluator saw afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("the hostile suite starts as root (as CI runs it) to run both evaluators")
+    import tempfile
+    out = Path(tempfile.mkdtemp(prefix=f"rsft-hostile-{request.param}-"))
+    out.chmod(0o777)
+    argv = [sys.executable, str(ROOT / "tests" / "hostile_programs.py"), str(out / "result.json")]
+    if request.param == "user":
+        reason = _user_namespaces_for(USER)
+        assert reason is None, f"uid {USER} cannot create user namespaces here: {reason}"
+        argv = as_user(argv)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    (out / "result.json").unlink()
+    out.rmdir()
+    assert result["me"] == (0 if request.param == "root" else USER)
+    return result
+
+
+def _out(v: dict) -> str:
+    return str(v["metadata"].get("output", ""))
+
+
+def test_a_forged_verdict_or_a_corrupted_channel_is_a_runtime_error_never_a_pass(hostile):
+    v = hostile["verdicts"]
+    # old-format verdicts, guesses at ours, and a result for a later test, written to every descriptor
+    assert v["forge_verdict"]["verdict"] == "runtime error" and "corrupted its result channel" in \
+        v["forge_verdict"]["metadata"]["error_message"]
+    assert v["garbage_channel"]["verdict"] == "runtime error"
+    # the expected outputs never enter the program's process
+    assert v["find_expected"]["verdict"] == "wrong answer" and _out(v["find_expected"]).strip() == "none"
+
+
+def test_containment_holds_and_cannot_be_undone_from_inside(hostile):
+    v = hostile["verdicts"]
+    iso = v["threads_ok"]["isolation"]
+    assert iso["missing"] == [] and iso["policy"] == "strict" and iso["no_new_privs"] is True
+    assert iso["capabilities"] == "0000000000000000" and iso["uid"] != 0 and iso["root"] == iso["proc"] == "own"
+    assert iso["nested_user_namespaces"] == "refused" and iso["keyring"] == "own"
+    # mount_setattr, umount of /proc and of its dir, a new tmpfs, a nested user namespace, chroot: all refused
+    assert _out(v["undo_mounts"]).count("Operation not permitted") + _out(v["undo_mounts"]).count("No space") == 6
+    # ENOENT (not in its root) or EROFS for every path outside; its own dir is writable
+    assert "WROTE" not in _out(v["write_outside"]) and "inside.txt" in _out(v["write_outside"])
+    assert hostile["escaped"] == [] and hostile["host_dir"] == ["rsft.sock", "secret.txt"]
+    # one process in its /proc (itself), no secret in any environ or in the host's readable file
+    assert _out(v["read_secrets"]).split() == ["1", "False", "True"]
+    # loopback TCP: no route (its own network namespace); the world-writable unix socket: not in its root
+    assert _out(v["network"]).strip() == "[101, 2]" and hostile["reached"] == []
+    assert _out(v["signals"]).startswith("still here")
+    # every mount nosuid, no_new_privs, so the setuid mount(8) cannot mount
+    assert _out(v["setuid"]).split()[:3] == ["True", "1", "True"]
+
+
+def test_nothing_is_shared_with_the_host_or_other_programs(hostile):
+    v = hostile["verdicts"]
+    made = _out(v["ipc"]).split()[-1]
+    assert _out(v["ipc"]).startswith("-1 No such file") and made == "20"   # the host's queue is not there
+    assert hostile["shm_left"] == 0 and hostile["queue_intact"]            # its 20 x 16 MB died with it
+    assert hostile["key_intact"] and _out(v["keyring_read"]).strip() == str([""] * 6)
+    assert _out(v["keyring_plant"]).startswith("planted")                  # planted, never seen by the next
+    # its own process count: a fork bomb (posix.fork: LiveCodeBench's guard only removes os.fork)
+    # in one worker while a 16-thread solution passes in another
+    assert v["fork_bomb"]["verdict"] == "timeout" and v["threads_ok"]["verdict"] == "passed"
+    # a daemon holding the channel open is gone with the namespace; nothing of any program runs on
+    assert v["daemon"]["verdict"] == "wrong answer" and v["daemon"]["seconds"] < 10
+    assert hostile["left_running"] == [] and "daemon-was-here" not in hostile["host_dir"]
+    # disk: the 64 MB tmpfs is full (ENOSPC), however many files; memory: the address-space limit
+    assert _out(v["disk"]).split() == ["64", "28"]
+    assert v["memory"]["verdict"] == "runtime error" and "MemoryError" in v["memory"]["metadata"]["error"]
+
+
+def test_where_containment_cannot_be_established_strict_refuses_before_any_program(open_tmp):
+    """uid 1000 inside a user namespace that allows no nested one: the grade stage refuses in one line,
+    before a run dir; code.sandbox=weak runs and records the weak isolation in its summary."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start the unprivileged evaluator")
+    tmp_path = open_tmp
+    marker = tmp_path / "ran"
+    rows = [{**problems()[0], "response": response(f"open({str(marker)!r}, 'w').write('x')\nprint(3)")}]
+    path = tmp_path / "lcb.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.chmod(0o644)
+    no_userns = ["unshare", "--user", f"--map-user={USER}", f"--map-group={USER}", "--keep-caps", "sh", "-c",
+                 "echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv --inh-caps=-all --ambient-caps=-all "
+                 '--bounding-set=-all "$@"', "sh"]
+    grade = [sys.executable, "-m", "reasoning_sft.grade", f"input={path}", "task=livecodebench",
+             "fields.response=response", "code.timeout_seconds=2"]
+    refused = subprocess.run(as_user(no_userns + grade + [f"hydra.run.dir={tmp_path}/strict"]), cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    said = refused.stderr.strip().splitlines()
+    assert len(said) == 1 and "cannot contain programs here: no namespaces" in said[0] and "code.sandbox=weak" in said[0]
+    assert not (tmp_path / "strict").exists() and not marker.exists()
+    weak = subprocess.run(as_user(no_userns + grade + ["code.sandbox=weak", f"hydra.run.dir={tmp_path}/weak"]),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert weak.returncode == 0, weak.stderr[-2000:]
+    summary = json.loads((tmp_path / "weak" / "summary.json").read_text())["grade"]
+    assert summary["sandbox"] == "weak" and summary["sandbox_isolation"][0]["isolation"]["policy"] == "weak"
+    assert summary["sandbox_isolation"][0]["isolation"]["missing"]
 
 
 def test_infinite_loop_times_out():
@@ -93,88 +209,37 @@ def test_infinite_loop_times_out():
     assert v["verdict"] == "timeout" and "Time Limit" in v["metadata"]["error_message"]
 
 
-def test_fork_bomb_is_bounded_and_leaves_nothing():
-    bomb = "import ctypes\nlibc = ctypes.CDLL(None)\nwhile True:\n    libc.fork()"
-    start = time.monotonic()
-    v = run_program(bomb, ONE, FAST)
-    assert v["verdict"] == "timeout" and time.monotonic() - start < 15
-    time.sleep(0.5)
-    assert _nobody_processes() == []
+def test_returned_values_compare_as_plain_data():
+    """Call-based results cross as tagged data: tuples, sets and int keys keep their types (so `==` is
+    LiveCodeBench's), and an object with a crafted __eq__ is opaque: it equals nothing."""
+    io = json.dumps({"inputs": ["1"], "outputs": ["[1, 2]"], "fn_name": "f"})
+    verdict = lambda body: run_program("class Solution:\n    def f(self, x):\n" + body, io, FAST)["verdict"]  # noqa: E731
+    assert verdict("        return (1, 2)") == "passed"                 # a top-level tuple: a list, as LCB
+    assert verdict("        return [1, 2.0]") == "passed"
+    assert verdict("        return {1, 2}") == "wrong answer"
+    crafted = "        class Any:\n            def __eq__(self, o):\n                return True\n        return Any()"
+    assert verdict(crafted) == "wrong answer"
+    io_keys = json.dumps({"inputs": ["1"], "outputs": ['{"1": 2}'], "fn_name": "f"})
+    assert run_program("class Solution:\n    def f(self, x):\n        return {1: 2}", io_keys, FAST)["verdict"] \
+        == "wrong answer"                                              # {1: 2} != {"1": 2}, as in LCB
 
 
-def test_escaped_session_dies_with_the_sandbox():
-    code = ("import ctypes, time\nlibc = ctypes.CDLL(None)\nif libc.fork() == 0:\n    libc.setsid()\n"
-            "    time.sleep(1000)\nprint(4)")
-    v = run_program(code, ONE, FAST)
-    assert v["verdict"] == "wrong answer"
-    time.sleep(0.5)
-    assert _nobody_processes() == []
+def test_a_zlib_bomb_in_private_tests_is_refused_naming_the_row():
+    import base64
+    import pickle
+    import zlib
+    bomb = base64.b64encode(zlib.compress(pickle.dumps("[" + " " * (300 << 20) + "]"), 9)).decode()
+    assert len(bomb) < 1 << 20
+    with pytest.raises(DataError, match=r"lcb.jsonl:7: private_test_cases inflates to more than 256 MB"):
+        decode_tests(bomb, "lcb.jsonl:7")
 
 
-def test_memory_hog_is_stopped():
-    v = run_program("x = bytearray(8 * 1024 ** 3)\nprint(3)", ONE, FAST)
-    assert v["verdict"] == "runtime error" and "MemoryError" in v["metadata"]["error"]
-
-
-def test_writing_outside_its_directory_changes_nothing(tmp_path):
-    targets = ["/tmp/rsft-sandbox-escape", str(ROOT / "rsft-escape"), str(tmp_path / "escape"), "/dev/shm/rsft-escape"]
-    # os.open: LiveCodeBench's harness mocks builtins.open for stdin programs, the OS call is the real test
-    code = "import os\n" + "\n".join(
-        f"try:\n    os.write(os.open({t!r}, os.O_CREAT | os.O_WRONLY), b'x')\nexcept OSError as e:\n    print(e)"
-        for t in targets)
-    code += "\nos.write(os.open('inside.txt', os.O_CREAT | os.O_WRONLY), b'fine')\nprint(os.listdir('.'))"
-    v = run_program(code, ONE, FAST)
-    assert v["verdict"] == "wrong answer" and "inside.txt" in v["metadata"]["output"]
-    assert v["metadata"]["output"].count("Read-only file system") + v["metadata"]["output"].count("Permission denied") == 4
-    assert not any(os.path.exists(t) for t in targets)
-
-
-def test_environment_and_other_processes_hold_no_keys(monkeypatch):
-    monkeypatch.setenv("WANDB_API_KEY", "secret-wandb-value")
-    monkeypatch.setenv("OPENAI_API_KEY", "secret-openai-value")
-    code = ("import os, glob\nseen = [f'{k}={v}' for k, v in os.environ.items()]\n"
-            "for f in glob.glob('/proc/*/environ'):\n    try:\n        seen.append(open(f, 'rb').read().decode(errors='ignore'))\n"
-            "    except OSError:\n        pass\nprint(' '.join(seen))")
-    v = run_program(code, ONE, FAST)
-    assert v["verdict"] == "wrong answer"
-    assert "secret-" not in v["metadata"]["output"] and "PATH=" in v["metadata"]["output"]
-
-
-def test_no_network_connection_reaches_the_host():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(5)
-    port = server.getsockname()[1]
-    got = []
-
-    def accept():
-        try:
-            conn, _ = server.accept()
-            got.append(conn.recv(100))
-        except OSError:
-            pass
-    t = threading.Thread(target=accept)
-    t.start()
-    v = run_program(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
-                    "s.sendall(b'leak')\nprint(3)", ONE, FAST)
-    t.join()
-    server.close()
-    assert got == [] and v["verdict"] == "runtime error"
-
-
-def test_killing_its_parent_fails_and_others_finish(bundled):
-    killer = ("import ctypes, os\nlibc = ctypes.CDLL(None)\nfor pid in [os.getppid(), 1, 0, -1] + list(range(2, 3000)):\n"
-              "    libc.kill(pid, 9)\nprint('still here')")
-    good = solutions()["sum2"]["good"]
-    verdicts = run_programs([(killer, ONE), (good, bundled["sum2"].input_output), ("while True: pass", ONE),
-                             (good, bundled["sum2"].input_output)], FAST, workers=4)
-    assert [v["verdict"] for v in verdicts] == ["wrong answer", "passed", "timeout", "passed"]
-    assert os.getppid() > 1   # this test process and its parent live on
-
-
-def test_grade_stage_grades_code_as_written(tmp_path):
-    """python -m reasoning_sft.grade input=FILE task=livecodebench fields.response=response"""
+@pytest.mark.parametrize("evaluator", ["root", "user"])
+def test_grade_stage_grades_code_as_written(evaluator, open_tmp):
+    """python -m reasoning_sft.grade input=FILE task=livecodebench fields.response=response
+    as root and as an unprivileged user, with hostile programs among the rows: every row graded."""
+    if evaluator == "user" and os.geteuid() != 0:
+        pytest.skip("needs root to start the unprivileged evaluator")
     sols = solutions()
     rows, expected = [], []
     for row in problems():
@@ -183,18 +248,29 @@ def test_grade_stage_grades_code_as_written(tmp_path):
             expected.append(kind == "good")
     rows.append({**problems()[0], "response": "<|begin_of_thought|>\nstill thinking"})
     expected.append(False)
+    hostile = {"forge_verdict", "garbage_channel", "daemon", "fork_bomb"}
+    progs = {k: v for k, v in hostile_programs({"dir": "/nonexistent", "file": "/nonexistent", "socket": "/x",
+                                                "port": 1, "msg_key": 1, "pid": 1}).items() if k in hostile}
+    for name, (code, _) in progs.items():
+        rows.append({**problems()[0], "response": response(code)})
+        expected.append(False)
+    tmp_path = open_tmp
     path = tmp_path / "lcb.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    subprocess.run([sys.executable, "-m", "reasoning_sft.grade", f"input={path}", "task=livecodebench",
-                    "fields.response=response", "code.timeout_seconds=2", f"hydra.run.dir={tmp_path / 'run'}"],
-                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    path.chmod(0o644)
+    argv = [sys.executable, "-m", "reasoning_sft.grade", f"input={path}", "task=livecodebench",
+            "fields.response=response", "code.timeout_seconds=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(as_user(argv) if evaluator == "user" else argv, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     graded = [json.loads(line) for line in open(tmp_path / "run" / "graded.jsonl")]
     assert [g["correct"] for g in graded] == expected
     assert [g["question_id"] for g in graded] == [r["question_id"] for r in rows]          # input order
-    assert {g["grading"] for g in graded} == {"passed", "wrong answer", "truncated"}
+    assert {g["grading"] for g in graded} == {"passed", "wrong answer", "truncated", "runtime error", "timeout"}
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["grade"]
-    assert summary["num_problems"] == 12 and summary["pass@1"] == pytest.approx(12 / 25 * 25 / 12 * 0.5, abs=0.05)
-    assert summary["grading"] == {"passed": 12, "wrong answer": 12, "truncated": 1}
+    assert summary["num_problems"] == 12 and summary["grading"] == \
+        {"passed": 12, "wrong answer": 13, "truncated": 1, "runtime error": 2, "timeout": 1}
+    assert summary["sandbox"] == "strict" and all(not i["isolation"]["missing"] for i in summary["sandbox_isolation"])
 
 
 def _problem_file(tmp_path):
@@ -227,6 +303,10 @@ def test_livecodebench_through_lm_eval_runs_each_answer_in_the_sandbox(make_cfg,
     s = results["livecodebench"]
     assert s["accuracy"] == pytest.approx(1 / 3) and s["lm_eval"]["exact_match,none"] == pytest.approx(1 / 3)
     assert s["grading"] == {"passed": 1, "runtime error": 2}
+    # the evaluate path says how contained its programs were, as the grade stage does
+    assert s["sandbox"] == "strict" and sum(i["programs"] for i in s["sandbox_isolation"]) == 3
+    assert all(not i["isolation"]["missing"] and i["isolation"]["no_new_privs"] for i in s["sandbox_isolation"])
+    assert all(r["sandbox"]["policy"] == "strict" for r in rows)
 
 
 @pytest.mark.slow

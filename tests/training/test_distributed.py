@@ -141,7 +141,8 @@ def test_more_processes_than_samples_is_a_clear_error(tmp_path):
     assert "config error: trainer.nproc_per_node x nnodes = 2 processes but only 1 training samples" in out
 
 
-RESUME = ["data.source.num_problems=2000", "trainer.max_steps=150", "trainer.global_batch_size=8",
+RESUME_STEPS = 60
+RESUME = ["data.source.num_problems=2000", f"trainer.max_steps={RESUME_STEPS}", "trainer.global_batch_size=8",
           "trainer.micro_batch_size=8", "trainer.logging_steps=1", "trainer.save_steps=10",
           "trainer.learning_rate=1e-3", "trainer.save_final_model=false"]
 
@@ -149,7 +150,7 @@ RESUME = ["data.source.num_problems=2000", "trainer.max_steps=150", "trainer.glo
 @pytest.mark.slow
 def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
     reference = tmp_path / "reference"
-    uninterrupted = run_cli_ok(reference, RESUME + ["logger=none"])
+    started = train_cli(reference, RESUME + ["logger=none"])
 
     killed = tmp_path / "killed"
     proc = train_cli(killed, RESUME + ["logger=wandb"])
@@ -161,21 +162,22 @@ def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
     proc.wait()
     last = complete_checkpoints(killed / "checkpoints")[-1]
     stopped_at = int(last.name.split("-")[1])
-    assert stopped_at < 150 and not (killed / "summary.json").exists()
+    assert stopped_at < RESUME_STEPS and not (killed / "summary.json").exists()
     first_wandb = {p.name for p in (killed / "wandb").glob("offline-run-*")}
+    uninterrupted = finish_ok(started, reference)
 
     said = []
     summary = run_cli_ok(killed, RESUME + ["logger=wandb", "trainer.resume=auto"], said)
     assert summary["train"]["resumed_from"] == str(last)
     assert f"resuming from {last} (step {stopped_at}," in said[0] and "missing keys" not in said[0]
-    assert summary["train"]["steps"] == 150
+    assert summary["train"]["steps"] == RESUME_STEPS
     # The summary covers the whole run, not only the resumed part.
     assert summary["train"]["mean_train_loss"] == pytest.approx(uninterrupted["train"]["mean_train_loss"], abs=1e-4)
     assert summary["train"]["train_seconds"] > summary["train"]["this_session_seconds"]
     ref, resumed = losses(reference), losses(killed)
     # trainer_state.json holds the whole curve: the checkpoint's history, then the resumed steps.
-    assert sorted(resumed) == list(range(1, 151))
-    for step in range(stopped_at + 1, 151):
+    assert sorted(resumed) == list(range(1, RESUME_STEPS + 1))
+    for step in range(stopped_at + 1, RESUME_STEPS + 1):
         assert resumed[step] == pytest.approx(ref[step], abs=1e-5), step
 
     # The W&B run is continued under the same id, not started again.
@@ -188,7 +190,7 @@ def test_a_killed_run_resumes_where_it_stopped_with_the_same_losses(tmp_path):
                                    .glob("run-*.wandb")))
     assert second["run"]["id"] == run_id
     logged = [h["train/global_step"] for h in second["history"] if "train/loss" in h]
-    assert logged[0] == stopped_at + 1 and logged[-1] == 150
+    assert logged[0] == stopped_at + 1 and logged[-1] == RESUME_STEPS
 
 
 def preempt(proc: subprocess.Popen, run_dir: Path, group: bool):
@@ -421,7 +423,7 @@ def test_sigterm_to_a_zero3_run_preempts_and_resume_matches_an_uninterrupted_run
     command reaches the two training ranks only (not DeepSpeed's launcher processes), both checkpoint,
     the command exits 0 `preempted`; the same command with resume=auto ends on the reference losses."""
     reference = tmp_path / "reference"
-    run_cli_ok(reference, ZERO3_LONG)
+    started = train_cli(reference, ZERO3_LONG)
     run_dir = tmp_path / "preempted"
     proc = train_cli(run_dir, ZERO3_LONG + ["trainer.save_steps=4", "trainer.save_total_limit=1"])
     deadline = time.time() + 300
@@ -435,6 +437,7 @@ def test_sigterm_to_a_zero3_run_preempts_and_resume_matches_an_uninterrupted_run
     assert summary["status"] == "preempted" and 0 < summary["train"]["steps"] < 24, out[-2000:]
     assert [p.name for p in complete_checkpoints(run_dir / "checkpoints")] == \
         [f"checkpoint-{summary['train']['steps']}"]             # rotated to one, never to none
+    finish_ok(started, reference)
     resumed = run_cli_ok(run_dir, ZERO3_LONG + ["trainer.save_steps=4", "trainer.save_total_limit=1",
                                                 "trainer.resume=auto"])
     assert resumed["train"]["steps"] == 24
