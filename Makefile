@@ -12,7 +12,7 @@ LCB    := nvidia-livecodebench==26.3
 # The demos log to W&B offline (files under the run dir) unless you set WANDB_MODE yourself.
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-slow test-fast lint demo demo-sweep demo-ablation demo-budget clean
+.PHONY: install test test-slow test-slurm test-fast lint demo demo-sweep demo-ablation demo-budget clean
 
 install: $(STAMP)
 
@@ -27,17 +27,24 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $(LCB)
 	touch $(STAMP)
 
+# Two passes: the tests that start several training ranks use every core, so they run one at a time;
+# the others (mostly single-threaded subprocesses) two at a time, a test file per worker.
 test: install
-	$(PY) -m pytest tests -m "not learning and not benchmark"
+	$(PY) -m pytest tests -m "not learning and not benchmark and not slurm and not ranks" -n 2 --dist loadfile
+	$(PY) -m pytest tests -m "ranks and not learning and not benchmark and not slurm"
 
 test-slow: install
-	$(PY) -m pytest tests -m "learning or benchmark"
+	$(PY) -m pytest tests -m "learning or benchmark or slurm"
+
+# SLURM's tests alone (they start a one-node cluster: root, apt-get; tests/slurm/cluster.sh)
+test-slurm: install
+	$(PY) -m pytest tests -m slurm
 
 lint: install
 	$(PY) -m ruff check reasoning_sft tests benchmarks
 
 test-fast: install
-	$(PY) -m pytest tests -m "not slow and not learning and not benchmark"
+	$(PY) -m pytest tests -m "not slow and not learning and not benchmark and not slurm"
 
 demo: install
 	$(PY) -m reasoning_sft.train experiment=demo

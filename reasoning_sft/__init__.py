@@ -54,6 +54,24 @@ def _file_tag(path) -> str:
 if not _OmegaConf.has_resolver("file_tag"):
     _OmegaConf.register_new_resolver("file_tag", _file_tag)
 
+CPU_MODELS = ("tiny",)   # built locally, trained on CPUs: a SLURM job for them asks for no GPU
+
+
+def _slurm_gpus(model_name, nproc_per_node):
+    """`${slurm_gpus:${model.name},${trainer.nproc_per_node}}`: one GPU per rank, none for a CPU model
+    (a GRES request on a partition without GPUs fails at sbatch)."""
+    return None if str(model_name) in CPU_MODELS else int(nproc_per_node)
+
+
+def _slurm_cpus(model_name):
+    """`${slurm_cpus:${model.name}}`: CPUs per rank (data loading, tokenization); 1 for a CPU model."""
+    return 1 if str(model_name) in CPU_MODELS else 8
+
+
+for _name, _fn in (("slurm_gpus", _slurm_gpus), ("slurm_cpus", _slurm_cpus)):
+    if not _OmegaConf.has_resolver(_name):
+        _OmegaConf.register_new_resolver(_name, _fn)
+
 # The typed groups' schemas (trainer, data, eval) must be in Hydra's ConfigStore before any composition.
 from reasoning_sft.schema import register as _register_schemas  # noqa: E402
 

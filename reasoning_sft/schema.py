@@ -98,7 +98,10 @@ class TrainerConfig:
     save_steps: int = 0                  # checkpoint every N optimizer steps (0: none); SIGTERM always checkpoints
     save_total_limit: int = 2            # keep the last N checkpoints
     resume_trust: bool = False           # a checkpoint outside the run dir is unpickled on resume: only with true
-    resume: str = "never"                # never | auto (last complete checkpoint of the run dir) | <checkpoint dir>
+    # unfinished: a run dir holding complete checkpoints of a run that did not finish (preempted, killed,
+    # a requeued SLURM job) continues from the last one; anything else starts fresh |
+    # never | auto (also says a finished run is finished) | <checkpoint dir>
+    resume: str = "unfinished"
     verify_save: bool = True             # reload the saved final model and compare its logits with the trained one
 
     def check(self, key: str, errs: Errors) -> None:

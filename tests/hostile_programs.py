@@ -124,9 +124,13 @@ def shm_segments() -> int:
     return len(Path("/proc/sysvipc/shm").read_text().splitlines()) - 1
 
 
-def sandbox_processes() -> list[str]:
+def left_running(uids: set[int]) -> list[str]:
+    """Processes of the programs' uids still alive (as root each program had a uid of its own; as a
+    user they ran as this evaluator, so anything of its uid but itself). Other tests' sandboxes use
+    other uids, so a parallel suite does not confuse this."""
     out = subprocess.run(["ps", "-eo", "pid=,uid=,cmd="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "sandbox_child.py" in line or int(line.split()[1]) >= 1_000_000]
+    return [line for line in out.splitlines()
+            if int(line.split()[1]) in uids and int(line.split()[0]) != os.getpid() and "ps -eo" not in line]
 
 
 def main(out_path: str, policy: str = "strict") -> None:
@@ -176,7 +180,7 @@ def main(out_path: str, policy: str = "strict") -> None:
     buf = ctypes.create_string_buffer(64)
     result = {
         "verdicts": verdicts, "seconds": seconds, "reached": reached, "me": os.geteuid(),
-        "left_running": sandbox_processes(),
+        "left_running": left_running({v["isolation"].get("uid") for v in verdicts.values()} - {None}),
         "shm_left": shm_segments() - shm_before,
         "host_dir": sorted(os.listdir(host_dir)),
         "escaped": [t for t in ("/tmp/rsft-escape", str(ROOT / "rsft-escape"), "/dev/shm/rsft-escape") if os.path.exists(t)],

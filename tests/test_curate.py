@@ -142,7 +142,7 @@ def test_curation_measures_length_in_the_training_models_tokenizer(make_cfg):
     assert cfg.model.name_or_path == "Qwen/Qwen2.5-32B-Instruct"     # s1's model, not the demo tokenizer
 
 
-def test_difficulty_without_a_solver_signal_is_refused(tmp_path):
+def test_difficulty_without_a_solver_signal_is_refused(tmp_path, shared_data):
     from conftest import compose_config
     from reasoning_sft.errors import ConfigError
     cfg = compose_config(POOL, "curate", tmp_path / "run")
@@ -154,10 +154,10 @@ def test_difficulty_without_a_solver_signal_is_refused(tmp_path):
         run_curate(cfg)
 
 
-def test_decontamination_covers_gpqa_when_given(tmp_path):
+def test_decontamination_covers_gpqa_when_given(tmp_path, shared_data):
     import csv
     from conftest import compose_config
-    rows = [json.loads(line) for line in open(ROOT.parent / "shared" / "data" / "s1k_questions_no_traces.jsonl")]
+    rows = [json.loads(line) for line in open(shared_data / "s1k_questions_no_traces.jsonl")]
     path = tmp_path / "gpqa_diamond.csv"
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["Question", "Correct Answer"])

@@ -23,7 +23,7 @@ def _ids(tmp_path):
     return [json.loads(line)["id"] for line in open(tmp_path / "run" / "prepared.jsonl")]
 
 
-def test_num_samples_nest_and_follow_the_seed(make_cfg, tmp_path):
+def test_num_samples_nest_and_follow_the_seed(make_cfg, tmp_path, shared_data):
     _prepare(make_cfg, ["data.num_samples=50"])
     small = _ids(tmp_path)
     card = _prepare(make_cfg, ["data.num_samples=200"])
@@ -130,7 +130,7 @@ def test_base_set_keeps_correct_responses_and_natural_wrong_answers_draw_the_res
         run_prepare(make_cfg(source[:-1] + ["data.keep=correct"], config_name="prepare"))
 
 
-def test_combine_makes_data_num_samples_from_distinct_problems(make_cfg, tmp_path):
+def test_combine_makes_data_num_samples_from_distinct_problems(make_cfg, tmp_path, shared_data):
     card = _prepare(make_cfg, ["ablation=combine", "data.num_samples=100"])
     rows = [json.loads(line) for line in open(tmp_path / "run" / "prepared.jsonl")]
     parts = [p for r in rows for p in r["metadata"]["parts"]]

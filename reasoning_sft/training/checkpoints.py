@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -80,6 +81,12 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, set_aside: bool = True) ->
     """The checkpoint to resume from (`trainer.resume`: never | auto | a checkpoint path), after
     checking that the run dir's saved config trains the same thing as this one."""
     mode = cfg.trainer.resume
+    if mode == "unfinished":   # the same command again (a requeued SLURM job, a rerun after a kill) continues
+        why = unfinished(run_dir)
+        if why is None:
+            return None
+        print(f"trainer.resume=unfinished: {why}; continuing from its last complete checkpoint", file=sys.stderr)
+        mode = "auto"
     if mode in (None, "never"):
         return None
     explicit = None if mode == "auto" else Path(mode)
@@ -104,6 +111,26 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, set_aside: bool = True) ->
         done = complete_checkpoints(run_dir / "checkpoints")
         return done[-1] if done else None   # nothing yet: a fresh start in this run dir
     return explicit
+
+
+def unfinished(run_dir: Path) -> str | None:
+    """Why `run_dir` holds a run to continue: complete checkpoints, and no summary of a finished run
+    (None when there is nothing to continue)."""
+    done = complete_checkpoints(run_dir / "checkpoints")
+    if not done:
+        return None
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    if summary.get("status") == "finished":
+        return None
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    how = (f"preempted at step {summary.get('train', {}).get('steps')}" if summary.get("status") == "preempted"
+           else "stopped without a summary (killed?)")
+    if restarts > 0:
+        how += f"; SLURM restarted job {os.environ.get('SLURM_JOB_ID')} (restart {restarts})"
+    return f"{run_dir} holds an unfinished run ({how})"
 
 
 def _inside(path: Path, run_dir: Path) -> bool:
@@ -153,11 +180,19 @@ class CheckpointCallback(TrainerCallback):
         self.started = None
         self.sigterm = False
         self.preempted_at: int | None = None
-        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.signal_name: str | None = None
+        self._previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_sigterm)}
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            # submitit's notice before the time limit (or a preemption), SIGUSR2 by default: its own
+            # handler would requeue and exit at once, mid-step; ours checkpoints first, then requeues
+            from submitit import JobEnvironment
+            usr = JobEnvironment._usr_sig()
+            self._previous[usr] = signal.signal(usr, self._on_sigterm)
 
     def on_train_end(self, args, state, control, **kwargs):
         # Past the last step nothing would act on the flag: SIGTERM must stop evaluation as usual.
-        signal.signal(signal.SIGTERM, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
         return control
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -172,6 +207,7 @@ class CheckpointCallback(TrainerCallback):
 
     def _on_sigterm(self, signum, frame):
         self.sigterm = True
+        self.signal_name = signal.Signals(signum).name
 
     def on_step_end(self, args, state, control, **kwargs):
         if _all_ranks_any(self.sigterm):
@@ -190,16 +226,17 @@ class CheckpointCallback(TrainerCallback):
                                        "train_seconds": round(self.train_seconds(), 1)}))
             tmp.replace(path)
             if self.save_total_limit:
-                rotate(Path(args.output_dir), self.save_total_limit)
+                rotate(Path(args.output_dir), self.save_total_limit, state.global_step)
         return control
 
 
-def rotate(checkpoint_dir: Path, keep: int) -> list[Path]:
+def rotate(checkpoint_dir: Path, keep: int, step: int | None = None) -> list[Path]:
     """Delete the oldest complete checkpoints beyond `keep`. Called only once the newest is marked
     complete, so a kill at any moment leaves at least one complete checkpoint (the Trainer's own
-    rotation deletes the old one before the new one is marked)."""
+    rotation deletes the old one before the new one is marked). Checkpoints past `step` (a preempted
+    run's, when this one started over) are not this run's to delete until it has moved past them."""
     import shutil
-    done = complete_checkpoints(checkpoint_dir)
+    done = [p for p in complete_checkpoints(checkpoint_dir) if step is None or int(p.name.split("-")[-1]) <= step]
     gone = done[:-keep] if keep >= 1 else []
     for p in gone:
         shutil.rmtree(p, ignore_errors=True)

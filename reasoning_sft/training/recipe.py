@@ -15,6 +15,7 @@ train.py validates, resumes and launches; this class is what each rank runs.
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,7 @@ class SFTRecipe:
     def __init__(self, cfg: DictConfig, run_dir: Path, context: RunContext = RunContext()):
         self.cfg, self.run_dir, self.context = cfg, run_dir, context
         self.is_main = rank() == 0
-        self.resumed = cfg.trainer.resume not in (None, "never", "auto")
+        self.resumed = cfg.trainer.resume not in (None, "never", "auto", "unfinished")
         self.t0 = time.time()
         self.wandb_run = None
 
@@ -149,8 +150,17 @@ class SFTRecipe:
 
     def finish_preempted(self) -> dict:
         step = self.checkpointing.preempted_at
-        print(f"SIGTERM: checkpoint saved at step {step}; resume with the same command plus "
-              f"hydra.run.dir={self.run_dir} trainer.resume=auto", file=sys.stderr)
+        name = self.checkpointing.signal_name or "SIGTERM"
+        if name != "SIGTERM" and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            # submitit's notice (not SLURM's own preemption, which requeues by itself): requeue as its
+            # handler would have; the restarted job continues here (trainer.resume=unfinished)
+            from submitit import JobEnvironment
+            JobEnvironment()._requeue(0)
+            print(f"{name}: checkpoint saved at step {step}; SLURM job requeued, it continues from there",
+                  file=sys.stderr)
+        else:
+            print(f"{name}: checkpoint saved at step {step}; the same command continues from there "
+                  f"(trainer.resume=unfinished, the default), in hydra.run.dir={self.run_dir}", file=sys.stderr)
         return finish_stage(self.run_dir, "train", status="preempted", experiment=self.cfg.experiment_name,
                             train={"steps": step,
                                    "checkpoint": str(self.run_dir / "checkpoints" / f"checkpoint-{step}")},

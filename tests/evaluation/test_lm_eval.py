@@ -214,11 +214,11 @@ def test_vllm_backend_without_vllm_is_a_clear_error(make_cfg, tmp_path):
     from reasoning_sft.errors import ConfigError
     from reasoning_sft.evaluate import run_evaluation
     assert importlib.util.find_spec("vllm") is None     # this machine: no CUDA, no vLLM
-    cfg = make_cfg(["eval=benchmarks", "eval.backend=vllm", f"model_path={tmp_path}"], config_name="evaluate")
+    cfg = make_cfg(["eval=synthetic", "eval.backend=vllm", f"model_path={tmp_path}"], config_name="evaluate")
     with pytest.raises(ConfigError, match=r"eval.backend='vllm': vLLM is not installed here \(pip install vllm"):
         run_evaluation(cfg)
     with pytest.raises(ConfigError, match="eval.backend='tgi': expected 'hf' or 'vllm'"):
-        run_evaluation(make_cfg(["eval=benchmarks", "eval.backend=tgi", f"model_path={tmp_path}"],
+        run_evaluation(make_cfg(["eval=synthetic", "eval.backend=tgi", f"model_path={tmp_path}"],
                                 config_name="evaluate"))
     with pytest.raises(ConfigError, match="eval.backend='vllm': after training the trainer still holds the GPUs"):
         validate_train_config(make_cfg(["eval=synthetic", "eval.backend=vllm"]))

@@ -31,6 +31,22 @@ BASE = ["data.source.num_problems=64", "trainer.max_steps=4", "trainer.global_ba
         "trainer.logging_steps=1", "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0"]
 
 
+# A 2-rank ZeRO-3 run of 24 steps: global batch 4 = micro 1 x accumulation 2 x 2 ranks.
+ZERO3_LONG = ["data.source.num_problems=512", "trainer.max_steps=24", "trainer.global_batch_size=4",
+              "trainer.micro_batch_size=1", "trainer.nproc_per_node=2", "deepspeed=zero3", "trainer.logging_steps=1",
+              "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0", "trainer.save_final_model=false", "logger=none"]
+ZERO3_LONG_ONE_RANK = [a for a in ZERO3_LONG if not a.startswith(("trainer.micro", "trainer.nproc", "deepspeed"))] \
+    + ["trainer.micro_batch_size=2"]
+
+
+@pytest.fixture(scope="module")
+def zero3_run(tmp_path_factory):
+    """One uninterrupted ZERO3_LONG run (its final model gathered and saved), shared: the partition test
+    reads its ranks and model, the preemption test its per-step losses."""
+    run_dir = tmp_path_factory.mktemp("zero3") / "run"
+    return run_dir, run_cli_ok(run_dir, ZERO3_LONG + ["trainer.save_final_model=true"])
+
+
 def train_cli(run_dir: Path, overrides: list[str], **popen) -> subprocess.Popen:
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "reasoning_sft.train", *overrides, f"hydra.run.dir={run_dir}"],
@@ -64,12 +80,11 @@ def probe_logits(model, run_dir: Path) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_zero3_two_ranks_partition_split_the_data_and_match_one_rank(make_cfg, tmp_path):
-    started = train_cli(tmp_path / "zero3", BASE + ["trainer.micro_batch_size=1", "trainer.nproc_per_node=2",
-                                                    "deepspeed=zero3", "logger=none"])
-    one = run_training(make_cfg(BASE + ["trainer.micro_batch_size=2", "logger=none"]))
-    two = finish_ok(started, tmp_path / "zero3")
-    one_dir, two_dir = Path(one["run_dir"]), tmp_path / "zero3"
+@pytest.mark.ranks   # several ranks: `make test` runs these one at a time
+def test_zero3_two_ranks_partition_split_the_data_and_match_one_rank(make_cfg, zero3_run):
+    two_dir, two = zero3_run
+    one = run_training(make_cfg(ZERO3_LONG_ONE_RANK))
+    one_dir = Path(one["run_dir"])
 
     # The global batch is micro 1 x accumulation 2 x world 2.
     assert two["train"]["world_size"] == 2 and two["train"]["gradient_accumulation"] == 2
@@ -86,15 +101,15 @@ def test_zero3_two_ranks_partition_split_the_data_and_match_one_rank(make_cfg, t
 
     # Disjoint shares that together are exactly what the one-process run trained on.
     seen = [set(r["samples_seen"]) for r in ranks]
-    assert len(ranks[0]["samples_seen"]) == len(ranks[1]["samples_seen"]) == 4 * 2   # 4 steps x 2 micro
+    assert len(ranks[0]["samples_seen"]) == len(ranks[1]["samples_seen"]) == 24 * 2   # 24 steps x 2 micro
     assert not seen[0] & seen[1]
     one_seen = json.loads((one_dir / "ranks" / "rank0.json").read_text())["samples_seen"]
     assert seen[0] | seen[1] == set(one_seen)
 
     # Same loss curve as 1 rank x micro batch 2 (token-weighted across ranks, as within one batch).
     l1, l2 = losses(one_dir), losses(two_dir)
-    assert sorted(l1) == sorted(l2) == [1, 2, 3, 4]
-    assert l2[4] < l2[1]
+    assert sorted(l1) == sorted(l2) == list(range(1, 25))
+    assert l2[24] < l2[1]
     for step in l1:
         assert l2[step] == pytest.approx(l1[step], abs=2e-4), step
 
@@ -105,10 +120,11 @@ def test_zero3_two_ranks_partition_split_the_data_and_match_one_rank(make_cfg, t
     assert torch.allclose(probe_logits(saved, two_dir), trained, atol=1e-5)
     assert two["save_check"]["max_abs_logit_diff"] < 1e-5
     # ... and it is trained: not the initial weights (the first loss came from those).
-    assert losses(two_dir)[4] < losses(two_dir)[1]
+    assert losses(two_dir)[24] < losses(two_dir)[1]
 
 
 @pytest.mark.slow
+@pytest.mark.ranks   # several ranks: `make test` runs these one at a time
 def test_lora_under_zero3_saves_an_adapter_that_loads_and_merges(tmp_path):
     from peft import PeftModel
     from reasoning_sft.training.models import build_tiny_model
@@ -133,6 +149,7 @@ def test_lora_under_zero3_saves_an_adapter_that_loads_and_merges(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ranks   # several ranks: `make test` runs these one at a time
 def test_more_processes_than_samples_is_a_clear_error(tmp_path):
     proc = train_cli(tmp_path / "few", ["data.source.num_problems=1", "trainer.global_batch_size=2",
                                         "trainer.nproc_per_node=2", "trainer.launcher=torchrun", "logger=none"])
@@ -218,7 +235,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     proc = train_cli(run_dir, RESUME + ["trainer.save_steps=0", "logger=none", "trainer.max_steps=100000"])
     out, summary, done = preempt(proc, run_dir, group=True)
     assert (done[0] / "optimizer.pt").is_file() and (done[0] / "trainer_state.json").is_file()
-    assert "trainer.resume=auto" in out
+    assert "trainer.resume=unfinished" in out
 
 
 def test_incomplete_checkpoints_are_never_resumed_from(make_cfg, tmp_path):
@@ -313,6 +330,7 @@ def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer():
 
 
 @pytest.mark.slow
+@pytest.mark.ranks   # several ranks: `make test` runs these one at a time
 def test_each_multirun_job_launches_its_own_workers(tmp_path):
     """`-m` with two processes per job (torchrun, DDP over gloo): every job gets its own workers,
     which write into that job's dir."""
@@ -334,6 +352,7 @@ def test_each_multirun_job_launches_its_own_workers(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ranks   # several ranks: `make test` runs these one at a time
 def test_sigterm_to_a_two_process_run_checkpoints_every_rank_and_exits_cleanly(tmp_path):
     run_dir = tmp_path / "preempted2"
     proc = train_cli(run_dir, RESUME + ["trainer.save_steps=0", "logger=none", "trainer.max_steps=100000",
@@ -402,9 +421,6 @@ def test_resume_auto_on_a_finished_run_leaves_it_untouched(tmp_path):
     assert (weights.stat().st_mtime, (tmp_path / "run" / "summary.json").read_text()) == before
 
 
-ZERO3_LONG = ["data.source.num_problems=512", "trainer.max_steps=24", "trainer.global_batch_size=4",
-              "trainer.micro_batch_size=2", "trainer.nproc_per_node=2", "deepspeed=zero3", "trainer.logging_steps=1",
-              "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0", "trainer.save_final_model=false", "logger=none"]
 
 
 def _alive_workers(run_dir: Path) -> list[int]:
@@ -418,12 +434,12 @@ def _alive_workers(run_dir: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_zero3_run_preempts_and_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.ranks   # several ranks: `make test` runs these one at a time
+def test_sigterm_to_a_zero3_run_preempts_and_resume_matches_an_uninterrupted_run(tmp_path, zero3_run):
     """SLURM's preemption of `deepspeed=zero3 trainer.nproc_per_node=2`: SIGTERM to the launching
     command reaches the two training ranks only (not DeepSpeed's launcher processes), both checkpoint,
     the command exits 0 `preempted`; the same command with resume=auto ends on the reference losses."""
-    reference = tmp_path / "reference"
-    started = train_cli(reference, ZERO3_LONG)
+    reference, _ = zero3_run
     run_dir = tmp_path / "preempted"
     proc = train_cli(run_dir, ZERO3_LONG + ["trainer.save_steps=4", "trainer.save_total_limit=1"])
     deadline = time.time() + 300
@@ -437,7 +453,6 @@ def test_sigterm_to_a_zero3_run_preempts_and_resume_matches_an_uninterrupted_run
     assert summary["status"] == "preempted" and 0 < summary["train"]["steps"] < 24, out[-2000:]
     assert [p.name for p in complete_checkpoints(run_dir / "checkpoints")] == \
         [f"checkpoint-{summary['train']['steps']}"]             # rotated to one, never to none
-    finish_ok(started, reference)
     resumed = run_cli_ok(run_dir, ZERO3_LONG + ["trainer.save_steps=4", "trainer.save_total_limit=1",
                                                 "trainer.resume=auto"])
     assert resumed["train"]["steps"] == 24
@@ -447,6 +462,7 @@ def test_sigterm_to_a_zero3_run_preempts_and_resume_matches_an_uninterrupted_run
 
 
 @pytest.mark.slow
+@pytest.mark.ranks   # several ranks: `make test` runs these one at a time
 def test_kill_9_of_the_launching_command_leaves_no_worker_and_a_second_command_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     args = ZERO3_LONG[:1] + ["trainer.max_steps=100000"] + ZERO3_LONG[2:]
@@ -473,6 +489,7 @@ def test_kill_9_of_the_launching_command_leaves_no_worker_and_a_second_command_i
 
 
 @pytest.mark.slow
+@pytest.mark.ranks   # several ranks: `make test` runs these one at a time
 def test_ctrl_c_of_the_launching_command_leaves_no_worker(tmp_path):
     run_dir = tmp_path / "run"
     proc = train_cli(run_dir, ZERO3_LONG[:1] + ["trainer.max_steps=100000"] + ZERO3_LONG[2:])
@@ -517,6 +534,7 @@ def test_a_second_command_in_a_run_dir_in_use_is_refused_and_the_first_finishes(
 
 
 @pytest.mark.slow
+@pytest.mark.ranks   # several ranks: `make test` runs these one at a time
 def test_ulysses_sequence_parallel_on_two_cpu_ranks_matches_one(tmp_path):
     """DeepSpeed Ulysses runs on CPU here (gloo's all_to_all_single): each sequence split over 2 ranks
     gives the losses of one rank holding it whole."""

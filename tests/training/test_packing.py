@@ -133,6 +133,7 @@ def test_packing_config_errors(make_cfg):
 
 
 @pytest.mark.slow
+@pytest.mark.ranks
 def test_packed_training_under_zero3_matches_one_process(make_cfg, tmp_path):
     from reasoning_sft.train import run_training
     packed = BASE + ["trainer.packing=true", "data.max_seq_len=256"]

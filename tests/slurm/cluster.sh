@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster for the tests, as root without systemd (Debian's slurm 22.05 + munge).
+#   tests/slurm/cluster.sh up DIR     install the packages when missing, start munged, slurmctld, slurmd
+#                                     with state in DIR; prints DIR/slurm.conf (export SLURM_CONF=it)
+#   tests/slurm/cluster.sh down DIR   stop them (the packages stay)
+# Exit 3 when the packages cannot be installed (not root, no apt-get): the tests skip, naming why.
+set -euo pipefail
+cmd=${1:?up|down}
+dir=${2:?state dir}
+
+if [[ $cmd == down ]]; then
+    for pidfile in "$dir"/slurmd.pid "$dir"/slurmctld.pid "$dir"/munged.pid; do
+        [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
+    exit 0
+fi
+
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+        echo "SLURM is not installed and cannot be installed here (needs root and apt-get)" >&2
+        exit 3
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 &&
+        apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null; }; } ||
+        { echo "apt-get could not install slurmctld slurmd slurm-client munge" >&2; exit 3; }
+fi
+
+mkdir -p "$dir"/{spool,state,log}
+chmod 755 "$dir"
+# munge's socket directory and every parent must be world-executable (slurmd's job steps connect to it)
+p=$dir; while [[ $p != / ]]; do chmod o+x "$p"; p=$(dirname "$p"); done
+[[ -f $dir/munge.key ]] || mungekey -c -k "$dir/munge.key" >/dev/null 2>&1 ||
+    dd if=/dev/urandom of="$dir/munge.key" bs=1024 count=1 2>/dev/null
+chmod 600 "$dir/munge.key"
+munged -f --key-file="$dir/munge.key" --socket="$dir/munge.socket.2" --pid-file="$dir/munged.pid" \
+    --log-file="$dir/log/munged.log" --seed-file="$dir/munge.seed" 2>/dev/null || true
+
+host=$(hostname -s)
+cpus=$(nproc)
+mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
+cat > "$dir/slurm.conf" <<EOF
+ClusterName=rsft
+SlurmctldHost=$host
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$dir/munge.socket.2,cred_expire=10
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd.pid
+SlurmctldLogFile=$dir/log/slurmctld.log
+SlurmdLogFile=$dir/log/slurmd.log
+SlurmctldPort=$(( 20000 + RANDOM % 20000 ))
+SlurmdPort=$(( 40000 + RANDOM % 20000 ))
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+JobRequeue=1
+ReturnToService=2
+SchedulerParameters=bf_interval=5,sched_interval=5
+MpiDefault=none
+NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+export SLURM_CONF=$dir/slurm.conf
+slurmctld -f "$SLURM_CONF" -i >/dev/null 2>&1 &
+slurmd -f "$SLURM_CONF" >/dev/null 2>&1 &
+for _ in $(seq 1 120); do
+    if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+        echo "$SLURM_CONF"
+        exit 0
+    fi
+    sleep 0.5
+done
+echo "SLURM did not reach an idle node within 60 s; logs in $dir/log" >&2
+exit 1

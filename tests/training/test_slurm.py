@@ -1,0 +1,154 @@
+"""SLURM for real: a one-node cluster (tests/slurm/cluster.sh, started here as root), jobs submitted by
+hydra-submitit-launcher exactly as a user submits them (`hydra/launcher=slurm`), ranks from SLURM's
+environment through submitit, ZeRO-3 on gloo across two tasks; preemption the way a cluster does it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = [pytest.mark.slurm, pytest.mark.ranks]
+
+ZERO3 = ["data.source.num_problems=256", "trainer.global_batch_size=4", "trainer.micro_batch_size=2",
+         "trainer.nproc_per_node=2", "deepspeed=zero3", "trainer.logging_steps=1", "trainer.learning_rate=1e-3",
+         "trainer.warmup_ratio=0", "trainer.save_final_model=false", "logger=none"]
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=cpu", "hydra.launcher.timeout_min=20"]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """SLURM_CONF of a running one-node cluster (installed and started by the project's own script)."""
+    state = tmp_path_factory.mktemp("slurm")
+    up = subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "cluster.sh"), "up", str(state)],
+                        capture_output=True, text=True, timeout=600)
+    if up.returncode == 3:
+        pytest.skip(f"no SLURM here: {up.stderr.strip()}")
+    assert up.returncode == 0, up.stderr[-3000:]
+    conf = up.stdout.strip().splitlines()[-1]
+    yield conf
+    subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "cluster.sh"), "down", str(state)], timeout=60)
+
+
+def env_for(conf: str) -> dict:
+    return {**os.environ, "SLURM_CONF": conf, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+
+
+def submit(conf: str, sweep: Path, overrides: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "reasoning_sft.train", "-m", *SLURM, *overrides,
+                             f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env_for(conf), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    rows = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def job_ids(conf: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env_for(conf), capture_output=True, text=True).stdout
+    return out.split()
+
+
+def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 300):
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"the command ended before {what}:\n{proc.stdout.read()[-3000:]}")
+        assert time.time() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.2)
+
+
+# docs/cluster.md's command for a CPU partition, run as written (plus where its sweep goes)
+DOCUMENTED_CPU_COMMAND = ("python -m reasoning_sft.train -m hydra/launcher=slurm hydra.launcher.partition=cpu "
+                          "trainer.nproc_per_node=2 deepspeed=zero3 trainer.max_steps=3 "
+                          "trainer.learning_rate=1e-3,3e-3 logger=none")
+
+
+def test_the_documented_two_job_sweep_of_two_task_zero3_runs_on_slurm_and_reports(slurm, tmp_path):
+    sweep = tmp_path / "sweep"
+    env = {"HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin",
+           "SLURM_CONF": slurm, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    typed = subprocess.run(["bash", "--noprofile", "--norc", "-c",
+                            f"source .venv/bin/activate && {DOCUMENTED_CPU_COMMAND} hydra.sweep.dir={sweep}"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert typed.returncode == 0, typed.stdout[-2000:] + typed.stderr[-3000:]
+    for job, lr in (("0", 1e-3), ("1", 3e-3)):
+        summary = json.loads((sweep / job / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 3
+        ranks = [json.loads((sweep / job / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert [r["world_size"] for r in ranks] == [2, 2]
+        assert not set(ranks[0]["samples_seen"]) & set(ranks[1]["samples_seen"])   # disjoint shares
+        # ZeRO-3 partitions across the two SLURM tasks: each holds about half of every parameter
+        assert all(r["parameters_local"] <= r["parameters_full"] / 2 + 64 for r in ranks)
+    # each job was a SLURM job with two tasks (submitit's logs, one per task)
+    logs = sorted(p.name for p in (sweep / ".submitit").rglob("*_log.out"))
+    assert len(logs) == 4, logs
+    report = subprocess.run([sys.executable, "-m", "reasoning_sft.report", str(sweep)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (sweep / "report.md").is_file() and "3e-3" in (sweep / "report.md").read_text().replace("0.003", "3e-3")
+
+
+def test_a_signalled_job_checkpoints_is_requeued_and_ends_on_the_uninterrupted_losses(slurm, tmp_path):
+    """submitit's notice before the time limit (SIGUSR2 to every task, as `--signal=USR2@120`): every rank
+    checkpoints at the end of its step, the job is requeued, the restarted job continues from that
+    checkpoint; its per-step losses after it equal an uninterrupted run's."""
+    steps = ["trainer.max_steps=16", "trainer.save_steps=4"]
+    reference = subprocess.Popen([sys.executable, "-m", "reasoning_sft.train", *ZERO3, *steps,
+                                  f"hydra.run.dir={tmp_path / 'reference'}"], cwd=ROOT, env=env_for(slurm),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep = tmp_path / "sweep"
+    proc = submit(slurm, sweep, ZERO3 + steps)
+    run_dir = sweep / "0"
+    wait_for(lambda: any((p / "complete.json").is_file() for p in (run_dir / "checkpoints").glob("checkpoint-*")),
+             "a complete checkpoint", proc)
+    (job,) = job_ids(slurm)
+    subprocess.run(["scancel", "--signal=USR2", job], env=env_for(slurm), check=True)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    ref_out, _ = reference.communicate(timeout=900)
+    assert reference.returncode == 0, ref_out[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["train"]["steps"] == 16
+    resumed_from = summary["train"]["resumed_from"]
+    assert resumed_from is not None, "the requeued job started over"
+    stopped = int(resumed_from.rsplit("-", 1)[1])
+    assert 0 < stopped < 16
+    err = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
+    assert "SIGUSR2: checkpoint saved at step" in err and "SLURM restarted job" in err
+    ref, got = losses(tmp_path / "reference"), losses(run_dir)
+    assert sorted(got) == list(range(1, 17))
+    for step in range(stopped + 1, 17):
+        assert got[step] == pytest.approx(ref[step], abs=1e-5), step
+
+
+def test_a_job_killed_outright_is_continued_by_the_same_command(slurm, tmp_path):
+    args = ZERO3 + ["trainer.max_steps=400", "trainer.save_steps=2"]
+    sweep = tmp_path / "sweep"
+    proc = submit(slurm, sweep, args)
+    run_dir = sweep / "0"
+    wait_for(lambda: any((p / "complete.json").is_file() for p in (run_dir / "checkpoints").glob("checkpoint-*")),
+             "a complete checkpoint", proc)
+    (job,) = job_ids(slurm)
+    subprocess.run(["scancel", "--signal=KILL", "--full", job], env=env_for(slurm), check=True)
+    proc.communicate(timeout=300)
+    assert not (run_dir / "summary.json").exists()     # killed: no word from the run
+    last = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*")
+               if (p / "complete.json").is_file())
+    again = submit(slurm, sweep, ZERO3 + ["trainer.max_steps=400", "trainer.save_steps=2"])
+    wait_for(lambda: any(int(p.name.split("-")[1]) > last for p in (run_dir / "checkpoints").glob("checkpoint-*")
+                         if (p / "complete.json").is_file()), "a checkpoint past the killed one", again)
+    for j in job_ids(slurm):
+        subprocess.run(["scancel", j], env=env_for(slurm))
+    again.communicate(timeout=300)
+    err = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
+    assert f"holds an unfinished run (stopped without a summary (killed?))" in err
+    assert f"resuming from {run_dir}/checkpoints/checkpoint-{last} " in err
