@@ -11,6 +11,9 @@ LCB    := nvidia-livecodebench==26.3
 
 # The demos log to W&B offline (files under the run dir) unless you set WANDB_MODE yourself.
 export WANDB_MODE ?= offline
+# DeepSpeed's JIT-built CPU ops (its shared-memory collectives, ~40 s to build) cached with this venv: a
+# cache shared with another checkout is rebuilt whenever the other one builds (its paths differ).
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .PHONY: install test test-slow test-slurm test-fast lint demo demo-sweep demo-ablation demo-budget clean
 
@@ -28,9 +31,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 # Two passes: the tests that start several training ranks use every core, so they run one at a time;
-# the others (mostly single-threaded subprocesses) two at a time, a test file per worker.
+# the others two at a time, a test file per worker, each process on one thread (two workers whose
+# processes each spin an OpenMP pool over both cores ran the same training 3-6x slower, measured).
 test: install
-	$(PY) -m pytest tests -m "not learning and not benchmark and not slurm and not ranks" -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -m "not learning and not benchmark and not slurm and not ranks" -n 2 --dist loadfile
 	$(PY) -m pytest tests -m "ranks and not learning and not benchmark and not slurm"
 
 test-slow: install

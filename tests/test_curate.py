@@ -9,7 +9,6 @@ import pytest
 from reasoning_sft.curate import run_curate
 from reasoning_sft.data.curation import EvalIndex, quality_issue
 from reasoning_sft.data.records import Record
-from conftest import ROOT
 
 POOL = ["model=tiny", "data=jsonl", "data.source.path=${paths.data_dir}/s1k_questions_no_traces.jsonl",
         "data.source.fields.question=question", "data.source.fields.thinking=solution",

@@ -89,8 +89,9 @@ def _run(argv: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
 
 # What the README's setup leaves a user with, and nothing more (issue 30: commands ran in the tests with the
 # venv's interpreter while a user's shell, told nothing, found no omegaconf). The hub switches pass through
-# only because this machine has no network to the hub (CI sets them); W&B settings do not.
-USER_ENV_PASSED = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM")
+# only because this machine has no network to the hub (CI sets them); OMP_NUM_THREADS because `make test` runs
+# two tests at a time with one thread each; W&B settings do not.
+USER_ENV_PASSED = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS")
 
 
 def as_typed(command: str, timeout: int = 900) -> subprocess.CompletedProcess:

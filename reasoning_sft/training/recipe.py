@@ -151,16 +151,24 @@ class SFTRecipe:
     def finish_preempted(self) -> dict:
         step = self.checkpointing.preempted_at
         name = self.checkpointing.signal_name or "SIGTERM"
-        if name != "SIGTERM" and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-            # submitit's notice (not SLURM's own preemption, which requeues by itself): requeue as its
-            # handler would have; the restarted job continues here (trainer.resume=unfinished)
-            from submitit import JobEnvironment
-            JobEnvironment()._requeue(0)
+        requeue = name != "SIGTERM" and os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+        if requeue:
             print(f"{name}: checkpoint saved at step {step}; SLURM job requeued, it continues from there",
                   file=sys.stderr)
         else:
             print(f"{name}: checkpoint saved at step {step}; the same command continues from there "
                   f"(trainer.resume=unfinished, the default), in hydra.run.dir={self.run_dir}", file=sys.stderr)
+        summary = self._preempted_summary(step)
+        if requeue:
+            # submitit's notice (not SLURM's own preemption, which requeues by itself): requeue as its
+            # handler would have, and end without a result, as it does, so the submitting command waits
+            # for the restarted job, which continues here (trainer.resume=unfinished)
+            from submitit import JobEnvironment
+            JobEnvironment()._requeue(0)
+            sys.exit(-1)
+        return summary
+
+    def _preempted_summary(self, step: int) -> dict:
         return finish_stage(self.run_dir, "train", status="preempted", experiment=self.cfg.experiment_name,
                             train={"steps": step,
                                    "checkpoint": str(self.run_dir / "checkpoints" / f"checkpoint-{step}")},

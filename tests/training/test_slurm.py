@@ -57,6 +57,22 @@ def job_ids(conf: str) -> list[str]:
     return out.split()
 
 
+def wait_gone(conf: str, job: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while job in job_ids(conf):
+        assert time.time() < deadline, f"job {job} still in the queue after {timeout} s"
+        time.sleep(0.5)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 300):
     deadline = time.time() + timeout
     while not predicate():
@@ -139,7 +155,8 @@ def test_a_job_killed_outright_is_continued_by_the_same_command(slurm, tmp_path)
              "a complete checkpoint", proc)
     (job,) = job_ids(slurm)
     subprocess.run(["scancel", "--signal=KILL", "--full", job], env=env_for(slurm), check=True)
-    proc.communicate(timeout=300)
+    wait_gone(slurm, job)
+    stop(proc)   # without slurmdbd submitit cannot learn a killed job's state: it would wait for ever
     assert not (run_dir / "summary.json").exists()     # killed: no word from the run
     last = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*")
                if (p / "complete.json").is_file())
@@ -148,7 +165,8 @@ def test_a_job_killed_outright_is_continued_by_the_same_command(slurm, tmp_path)
                          if (p / "complete.json").is_file()), "a checkpoint past the killed one", again)
     for j in job_ids(slurm):
         subprocess.run(["scancel", j], env=env_for(slurm))
-    again.communicate(timeout=300)
+        wait_gone(slurm, j)
+    stop(again)
     err = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
-    assert f"holds an unfinished run (stopped without a summary (killed?))" in err
+    assert "holds an unfinished run (stopped without a summary (killed?))" in err
     assert f"resuming from {run_dir}/checkpoints/checkpoint-{last} " in err
