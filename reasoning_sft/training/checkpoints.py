@@ -126,8 +126,9 @@ def unfinished(run_dir: Path) -> str | None:
     if summary.get("status") == "finished":
         return None
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-    how = (f"preempted at step {summary.get('train', {}).get('steps')}" if summary.get("status") == "preempted"
-           else "stopped without a summary (killed?)")
+    status = summary.get("status")
+    how = (f"preempted at step {summary.get('train', {}).get('steps')}" if status == "preempted"
+           else f"its summary says {status}" if status else "stopped without a summary (killed?)")
     if restarts > 0:
         how += f"; SLURM restarted job {os.environ.get('SLURM_JOB_ID')} (restart {restarts})"
     return f"{run_dir} holds an unfinished run ({how})"

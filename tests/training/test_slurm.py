@@ -110,7 +110,8 @@ def test_the_documented_two_job_sweep_of_two_task_zero3_runs_on_slurm_and_report
     report = subprocess.run([sys.executable, "-m", "reasoning_sft.report", str(sweep)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
-    assert (sweep / "report.md").is_file() and "3e-3" in (sweep / "report.md").read_text().replace("0.003", "3e-3")
+    text = (sweep / "report" / "report.md").read_text()
+    assert "2 runs: 2 finished" in text and "trainer.learning_rate=0.003" in text
 
 
 def test_a_signalled_job_checkpoints_is_requeued_and_ends_on_the_uninterrupted_losses(slurm, tmp_path):
@@ -157,7 +158,8 @@ def test_a_job_killed_outright_is_continued_by_the_same_command(slurm, tmp_path)
     subprocess.run(["scancel", "--signal=KILL", "--full", job], env=env_for(slurm), check=True)
     wait_gone(slurm, job)
     stop(proc)   # without slurmdbd submitit cannot learn a killed job's state: it would wait for ever
-    assert not (run_dir / "summary.json").exists()     # killed: no word from the run
+    if (run_dir / "summary.json").exists():   # a rank that outlived its peer by a moment records the failure
+        assert json.loads((run_dir / "summary.json").read_text())["status"] != "finished"
     last = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*")
                if (p / "complete.json").is_file())
     again = submit(slurm, sweep, ZERO3 + ["trainer.max_steps=400", "trainer.save_steps=2"])
@@ -168,5 +170,5 @@ def test_a_job_killed_outright_is_continued_by_the_same_command(slurm, tmp_path)
         wait_gone(slurm, j)
     stop(again)
     err = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
-    assert "holds an unfinished run (stopped without a summary (killed?))" in err
+    assert f"{run_dir} holds an unfinished run (" in err
     assert f"resuming from {run_dir}/checkpoints/checkpoint-{last} " in err
