@@ -39,6 +39,9 @@ def programs(host: dict) -> dict[str, tuple[str, str]]:
         "print('wrong')", HIDDEN)
     p["garbage_channel"] = ("import os\nfor fd in range(0, 64):\n    try:\n        os.write(fd, b'\\x00{{{not json\\n')\n"
                             "    except OSError:\n        pass\nprint(3)", ONE)
+    p["deep_channel"] = ("import os\nline = ('{\"test\": 0, \"stdout\": ' + '[' * 100000 + ']' * 100000 + '}\\n').encode()\n"
+                         "for fd in range(0, 64):\n    try:\n        os.write(fd, line)\n    except OSError:\n"
+                         "        pass\nprint(3)", ONE)
     p["find_expected"] = (
         "import gc, sys\nfound = [o for o in gc.get_objects() if isinstance(o, str) and 'EXPECTED-' in o]\n"
         "for m in list(sys.modules.values()):\n    for v in list(vars(m).values()) if hasattr(m, '__dict__') else []:\n"

@@ -290,9 +290,12 @@ def run_program(code: str | None, input_output: str, limits: Limits = Limits()) 
             if not passed:
                 meta = failure
                 break
-    except ChannelError as e:
+    except SandboxRefused:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the channel held (too deep, a 5,000-digit int...) is the program's
         results.append(-4)
-        meta = {"error_code": -4, "error_message": f"Runtime Error: the program corrupted its result channel ({e})"}
+        meta = {"error_code": -4, "error_message": "Runtime Error: the program corrupted its result channel "
+                                                   f"({type(e).__name__}: {str(e)[:200]})"}
     finally:
         os.close(fd)
         _kill_group(proc)

@@ -132,6 +132,7 @@ def test_a_forged_verdict_or_a_corrupted_channel_is_a_runtime_error_never_a_pass
     assert v["forge_verdict"]["verdict"] == "runtime error" and "corrupted its result channel" in \
         v["forge_verdict"]["metadata"]["error_message"]
     assert v["garbage_channel"]["verdict"] == "runtime error"
+    assert v["deep_channel"]["verdict"] == "runtime error"      # nested too deep to parse: still a verdict
     # the expected outputs never enter the program's process
     assert v["find_expected"]["verdict"] == "wrong answer" and _out(v["find_expected"]).strip() == "none"
 
