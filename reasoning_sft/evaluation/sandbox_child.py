@@ -77,12 +77,22 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
+PYTHON_PATHS = (sys.base_prefix, sys.prefix, os.path.dirname(os.__file__))
+
+
 def python_trees() -> list[str]:
     """What the program's Python needs: its prefixes (the interpreter, the standard library, the venv's
     packages). Not sys.path as a whole: an editable install would bring in the repository and its data."""
-    trees = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.__file__))}
+    trees = {os.path.realpath(p) for p in PYTHON_PATHS}
     trees = sorted(t for t in trees if t != "/" and not any(t == s or t.startswith(s + os.sep) for s in SYSTEM_TREES))
     return [t for t in trees if not any(t.startswith(o + os.sep) for o in trees if o != t)]
+
+
+def python_links() -> dict[str, str]:
+    """Prefixes reached through a symlink (a venv linked from elsewhere): sys.path spells them so, and
+    the new root must too. -> {the path as spelled: its real path}"""
+    return {os.path.abspath(p): os.path.realpath(p) for p in PYTHON_PATHS
+            if os.path.abspath(p) != os.path.realpath(p)}
 
 
 def build_root(disk_mb: int, uid: int, gid: int) -> None:
@@ -102,6 +112,10 @@ def build_root(disk_mb: int, uid: int, gid: int) -> None:
         os.makedirs(target, exist_ok=True)
         _mount(tree, target, None, MS_BIND | MS_REC, what="bind")
         _setattr(target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+    for spelled, real in python_links().items():
+        if not os.path.lexists(new + spelled):
+            os.makedirs(os.path.dirname(new + spelled), exist_ok=True)
+            os.symlink(real, new + spelled)
     for d in ("proc", WORKDIR.strip("/"), "old"):
         os.makedirs(f"{new}/{d}", exist_ok=True)
     _mount("tmpfs", new + WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV,
