@@ -98,10 +98,14 @@ def python_links() -> dict[str, str]:
 def build_root(disk_mb: int, uid: int, gid: int) -> None:
     """pivot_root into a fresh tmpfs holding read-only binds of the system and Python trees, a /proc
     mount point and the writable, size-capped WORKDIR; the host's root is detached."""
+    trees, links = SYSTEM_TREES + tuple(python_trees()), python_links()   # before anything is mounted over
+    # the new root is mounted over an existing dir (in this mount namespace only) that hides none of them
+    sources = list(trees) + list(links) + list(links.values())
+    new = next(d for d in ("/tmp", "/mnt", "/media", "/srv", "/opt", "/var/tmp", "/home", "/root")
+               if os.path.isdir(d) and not any(s == d or s.startswith(d + os.sep) for s in sources))
     _mount(None, "/", None, MS_REC | MS_PRIVATE, what="make private")
-    new = "/tmp"   # any existing dir: the new root is mounted over it, in this mount namespace only
     _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m", "root tmpfs")
-    for tree in SYSTEM_TREES + tuple(python_trees()):
+    for tree in trees:
         if not os.path.exists(tree):
             continue
         target = new + tree
@@ -112,7 +116,7 @@ def build_root(disk_mb: int, uid: int, gid: int) -> None:
         os.makedirs(target, exist_ok=True)
         _mount(tree, target, None, MS_BIND | MS_REC, what="bind")
         _setattr(target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
-    for spelled, real in python_links().items():
+    for spelled, real in links.items():
         if not os.path.lexists(new + spelled):
             os.makedirs(os.path.dirname(new + spelled), exist_ok=True)
             os.symlink(real, new + spelled)
