@@ -1,5 +1,6 @@
-# make test   -- build .venv (once), install pinned deps, run the suite (every behaviour; 18-20 min on a 2-core AMD EPYC)
-# make test-slow -- the learning checks (the demo's level, the CPU studies) and the heavier benchmark smoke tests
+# make test   -- build .venv (once), install pinned deps, run the suite (every behaviour; 14 min on a 2-core AMD EPYC)
+# make test-slow -- the learning checks (the demo's level, the CPU studies), the heavier benchmark smoke tests,
+#                   and the SLURM tests (a one-node cluster they start: root, apt-get)
 # make demo   -- train + evaluate a tiny model on synthetic long-CoT data (CPU, 15-30 min)
 # make demo-sweep -- a real CPU study (accuracy vs training samples) and its report
 # make demo-ablation -- a CPU ablation study (digit corruption 0 / 1.0 on the demo task) and its report
