@@ -183,7 +183,7 @@ class _Channel:
                 return None
             self.left -= len(chunk)
             if self.left < 0:
-                raise ChannelError("the program reported more than code.output_mb")
+                raise ChannelError("the program reported more than its output cap (Limits.output_mb)")
             self.buffer += chunk
         raw, self.buffer = self.buffer.split(b"\n", 1)
         try:
