@@ -410,6 +410,40 @@ def test_rotation_never_leaves_zero_complete_checkpoints(tmp_path):
     assert {p.name for p in ckpt.iterdir()} == {"checkpoint-20", "incomplete-checkpoint-30", "incomplete-checkpoint-30.2"}
 
 
+def test_rotation_leaves_a_preempted_runs_checkpoint_until_the_run_has_passed_it(tmp_path):
+    """A run that started over (trainer.resume=never) in the dir of a run preempted at step 20: its
+    own checkpoints 2 and 4 rotate among themselves; checkpoint-20 stays until this run is past step 20."""
+    from reasoning_sft.training.checkpoints import rotate
+    ckpt = tmp_path / "checkpoints"
+    for step in (20, 2, 4):
+        (ckpt / f"checkpoint-{step}").mkdir(parents=True)
+        (ckpt / f"checkpoint-{step}" / COMPLETE).write_text("{}")
+    assert rotate(ckpt, 1, step=2) == []
+    assert rotate(ckpt, 1, step=4) == [ckpt / "checkpoint-2"]
+    assert complete_checkpoints(ckpt) == [ckpt / "checkpoint-4", ckpt / "checkpoint-20"]
+    (ckpt / "checkpoint-22").mkdir()
+    (ckpt / "checkpoint-22" / COMPLETE).write_text("{}")
+    assert rotate(ckpt, 1, step=22) == [ckpt / "checkpoint-4", ckpt / "checkpoint-20"]
+
+
+def test_the_default_resume_continues_an_unfinished_run_dir_and_nothing_else(make_cfg, tmp_path, monkeypatch):
+    from reasoning_sft.training.checkpoints import resume_checkpoint
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    cfg = make_cfg([])
+    run_dir = Path(cfg.paths.output_dir)
+    assert cfg.trainer.resume == "unfinished" and resume_checkpoint(cfg, run_dir) is None      # a fresh dir
+    (run_dir / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-4" / COMPLETE).write_text("{}")
+    assert resume_checkpoint(cfg, run_dir) == run_dir / "checkpoints" / "checkpoint-4"        # killed: no summary
+    (run_dir / "summary.json").write_text(json.dumps({"stage": "train", "status": "preempted", "train": {"steps": 4}}))
+    assert resume_checkpoint(cfg, run_dir) == run_dir / "checkpoints" / "checkpoint-4"
+    (run_dir / "summary.json").write_text(json.dumps({"stage": "train", "status": "finished"}))
+    assert resume_checkpoint(cfg, run_dir) is None                                             # finished: fresh
+    never = make_cfg(["trainer.resume=never"])
+    (run_dir / "summary.json").unlink()
+    assert resume_checkpoint(never, Path(never.paths.output_dir)) is None
+
+
 @pytest.mark.slow
 def test_resume_auto_on_a_finished_run_leaves_it_untouched(tmp_path):
     args = ["data.source.num_problems=32", "trainer.max_steps=2", "logger=none"]
