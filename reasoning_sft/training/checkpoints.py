@@ -78,8 +78,9 @@ def training_differences(saved: DictConfig, current: DictConfig) -> list[str]:
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path, set_aside: bool = True) -> Path | None:
-    """The checkpoint to resume from (`trainer.resume`: never | auto | a checkpoint path), after
-    checking that the run dir's saved config trains the same thing as this one."""
+    """The checkpoint to resume from (`trainer.resume`: unfinished, the default: auto when the run dir
+    holds an unfinished run, else none | never | auto | a checkpoint path), after checking that the run
+    dir's saved config trains the same thing as this one."""
     mode = cfg.trainer.resume
     if mode == "unfinished":   # the same command again (a requeued SLURM job, a rerun after a kill) continues
         why = unfinished(run_dir)
