@@ -159,6 +159,7 @@ def test_containment_holds_and_cannot_be_undone_from_inside(hostile):
 
 def test_nothing_is_shared_with_the_host_or_other_programs(hostile):
     v = hostile["verdicts"]
+    assert v["ipc"]["verdict"] == "wrong answer", v["ipc"]
     made = _out(v["ipc"]).split()[-1]
     assert _out(v["ipc"]).startswith("-1 No such file") and made == "20"   # the host's queue is not there
     assert hostile["shm_left"] == 0 and hostile["queue_intact"]            # its 20 x 16 MB died with it
