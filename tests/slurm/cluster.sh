@@ -9,6 +9,10 @@ cmd=${1:?up|down}
 dir=${2:?state dir}
 
 if [[ $cmd == down ]]; then
+    # jobs first (their steps would outlive the daemons), then the daemons
+    SLURM_CONF=$dir/slurm.conf scancel --full --user="$(id -un)" 2>/dev/null || true
+    sleep 1
+    pkill -9 -f "$dir/spool/" 2>/dev/null || true
     for pidfile in "$dir"/slurmd.pid "$dir"/slurmctld.pid "$dir"/munged.pid; do
         [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
