@@ -26,22 +26,22 @@ SHM_SEGMENTS = 20
 LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nerr = lambda: os.strerror(ctypes.get_errno())\n"
 
 
+def to_every_fd(text_expr: str) -> str:
+    """Program text that writes `text_expr` (a Python expression) to descriptors 0-63: the channel among them."""
+    return (f"import os\ndata = ({text_expr}).encode()\nfor fd in range(0, 64):\n    try:\n"
+            "        os.write(fd, data)\n    except OSError:\n        pass\n")
+
+
 def programs(host: dict) -> dict[str, tuple[str, str]]:
     """name -> (code, input_output). `host` names what the evaluator planted."""
     p = {}
     # 1. verdicts: forged in every format the old harness or a guess could take, on every descriptor
-    p["forge_verdict"] = (
-        "import os, json\n"
-        "for fd in range(0, 64):\n"
-        "    for line in ['{\"results\": [true], \"metadata\": {}}', '{\"verdict\": \"passed\"}',\n"
-        "                 '{\"test\": 0, \"passed\": true}', '{\"test\": 1, \"stdout\": \"EXPECTED-2\"}']:\n"
-        "        try:\n            os.write(fd, (line + '\\n').encode())\n        except OSError:\n            pass\n"
-        "print('wrong')", HIDDEN)
-    p["garbage_channel"] = ("import os\nfor fd in range(0, 64):\n    try:\n        os.write(fd, b'\\x00{{{not json\\n')\n"
-                            "    except OSError:\n        pass\nprint(3)", ONE)
-    p["deep_channel"] = ("import os\nline = ('{\"test\": 0, \"stdout\": ' + '[' * 100000 + ']' * 100000 + '}\\n').encode()\n"
-                         "for fd in range(0, 64):\n    try:\n        os.write(fd, line)\n    except OSError:\n"
-                         "        pass\nprint(3)", ONE)
+    p["forge_verdict"] = (to_every_fd("'{\"results\": [true], \"metadata\": {}}\\n{\"verdict\": \"passed\"}\\n"
+                                      "{\"test\": 0, \"passed\": true}\\n{\"test\": 1, \"stdout\": \"EXPECTED-2\"}\\n'")
+                          + "print('wrong')", HIDDEN)
+    p["garbage_channel"] = (to_every_fd("'\\x00{{{not json\\n'") + "print(3)", ONE)
+    p["deep_channel"] = (to_every_fd("'{\"test\": 0, \"stdout\": ' + '[' * 100000 + ']' * 100000 + '}\\n'")
+                         + "print(3)", ONE)
     p["find_expected"] = (
         "import gc, sys\nfound = [o for o in gc.get_objects() if isinstance(o, str) and 'EXPECTED-' in o]\n"
         "for m in list(sys.modules.values()):\n    for v in list(vars(m).values()) if hasattr(m, '__dict__') else []:\n"
@@ -209,6 +209,8 @@ def as_user(argv: list[str], uid: int = USER) -> list[str]:
     their own: when the interpreter lives under a home that uid cannot enter (root's, mode 0700, here),
     a private mount namespace puts a 0755 tmpfs over that home and binds the interpreter's tree back.
     Nothing else changes for it."""
+    if os.geteuid() != 0:   # already an unprivileged user: run as is
+        return argv
     prefix = os.path.realpath(sys.base_prefix)
     home = next((str(p) for p in reversed(Path(prefix).parents) if str(p) != "/" and not os.stat(p).st_mode & 0o001),
                 None)

@@ -99,26 +99,29 @@ def open_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", params=["root", "user"])
+# Started as root (as CI runs it), both evaluators; started as a user, that user is the unprivileged one.
+EVALUATORS = ["root", "user"] if os.geteuid() == 0 else ["user"]
+ME = USER if os.geteuid() == 0 else os.geteuid()
+
+
+@pytest.fixture(scope="module", params=EVALUATORS)
 def hostile(request):
     """Every hostile program run by an evaluator that planted its secrets first (hostile_programs.main),
-    as root or as uid 1000; what the evaluator saw afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("the hostile suite starts as root (as CI runs it) to run both evaluators")
+    as root or as an unprivileged uid; what the evaluator saw afterwards."""
     import tempfile
     out = Path(tempfile.mkdtemp(prefix=f"rsft-hostile-{request.param}-"))
     out.chmod(0o777)
     argv = [sys.executable, str(ROOT / "tests" / "hostile_programs.py"), str(out / "result.json")]
     if request.param == "user":
-        reason = _user_namespaces_for(USER)
-        assert reason is None, f"uid {USER} cannot create user namespaces here: {reason}"
+        reason = _user_namespaces_for(ME)
+        assert reason is None, f"uid {ME} cannot create user namespaces here: {reason}"
         argv = as_user(argv)
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     (out / "result.json").unlink()
     out.rmdir()
-    assert result["me"] == (0 if request.param == "root" else USER)
+    assert result["me"] == (0 if request.param == "root" else ME)
     return result
 
 
@@ -179,15 +182,14 @@ def test_nothing_is_shared_with_the_host_or_other_programs(hostile):
 def test_where_containment_cannot_be_established_strict_refuses_before_any_program(open_tmp):
     """uid 1000 inside a user namespace that allows no nested one: the grade stage refuses in one line,
     before a run dir; code.sandbox=weak runs and records the weak isolation in its summary."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to start the unprivileged evaluator")
     tmp_path = open_tmp
     marker = tmp_path / "ran"
     rows = [{**problems()[0], "response": response(f"open({str(marker)!r}, 'w').write('x')\nprint(3)")}]
     path = tmp_path / "lcb.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     path.chmod(0o644)
-    no_userns = ["unshare", "--user", f"--map-user={USER}", f"--map-group={USER}", "--keep-caps", "sh", "-c",
+    no_userns = ["unshare", "--user", f"--map-user={ME}", f"--map-group={os.getegid() if os.geteuid() else ME}",
+                 "--keep-caps", "sh", "-c",
                  "echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv --inh-caps=-all --ambient-caps=-all "
                  '--bounding-set=-all "$@"', "sh"]
     grade = [sys.executable, "-m", "reasoning_sft.grade", f"input={path}", "task=livecodebench",
@@ -236,12 +238,10 @@ def test_a_zlib_bomb_in_private_tests_is_refused_naming_the_row():
         decode_tests(bomb, "lcb.jsonl:7")
 
 
-@pytest.mark.parametrize("evaluator", ["root", "user"])
+@pytest.mark.parametrize("evaluator", EVALUATORS)
 def test_grade_stage_grades_code_as_written(evaluator, open_tmp):
     """python -m reasoning_sft.grade input=FILE task=livecodebench fields.response=response
     as root and as an unprivileged user, with hostile programs among the rows: every row graded."""
-    if evaluator == "user" and os.geteuid() != 0:
-        pytest.skip("needs root to start the unprivileged evaluator")
     sols = solutions()
     rows, expected = [], []
     for row in problems():
