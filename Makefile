@@ -16,7 +16,7 @@ export WANDB_MODE ?= offline
 # cache shared with another checkout is rebuilt whenever the other one builds (its paths differ).
 export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
-.PHONY: install test test-slow test-slurm test-fast lint demo demo-sweep demo-ablation demo-budget clean
+.PHONY: install install-vllm test test-slow test-slurm test-fast lint demo demo-sweep demo-ablation demo-budget clean
 
 install: $(STAMP)
 
@@ -33,12 +33,19 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null
 	touch $(STAMP)
 
+# vLLM (the CPU build here, the CUDA build where torch sees a GPU) into the same venv: .ci/install-vllm says how
+install-vllm: $(VENV)/.vllm-installed
+$(VENV)/.vllm-installed: $(STAMP) .ci/install-vllm
+	.ci/install-vllm $(PY)
+	touch $@
+
 # Two passes: the tests that start several training ranks use every core, so they run one at a time;
+# so do vLLM's (tests/evaluation/test_vllm.py; they skip, saying so, until `make install-vllm`);
 # the others two at a time, a test file per worker, each process on one thread (two workers whose
 # processes each spin an OpenMP pool over both cores ran the same training 3-6x slower, measured).
 test: install
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests -m "not learning and not benchmark and not slurm and not ranks" -n 2 --dist loadfile
-	$(PY) -m pytest tests -m "ranks and not learning and not benchmark and not slurm"
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -m "not learning and not benchmark and not slurm and not ranks and not vllm" -n 2 --dist loadfile
+	$(PY) -m pytest tests -m "(ranks or vllm) and not learning and not benchmark and not slurm"
 
 test-slow: install
 	$(PY) -m pytest tests -m "learning or benchmark or slurm"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 # Only the ground floor (and the light prompt-format reader) at import: a config mistake is answered
 # before torch and transformers load.
@@ -35,8 +35,8 @@ def load_for_eval(cfg: DictConfig):
         path = cfg.model_path or cfg.model.name_or_path
         if not path:
             raise ConfigError("eval.backend='vllm': needs model_path=<dir> or a hub model (model=qwen2.5_...)")
-        v = cfg.eval.vllm
-        return VLLMEngine(path, seed=cfg.seed, **v), load_pretrained_tokenizer(str(path))
+        tokenizer = load_pretrained_tokenizer(str(path))
+        return VLLMEngine(path, tokenizer, seed=cfg.seed, **OmegaConf.to_container(cfg.eval.vllm)), tokenizer
     if cfg.model_path:
         return load_saved_model(cfg.model_path, "model_path", dtype=dtype)
     tokenizer = instantiate(cfg.model.tokenizer)

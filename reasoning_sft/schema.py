@@ -185,10 +185,13 @@ class BudgetForcingConfig:
 
 @dataclass
 class VllmConfig:
-    """LLM(...) settings when eval.backend=vllm."""
+    """vllm.LLM(...) settings when eval.backend=vllm (GPU: pip install -e '.[vllm]'; CPU: make install-vllm)."""
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     max_model_len: Optional[int] = None
+    dtype: str = "auto"                  # float32 on CPU gives greedy output equal to the HF backend's
+    enforce_eager: bool = False          # true: no CUDA graphs / torch.compile (faster start; CPU tests)
+    engine_args: Dict[str, Any] = field(default_factory=dict)   # any other vllm.LLM keyword, as written
 
 
 @dataclass
@@ -221,7 +224,9 @@ class EvalConfig:
     after_train: bool = False
     tasks: List[str] = field(default_factory=list)   # reasoning_sft/evaluation/tasks.py's registry
     num_problems: int = 200              # synthetic: held-out problems (never in any training split)
-    data_dir: str = "${paths.data_dir}"  # benchmark files (aime24.jsonl, math500.jsonl, ...)
+    # local copies of the benchmark sets (aime24.jsonl, math500.jsonl, ...); a set not found here is read
+    # from the hub dataset the papers' evaluation code loads (evaluation/tasks.py: HUB_SETS)
+    data_dir: Optional[str] = "${paths.data_dir}"
     gpqa_path: Optional[str] = None      # your copy of gpqa_diamond.csv (never bundled); task name gpqa_diamond
     limit: Optional[int] = None          # the first N problems of each task
     # null: the length the model was trained on (reasoning_sft.json), else 32768
@@ -236,7 +241,7 @@ class EvalConfig:
     prompt: str = "trained"
     grading: GradingConfig = field(default_factory=GradingConfig)
     budget_forcing: BudgetForcingConfig = field(default_factory=BudgetForcingConfig)
-    # hf: transformers generate | vllm: vLLM's engine (pip install vllm; CUDA), from a saved model
+    # hf: transformers generate | vllm: vLLM's engine, from a saved model (eval.vllm)
     backend: str = "hf"
     vllm: VllmConfig = field(default_factory=VllmConfig)
     code: CodeEvalConfig = field(default_factory=CodeEvalConfig)

@@ -1,11 +1,12 @@
 """Every benchmark in benchmarks/ runs at its smallest size, exactly as a user types it, and prints its
 figures: a benchmark nobody runs rots (bench_long_traces read a config key that had moved, unseen).
 The figures themselves are machine-dependent; these tests check that each one is measured and is a
-number, and that a failed measurement fails the command. The four that train or launch (25-40 s each)
+number, and that a failed measurement fails the command. The five that train or launch (25-60 s each)
 are marked `benchmark` and run in `make test-slow`, which CI runs too."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -33,6 +34,17 @@ def test_bench_budget_forcing_smoke():
     assert re.search(rf"plain generate:\s+{NUMBER} generated tok/s", out), out
     assert re.search(rf"budget forcing:\s+{NUMBER} generated tok/s", out), out
     assert re.search(r"forcing overhead: -?[\d.]+%", out), out
+
+
+@pytest.mark.benchmark
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed: make install-vllm")
+def test_bench_budget_forcing_on_vllm_smoke():
+    out = bench("benchmarks/bench_budget_forcing.py", "--backends", "hf,vllm", "--problems", "4", "--thinking", "8",
+                "--answer", "4", "--batch-size", "4", "--repeats", "1")
+    for backend in ("hf", "vllm"):
+        assert re.search(rf"{backend}\s+plain generate:\s+{NUMBER} generated tok/s", out), out
+        assert re.search(rf"{backend}\s+budget forcing:\s+{NUMBER} generated tok/s", out), out
+    assert re.search(rf"vllm / hf, budget forcing: {NUMBER}x", out), out
 
 
 @needs_r1

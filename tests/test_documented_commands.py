@@ -31,6 +31,7 @@ GPU_MODELS = re.compile(r"experiment=(s1k|skyt1|long1k)_qwen32b|model=qwen2\.5_|
 RUN_ELSEWHERE = {
     "make install": ("Makefile", "test: install"),   # every make target installs first; CI runs make test
     "make test": (".ci/run", "make test"),
+    "make install-vllm": (".ci/run", "make install-vllm"),
     "make test-slow": (".ci/run", "make test-slow"),
     "make demo": ("tests/test_demo.py", '"reasoning_sft.train", "experiment=demo"'),   # the Makefile's recipe
     "make demo-budget": ("tests/test_demo.py", '["make", "demo-budget"]'),

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.evaluation.runner import Grader, generate_for_eval, graded, run_in_process, summarize_samples
 from reasoning_sft.evaluation.prompts import eval_prompt
-from reasoning_sft.evaluation.tasks import TASKS, Task
+from reasoning_sft.evaluation.tasks import TASKS, Task, source_of
 
 
 def harness_config(task: Task, docs: list, cfg: DictConfig, grader: Grader, repeats: int = 1) -> dict:
@@ -126,6 +126,8 @@ def run_lm_eval(model, tokenizer, cfg: DictConfig, tasks: list[str], grader: Gra
                                   **(details[j] if j < len(details) else {}), "generation": gen,
                                   **graded(grader(task, doc, gen), task.target(doc, cfg), cfg)})
         summary = summarize_samples(task_rows, n, cfg)
+        if source := source_of(name, cfg):
+            summary["source"] = source
         summary["lm_eval"] = {k: v for k, v in out["results"][key].items() if isinstance(v, (int, float))}
         summary["lm_eval_agreement"] = lm_eval_agreement(summary, out["samples"].get(key, []))
         summaries[name] = summary

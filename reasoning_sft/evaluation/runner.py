@@ -97,7 +97,8 @@ def generate_for_eval(model, tokenizer, prompts: list[str], cfg: DictConfig, rep
     forcing = bf_cfg.enabled
     bf = BudgetForcing(**{k: v for k, v in bf_cfg.items() if k != "enabled"}) if forcing else None
     style = get_style(cfg.data.format.thinking_style)
-    chunk = len(prompts) if hasattr(model, "generate_ids") else cfg.eval.batch_size   # vLLM batches itself
+    # vLLM schedules its own batches: every prompt of the task goes to it at once, in each phase
+    chunk = len(prompts) if hasattr(model, "generate_ids") else cfg.eval.batch_size
     results, tokens, t0 = [], 0, time.time()
     with tqdm(total=len(prompts), desc="generating", unit="response", file=sys.stderr,
               mininterval=0.5 if sys.stderr.isatty() else 30, disable=not prompts) as bar:
@@ -105,7 +106,7 @@ def generate_for_eval(model, tokenizer, prompts: list[str], cfg: DictConfig, rep
             part = prompts[i:i + chunk]
             if forcing:
                 outs = generate_with_budget(model, tokenizer, part, style, bf, cfg.eval.max_new_tokens,
-                                            cfg.eval.batch_size, sampling)
+                                            min(chunk, len(part)), sampling)
                 new = [{"generation": o.text, "generated_tokens": o.thinking_tokens + o.answer_tokens,
                         "thinking_tokens": o.thinking_tokens, "waits": o.waits, "capped": o.capped,
                         "forced_ids": o.forced_ids} for o in outs]

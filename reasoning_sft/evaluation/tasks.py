@@ -31,6 +31,7 @@ class Task:
     target: Callable[[Any, DictConfig], str]      # what a response is graded against (gold, letter, problem id)
     grade: Callable[[str, Any, DictConfig], Grade]
     in_process: bool = False                      # run without lm-eval (the synthetic task, after every training)
+    source: Any = None                            # a HubSet: where its problems come from by default
 
 
 def truncated_policy(cfg: DictConfig) -> str:
@@ -53,14 +54,58 @@ def synthetic_docs(cfg: DictConfig) -> list[dict]:
     return [{"id": r.id, "question": r.question, "answer": r.metadata["gold_answer"]} for r in records]
 
 
-# --- math benchmarks: a jsonl under eval.data_dir ----------------------------------------------------
+# --- math benchmarks: the hub set the papers' evaluation code loads, or a local jsonl --------------
 
-def math_benchmark(name: str, file: str, question: str, answer: str) -> Task:
+@dataclass(frozen=True)
+class HubSet:
+    """Where the papers' released evaluation code loads a benchmark: `datasets.load_dataset(path, config,
+    split=split, revision=revision)` for each config (concatenated), rows kept where `keep[0]` holds
+    `keep[1]`, the problem and answer fields renamed to the task's."""
+    path: str
+    configs: tuple
+    split: str
+    question: str
+    answer: str
+    origin: str                          # the released file that loads it
+    keep: tuple | None = None
+    revision: str | None = None          # None: the hub's current main (see docs/evaluation.md)
+
+    def describe(self) -> str:
+        parts = [f"{self.path}" + (f" ({', '.join(self.configs)})" if self.configs != (None,) else ""),
+                 f"split {self.split}"]
+        if self.keep:
+            parts.append(f"rows whose {self.keep[0]} holds {self.keep[1]!r}")
+        return ", ".join(parts) + f"; as {self.origin}"
+
+
+def load_hub_set(hub: HubSet, question: str, answer: str) -> list[dict]:
+    """The set's rows through `datasets` (its cache; HF_DATASETS_OFFLINE=1 reads only the cache)."""
+    import datasets
+    rows = []
+    for config in hub.configs:
+        for row in datasets.load_dataset(hub.path, config, split=hub.split, revision=hub.revision):
+            if hub.keep and hub.keep[1] not in str(row.get(hub.keep[0], "")):
+                continue
+            rows.append({**row, question: row[hub.question], answer: row[hub.answer]})
+    return rows
+
+
+def math_benchmark(name: str, file: str, question: str, answer: str, hub: HubSet) -> Task:
     def docs(cfg: DictConfig) -> list[dict]:
-        path = Path(str(cfg.eval.data_dir)) / file
-        if not path.is_file():
-            raise ConfigError(f"eval.tasks: {name} reads {path}, which does not exist (set eval.data_dir)")
-        return [row for _, row in read_rows(str(path))]
+        """`eval.data_dir/<file>` when it is there (a local copy), else the hub set (cached, offline-aware)."""
+        local = Path(str(cfg.eval.data_dir)) / file if cfg.eval.data_dir else None
+        if local is not None and local.is_file():
+            return [row for _, row in read_rows(str(local))]
+        try:
+            return load_hub_set(hub, question, answer)
+        except Exception as e:   # offline without a cached copy, no network, a moved dataset: say where from
+            here = f"{local} does not exist and " if local is not None else ""
+            raise ConfigError(
+                f"eval.tasks: {name}: {here}its hub set could not be read ({type(e).__name__}: {str(e)[:200]}). "
+                f"It comes from {hub.describe()}. To run offline, read it once where the hub is reachable "
+                f"(python -c \"import datasets; datasets.load_dataset('{hub.path}', "
+                f"{hub.configs[0]!r}, split='{hub.split}')\") and set HF_DATASETS_OFFLINE=1, or write a jsonl with "
+                f"fields {question!r} and {answer!r} to DIR/{file} and set eval.data_dir=DIR") from None
 
     def target(doc: dict, cfg: DictConfig) -> str:
         gold = doc[answer]
@@ -69,7 +114,30 @@ def math_benchmark(name: str, file: str, question: str, answer: str) -> Task:
         return str(gold)
 
     return Task(name, docs, lambda doc, cfg: eval_prompt(cfg)[1].format(question=doc[question]), target,
-                lambda generation, doc, cfg: grade_math(generation, target(doc, cfg), cfg))
+                lambda generation, doc, cfg: grade_math(generation, target(doc, cfg), cfg), source=hub)
+
+
+def source_of(name: str, cfg: DictConfig) -> str | None:
+    """Where a task's problems were read from: the local file, or the hub set."""
+    task = TASKS.get(name)
+    if task is None or task.source is None:
+        return None
+    local = Path(str(cfg.eval.data_dir)) / f"{name}.jsonl" if cfg.eval.data_dir else None
+    return str(local) if local is not None and local.is_file() else f"hub: {task.source.describe()}"
+
+
+SKYTHOUGHT = "SkyThought skythought/evals/tasks/"
+HUB_SETS = {
+    "aime24": HubSet("AI-MO/aimo-validation-aime", (None,), "train", "problem", "answer",
+                     SKYTHOUGHT + "aime/aime24.yaml", keep=("url", "2024")),
+    "aime25": HubSet("opencompass/AIME2025", ("AIME2025-I", "AIME2025-II"), "test", "question", "answer",
+                     SKYTHOUGHT + "aime/aime25_1.yaml + aime25_2.yaml"),
+    "amc23": HubSet("AI-MO/aimo-validation-amc", (None,), "train", "problem", "answer",
+                    SKYTHOUGHT + "amc23/amc23.yaml + amc23_handler.py", keep=("url", "2023")),
+    "math500": HubSet("qq8933/MATH500", (None,), "test", "problem", "answer", SKYTHOUGHT + "math/math500.yaml"),
+    "olympiadbench": HubSet("Hothan/OlympiadBench", ("OE_TO_maths_en_COMP",), "train", "question", "final_answer",
+                            SKYTHOUGHT + "olympiadbench/olympiadbench_math_en.yaml"),
+}
 
 
 # --- GPQA-Diamond: the user's own copy, four choices in a seeded order ---------------------------------
@@ -149,7 +217,7 @@ TASKS: dict[str, Task] = {
     "synthetic": Task("synthetic", synthetic_docs, lambda doc, cfg: eval_prompt(cfg)[1].format(question=doc["question"]),
                       lambda doc, cfg: doc["answer"],
                       lambda generation, doc, cfg: grade_math(generation, doc["answer"], cfg), in_process=True),
-    **{name: math_benchmark(name, *spec) for name, spec in {
+    **{name: math_benchmark(name, *spec, HUB_SETS[name]) for name, spec in {
         "aime24": ("aime24.jsonl", "problem", "answer"),
         "aime25": ("aime25.jsonl", "problem", "answer"),
         "amc23": ("amc23.jsonl", "problem", "answer"),

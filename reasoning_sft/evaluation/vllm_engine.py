@@ -1,10 +1,15 @@
 """vLLM generation backend (`eval.backend=vllm`): the same plain, sampled and budget-forced generation
-as the Hugging Face backend, on vLLM's engine. Needs vLLM installed (a CUDA machine); without it the
-evaluation stops at once with a config error saying how to get it.
+as the Hugging Face backend, on vLLM's engine (GPU: `pip install -e '.[vllm]'`; CPU: `make install-vllm`).
 
 The engine exposes `generate_ids(contexts, max_new_tokens, stop_strings, sampling)`, the one
 generation primitive the budget-forcing loop and plain generation call (generation.generate_ids
 dispatches to it), so forcing behaves identically on both backends: token ids in, token ids out.
+It drives vLLM the way s1's fork does: every context of a phase in one `generate` call (vLLM batches
+and schedules them), `max_tokens` per phase, a stop marker that is one token of the project's tokenizer
+passed as a stop token id (s1: `stop_token_ids` for `<|im_start|>`), others as stop strings, and
+`skip_special_tokens=False` so markers stay in the text. Prompts go in as token ids from the project's
+tokenizer: vLLM's own tokenizer never re-encodes text (for a tiny model dir its AutoTokenizer picks a
+class that splits digits differently).
 """
 
 from __future__ import annotations
@@ -13,28 +18,38 @@ from pathlib import Path
 
 from reasoning_sft.errors import ConfigError
 
-INSTALL_HINT = ("eval.backend='vllm': vLLM is not installed here (pip install vllm, on a machine with a "
-                "CUDA GPU); or use eval.backend=hf")
+INSTALL_HINT = ("eval.backend='vllm': vLLM is not installed here (on a GPU machine: pip install -e '.[vllm]'; "
+                "on CPU: make install-vllm); or use eval.backend=hf")
 
 
 def require_vllm() -> None:
-    import importlib.util
-    if importlib.util.find_spec("vllm") is None:
-        raise ConfigError(INSTALL_HINT)
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
 
 
 class VLLMEngine:
-    def __init__(self, path: str | Path, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None, seed: int = 0):
+    def __init__(self, path: str | Path, tokenizer, seed: int = 0, tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, dtype: str = "auto",
+                 enforce_eager: bool = False, engine_args: dict | None = None):
         require_vllm()
         from vllm import LLM
         if (Path(path) / "adapter_config.json").exists():
             raise ConfigError(f"model_path={path}: a LoRA adapter; vLLM here takes a full model "
                               "(train with peft.merge_after_train=true and use merged_model/)")
         self.llm = LLM(model=str(path), tensor_parallel_size=tensor_parallel_size, seed=seed,
-                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len)
-        self.seed = seed
-        self.device = "cuda"
+                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                       dtype=dtype, enforce_eager=enforce_eager, **dict(engine_args or {}))
+        self.tokenizer = tokenizer
+
+    def _stops(self, stop_strings: list[str] | None) -> tuple[list[int], list[str]]:
+        """(stop token ids, stop strings): the end of turn and every one-token marker as ids."""
+        ids, strings = [self.tokenizer.eos_token_id], []
+        for s in stop_strings or ():
+            one = self.tokenizer(s, add_special_tokens=False)["input_ids"]
+            (ids.extend(one) if len(one) == 1 else strings.append(s))
+        return ids, strings
 
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
                      sampling: dict | None = None) -> list[tuple[list[int], bool]]:
@@ -42,18 +57,29 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         sampled = bool(sampling and sampling.get("do_sample"))
-        params = SamplingParams(max_tokens=max_new_tokens, stop=stop_strings or None,
+        stop_ids, stop = self._stops(stop_strings)
+        params = SamplingParams(max_tokens=max_new_tokens, stop=stop or None, stop_token_ids=stop_ids,
                                 include_stop_str_in_output=True, skip_special_tokens=False,
                                 temperature=sampling.get("temperature", 1.0) if sampled else 0.0,
-                                top_p=sampling.get("top_p", 1.0) if sampled else 1.0,
-                                seed=self.seed if sampled else None)
+                                top_p=sampling.get("top_p", 1.0) if sampled else 1.0)
+        # no per-request seed: the engine's (LLM(seed=...)) makes a run reproducible, while a seed per
+        # request would give every repeat of a prompt (samples_per_problem) the same sample
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=c) for c in contexts], params, use_tqdm=False)
-        eos = self.llm.get_tokenizer().eos_token_id
+        eos = self.tokenizer.eos_token_id
         rows = []
         for out in outs:
             first = out.outputs[0]
-            ids = [t for t in first.token_ids if t != eos]
-            # finished on the end-of-turn token (not on a stop string, not on the budget)
+            ids = list(first.token_ids)
+            # ended on the end-of-turn token (vLLM's own end-of-sequence: stop_reason None), not on a
+            # marker and not on the budget
             ended = first.finish_reason == "stop" and first.stop_reason in (None, eos)
+            if ended and ids and ids[-1] == eos:
+                ids.pop()
             rows.append((ids, ended))
         return rows
+
+    def close(self) -> None:
+        """Stop vLLM's engine processes now (they otherwise end with this process)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()

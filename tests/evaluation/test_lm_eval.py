@@ -208,14 +208,14 @@ def test_a_new_benchmark_is_one_registry_entry_and_each_response_is_graded_once(
     assert sorted(graded) == ["0", "2", "4"]        # once per response
 
 
-def test_vllm_backend_without_vllm_is_a_clear_error(make_cfg, tmp_path):
-    import importlib.util
+def test_vllm_backend_without_vllm_is_a_clear_error(make_cfg, tmp_path, monkeypatch):
     from reasoning_sft.config import validate_train_config
     from reasoning_sft.errors import ConfigError
     from reasoning_sft.evaluate import run_evaluation
-    assert importlib.util.find_spec("vllm") is None     # this machine: no CUDA, no vLLM
+    monkeypatch.setitem(sys.modules, "vllm", None)     # a machine without vLLM: `import vllm` fails
     cfg = make_cfg(["eval=synthetic", "eval.backend=vllm", f"model_path={tmp_path}"], config_name="evaluate")
-    with pytest.raises(ConfigError, match=r"eval.backend='vllm': vLLM is not installed here \(pip install vllm"):
+    with pytest.raises(ConfigError, match=r"eval.backend='vllm': vLLM is not installed here \(on a GPU machine: "
+                                          r"pip install -e '.\[vllm\]'; on CPU: make install-vllm\)"):
         run_evaluation(cfg)
     with pytest.raises(ConfigError, match="eval.backend='tgi': expected 'hf' or 'vllm'"):
         run_evaluation(make_cfg(["eval=synthetic", "eval.backend=tgi", f"model_path={tmp_path}"],
@@ -254,7 +254,8 @@ def test_generation_goes_through_an_engines_own_primitive(make_cfg, tiny_tokeniz
 
 @pytest.mark.parametrize("overrides,message", [
     (["eval.tasks=[no_such_task]"], "eval.tasks: 'no_such_task' is not a task"),
-    (["eval.tasks=[aime24]", "eval.data_dir=/nowhere"], "eval.tasks: aime24 reads /nowhere/aime24.jsonl"),
+    (["eval.tasks=[aime24]", "eval.data_dir=/nowhere"],
+     "eval.tasks: aime24: /nowhere/aime24.jsonl does not exist and its hub set could not be read"),
     (["eval.tasks=[gpqa_diamond]"], "eval.gpqa_path=None"),
     (["eval.tasks=[aime24]", "eval.prompt=mine"], "eval.prompt='mine'"),
 ])
@@ -278,3 +279,45 @@ def test_an_lm_eval_builtin_the_docs_name_runs_or_fails_in_one_line_offline():
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("config error: eval.tasks: lm-eval's 'ifeval' could not load its dataset"), last
     assert "google/IFEval" in last and "HF_DATASETS_OFFLINE=1" in last
+
+
+def test_a_benchmark_not_found_locally_comes_from_the_papers_hub_set_or_says_how_to_get_it(make_cfg, tmp_path):
+    """No local copy (a fresh clone) -> the hub dataset SkyThought's task files load; offline and not
+    cached -> one error naming that dataset, its split and filter, the released file, and both ways to
+    get it offline (the datasets cache, or a local jsonl with the named fields)."""
+    from reasoning_sft.errors import ConfigError
+    from reasoning_sft.evaluation.tasks import TASKS, source_of
+    cfg = make_cfg(["eval=benchmarks", f"eval.data_dir={tmp_path}"])
+    assert os.environ["HF_DATASETS_OFFLINE"] == "1"
+    with pytest.raises(ConfigError) as err:
+        TASKS["amc23"].docs(cfg)
+    message = str(err.value)
+    for part in (f"{tmp_path}/amc23.jsonl does not exist", "OfflineModeIsEnabled",
+                 "AI-MO/aimo-validation-amc, split train, rows whose url holds '2023'",
+                 "SkyThought skythought/evals/tasks/amc23/amc23.yaml",
+                 "datasets.load_dataset('AI-MO/aimo-validation-amc', None, split='train')",
+                 f"fields 'problem' and 'answer' to DIR/amc23.jsonl and set eval.data_dir=DIR"):
+        assert part in message, message
+    assert source_of("amc23", cfg).startswith("hub: AI-MO/aimo-validation-amc")
+    (tmp_path / "amc23.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    assert TASKS["amc23"].docs(cfg) == [{"problem": "1+1?", "answer": "2"}]       # a local copy wins
+    assert source_of("amc23", cfg) == str(tmp_path / "amc23.jsonl")
+
+
+def test_hub_sets_are_read_through_datasets_with_configs_filter_and_field_names(tmp_path):
+    """The loader on a dataset repo laid out as the hub's (a README declaring two configs): both
+    configs concatenated, rows filtered, the source's fields renamed to the task's."""
+    import dataclasses
+
+    from reasoning_sft.evaluation.tasks import HUB_SETS, load_hub_set
+    repo = tmp_path / "AIME2025"
+    repo.mkdir()
+    (repo / "one.jsonl").write_text('{"question": "Q1", "answer": "1", "url": "2025-I"}\n'
+                                    '{"question": "Q2", "answer": "2", "url": "2024-I"}\n')
+    (repo / "two.jsonl").write_text('{"question": "Q3", "answer": "3", "url": "2025-II"}\n')
+    (repo / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {c}\n  data_files:\n  - split: test\n    path: {f}\n"
+        for c, f in (("AIME2025-I", "one.jsonl"), ("AIME2025-II", "two.jsonl"))) + "---\n")
+    hub = dataclasses.replace(HUB_SETS["aime25"], path=str(repo), keep=("url", "2025"))
+    rows = load_hub_set(hub, "problem", "answer")
+    assert [(r["problem"], r["answer"]) for r in rows] == [("Q1", "1"), ("Q3", "3")]

@@ -1,0 +1,131 @@
+"""vLLM's engine for real (here its CPU build, `make install-vllm`) against the Hugging Face backend on
+the same tiny model: greedy generation and s1's budget forcing equal token for token (float32, as the
+field notes measured), sampled repeats that differ, and the evaluate stage's lm-eval path on vLLM whose
+samples the grade stage re-grades."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from reasoning_sft.data.formatting import THINKING_STYLES, render_prompt
+from reasoning_sft.data.synthetic import generate_records
+from reasoning_sft.evaluation.budget_forcing import BudgetForcing, generate_with_budget
+from reasoning_sft.evaluation.generation import generate_ids
+from reasoning_sft.training.models import build_tiny_model
+
+if importlib.util.find_spec("vllm") is None:
+    pytest.skip("vLLM is not installed in this venv: `make install-vllm` installs its CPU build "
+                "(CI does); on a GPU machine pip install -e '.[vllm]'", allow_module_level=True)
+
+pytestmark = pytest.mark.vllm
+ENGINE = {"dtype": "float32", "enforce_eager": True}    # float32: greedy equality with HF is exact
+
+
+def varied_tiny_model(tokenizer):
+    """The tiny Qwen2 with its matrices scaled x10: at the default init (std 0.02) its logits are nearly
+    flat and greedy decoding repeats one token forever, which would make "equal outputs" vacuous; scaled,
+    it writes varied text, ends some turns and some thinkings on its own, and runs others to the cap."""
+    model = build_tiny_model(tokenizer, seed=0).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(10)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_tokenizer, tmp_path_factory):
+    path = tmp_path_factory.mktemp("vllm") / "model"
+    varied_tiny_model(tiny_tokenizer).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf_model(tiny_tokenizer):
+    return varied_tiny_model(tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir, tiny_tokenizer):
+    from reasoning_sft.evaluation.vllm_engine import VLLMEngine
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")     # GiB of KV cache on CPU (vLLM's default: 4)
+    eng = VLLMEngine(model_dir, tiny_tokenizer, seed=0, **ENGINE)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_tokenizer):
+    return [render_prompt(r.question, tiny_tokenizer) for r in generate_records(8, seed=0, split="test")]
+
+
+def test_greedy_generation_equals_hf_token_for_token(engine, hf_model, tiny_tokenizer, prompts):
+    contexts = tiny_tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    hf = generate_ids(hf_model, tiny_tokenizer, contexts, 200)
+    vllm = generate_ids(engine, tiny_tokenizer, contexts, 200)
+    assert vllm == hf
+    ended = [e for _, e in hf]
+    assert any(ended) and not all(ended)         # some turns end on their own, some run to the budget
+    assert len({tuple(ids) for ids, _ in hf}) == len(prompts)      # and the texts differ
+
+
+@pytest.mark.parametrize("style", ["s1", "r1", "skyt1"])
+def test_budget_forcing_equals_hf_token_for_token(engine, hf_model, tiny_tokenizer, prompts, style):
+    """s1's loop on vLLM as its fork drives it: all prompts of a phase in one call, the stop marker as a
+    stop token, continuation from the token prefix, `max_tokens` per phase."""
+    st = THINKING_STYLES[style]
+    bf = BudgetForcing(max_thinking_tokens=100, num_wait=1, max_answer_tokens=16)
+    hf = generate_with_budget(hf_model, tiny_tokenizer, prompts, st, bf, 512, batch_size=8)
+    vllm = generate_with_budget(engine, tiny_tokenizer, prompts, st, bf, 512, batch_size=8)
+    assert vllm == hf
+    assert all(o.thinking_tokens <= 100 for o in hf)
+    # the paths are exercised, on both engines: thinkings capped, and thinkings the model ended
+    # itself, extended with "Wait" (waits = 1)
+    assert any(o.capped for o in hf) and any(o.waits == 1 for o in hf)
+
+
+def test_sampled_repeats_of_one_prompt_differ(engine, tiny_tokenizer, prompts):
+    contexts = tiny_tokenizer(prompts[:1], add_special_tokens=False)["input_ids"] * 4
+    sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0}
+    first = generate_ids(engine, tiny_tokenizer, contexts, 24, sampling=sampling)
+    assert len({tuple(ids) for ids, _ in first}) > 1      # four samples of one prompt, not one sample four times
+
+
+def test_evaluate_stage_on_vllm_through_lm_eval_equals_hf_and_regrades(model_dir, hf_model, tiny_tokenizer, tmp_path):
+    """`eval.backend=vllm` end to end: lm-eval's harness asks, our budget forcing generates on vLLM,
+    each sample equals the HF backend's on its prompt, and the grade stage re-grades the run's file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    docs = [{"problem": r.question, "answer": r.metadata["gold_answer"]} for r in generate_records(6, seed=1, split="test")]
+    (data / "math500.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    proc = subprocess.run(
+        [sys.executable, "-m", "reasoning_sft.evaluate", f"model_path={model_dir}", "eval=benchmarks",
+         "eval.tasks=[math500]", f"eval.data_dir={data}", "eval.max_new_tokens=48",
+         "eval.budget_forcing.enabled=true", "eval.budget_forcing.max_thinking_tokens=32",
+         "eval.budget_forcing.num_wait=1", "eval.budget_forcing.max_answer_tokens=8",
+         "eval.backend=vllm", "eval.vllm.dtype=float32", "eval.vllm.enforce_eager=true",
+         "logger=none", f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "eval_samples.jsonl")]
+    assert len(rows) == 6 and [r["gold"] for r in rows] == [d["answer"] for d in docs]
+    hf = generate_with_budget(hf_model, tiny_tokenizer, [r["prompt"] for r in rows], THINKING_STYLES["s1"],
+                              BudgetForcing(max_thinking_tokens=32, num_wait=1, max_answer_tokens=8), 48, 6)
+    assert [(r["generation"], r["thinking_tokens"], r["waits"], r["capped"], r["forced_ids"]) for r in rows] == \
+        [(o.text, o.thinking_tokens, o.waits, o.capped, o.forced_ids) for o in hf]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["eval"]["math500"]["lm_eval_agreement"] == "equal"
+    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.grade", f"input={tmp_path}/run/eval_samples.jsonl",
+                           f"hydra.run.dir={tmp_path}/graded"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    graded = [json.loads(line) for line in open(tmp_path / "graded" / "graded.jsonl")]
+    assert [(g["correct"], g["extracted"]) for g in graded] == [(r["correct"], r["extracted"]) for r in rows]
