@@ -25,7 +25,8 @@ from reasoning_sft.cli import run_cli
 from reasoning_sft.data.loaders import read_rows
 from reasoning_sft.errors import DataError
 from reasoning_sft.evaluation.grading import OUTCOMES, Grade, answer_section, detect_style, \
-    grade_letter_response, grade_response
+    grade_letter_response
+from reasoning_sft.evaluation.profiles import describe_judge, grade_math_profile, judge_from, judge_line
 from reasoning_sft.evaluation.sandbox import VERDICTS
 from reasoning_sft.evaluation.code_tasks import CODE_TASKS, extract_code, problem_from_row
 from reasoning_sft.evaluation.metrics import accuracy_summary, pass_at_k
@@ -69,10 +70,15 @@ def row_style(cfg: DictConfig, row: dict, response: str) -> str | None:
     return None if style == "none" else style
 
 
-def grade_row(cfg: DictConfig, row: dict, response: str, gold: str) -> tuple[Grade, str | None]:
+QUESTION_FIELDS = ("question", "problem", "prompt")
+
+
+def grade_row(cfg: DictConfig, row: dict, response: str, gold: str, judge=None) -> tuple[Grade, str | None]:
     style = row_style(cfg, row, response)
     if cfg.task == "math":
-        return grade_response(response, gold, style, cfg.truncated, cfg.timeout_seconds), style
+        question = next((str(row[f]) for f in QUESTION_FIELDS if f in row), "")   # the long1k judge reads it
+        return grade_math_profile(response, gold, style, cfg.profile, cfg.truncated, cfg.timeout_seconds,
+                                  judge, question), style
     return grade_letter_response(response, gold, style, cfg.truncated), style
 
 
@@ -164,10 +170,13 @@ def run_grade(cfg: DictConfig) -> dict:
     inputs = read_input(cfg)
     run_dir = open_run_dir(cfg)
     rows, wheres = [], [where for where, *_ in inputs]
+    judge = judge_from(cfg.judge)
+    if cfg.task == "math" and (line := judge_line(cfg.profile, judge)):
+        print(line, flush=True)
     if cfg.task in CODE_TASKS:
         rows = grade_code_rows(cfg, inputs)
     for where, row, response, gold in ([] if cfg.task in CODE_TASKS else inputs):
-        result, style = grade_row(cfg, row, response, gold)
+        result, style = grade_row(cfg, row, response, gold, judge)
         rows.append({**row, "correct": result.correct, "extracted": result.extracted, "grading": result.outcome,
                      "_style": style})
     with open(run_dir / "graded.jsonl", "w", encoding="utf-8") as f:
@@ -175,6 +184,8 @@ def run_grade(cfg: DictConfig) -> dict:
             f.write(json.dumps({k: v for k, v in row.items() if k != "_style"}, ensure_ascii=False, default=str)
                     + "\n")
     summary = summarize(cfg, rows)
+    if cfg.task == "math":
+        summary["grading_profile"], summary["judge"] = cfg.profile, describe_judge(judge)
     if cfg.fields.verdict:
         summary["agreement"] = agreement(cfg, rows, wheres)
     return finish_stage(run_dir, "grade", input=str(cfg.input), task=cfg.task, truncated_policy=cfg.truncated,

@@ -166,9 +166,24 @@ class DataConfig:
                    "[low, high) token bounds with 0 <= low < high", list(bucket))
 
 
+GRADING_PROFILES = ("strict", "skythought", "s1", "long1k")   # reasoning_sft/evaluation/profiles.py
+
+
+@dataclass
+class JudgeConfig:
+    """An OpenAI-compatible endpoint for the graders that ask an LLM (profiles s1 and long1k)."""
+    base_url: Optional[str] = None       # null: no judge (said once; summaries record judge: none)
+    model: Optional[str] = None
+    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key (never the key itself)
+
+
 @dataclass
 class GradingConfig:
-    truncated: str = "wrong"             # wrong | whole_response: a response that never left its thinking
+    # strict (ours: answer section, truncated apart) | skythought | s1 | long1k (each paper's released
+    # grader); each experiment sets its paper's
+    profile: str = "strict"
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    truncated: str = "wrong"             # strict: wrong | whole_response for a response that never left its thinking
     timeout_seconds: int = 5             # math-verify's limit per answer; a timeout is wrong and counted
 
 
@@ -249,6 +264,9 @@ class EvalConfig:
     def check(self, key: str, errs: Errors) -> None:
         _one_of(errs, f"{key}.backend", self.backend, ("hf", "vllm"))
         _one_of(errs, f"{key}.grading.truncated", self.grading.truncated, ("wrong", "whole_response"))
+        _one_of(errs, f"{key}.grading.profile", self.grading.profile, GRADING_PROFILES)
+        _check(errs, not self.grading.judge.base_url or bool(self.grading.judge.model), f"{key}.grading.judge.model",
+               "a model name when judge.base_url is set", self.grading.judge.model)
         for k in ("batch_size", "samples_per_problem", "bootstrap_samples", "num_problems"):
             _check(errs, getattr(self, k) >= 1, f"{key}.{k}", "an integer >= 1", getattr(self, k))
         for k in ("limit", "max_new_tokens"):
@@ -358,6 +376,8 @@ class GradeConfig:
     task: str = "math"                   # math | gpqa | livecodebench | apps | taco
     fields: GradeFields = field(default_factory=GradeFields)
     thinking_style: Optional[str] = None   # s1 | r1 | skyt1 | none; null: each row's, else its markers
+    profile: str = "strict"              # strict | skythought | s1 | long1k: whose grader (profiles.py)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)   # profiles s1 / long1k: their LLM judge
     truncated: str = "wrong"             # wrong | whole_response: a response that never left its thinking
     timeout_seconds: int = 5             # math-verify's per-answer limit; a timeout is wrong and counted
     bootstrap_samples: int = 1000
@@ -374,6 +394,9 @@ class GradeConfig:
         _check(errs, self.thinking_style in (None, "none", *THINKING_STYLE_NAMES), f"{prefix}thinking_style",
                f"one of {[*THINKING_STYLE_NAMES, 'none']} or null", self.thinking_style)
         _one_of(errs, f"{prefix}truncated", self.truncated, ("wrong", "whole_response"))
+        _one_of(errs, f"{prefix}profile", self.profile, GRADING_PROFILES)
+        _check(errs, not self.judge.base_url or bool(self.judge.model), f"{prefix}judge.model",
+               "a model name when judge.base_url is set", self.judge.model)
         _check(errs, self.timeout_seconds >= 1, f"{prefix}timeout_seconds", "an integer >= 1", self.timeout_seconds)
         _check(errs, self.bootstrap_samples >= 1, f"{prefix}bootstrap_samples", "an integer >= 1",
                self.bootstrap_samples)

@@ -19,13 +19,16 @@ class MalformedReply(ValueError):
 
 
 def chat_completion(base_url: str, model: str, prompt: str, api_key_env: str = "OPENAI_API_KEY",
-                    timeout_seconds: float = 120.0, retries: int = 2) -> str:
-    """The reply text of a single-turn, temperature-0 chat request to `{base_url}/chat/completions`."""
+                    timeout_seconds: float = 120.0, retries: int = 2, system: str | None = None,
+                    sampling: dict | None = None) -> str:
+    """The reply text of a single-turn chat request to `{base_url}/chat/completions`: temperature 0
+    unless `sampling` gives the request's own settings (temperature, top_p, max_tokens, seed)."""
     import httpx
 
     key = os.environ.get(api_key_env)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body = {"model": model, "temperature": 0, "messages": [{"role": "user", "content": prompt}]}
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    body = {"model": model, "temperature": 0, **(sampling or {}), "messages": messages}
     url = base_url.rstrip("/") + "/chat/completions"
     try:
         with httpx.Client(timeout=timeout_seconds, follow_redirects=True,

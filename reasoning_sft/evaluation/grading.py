@@ -28,7 +28,7 @@ ANSWER_MARKERS = {
 _STYLE_SIGNS = (("skyt1", "<|begin_of_thought|>"), ("skyt1", "<|end_of_thought|>"), ("s1", "<|im_start|>think"),
                 ("s1", "<|im_start|>answer"), ("r1", "<think>"), ("r1", "</think>"))
 TRUNCATED_POLICIES = ("wrong", "whole_response")
-OUTCOMES = ("exact", "verified", "not_equal", "no_answer", "truncated", "timeout", "error")
+OUTCOMES = ("exact", "verified", "judged", "not_equal", "no_answer", "truncated", "timeout", "error", "judge_fallback")
 
 
 @dataclass(frozen=True)

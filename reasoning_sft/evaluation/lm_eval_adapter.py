@@ -210,6 +210,9 @@ def _dataset_path(name: str, manager) -> str | None:
 def run_tasks(model, tokenizer, cfg: DictConfig, run_dir: Path) -> dict:
     """Run every task of `eval.tasks` (in-process ones here, the rest through lm-eval), each response
     graded once; per-sample results go to `eval_samples.jsonl`."""
+    from reasoning_sft.evaluation.profiles import judge_from, judge_line
+    if line := judge_line(cfg.eval.grading.profile, judge_from(cfg.eval.grading.judge)):
+        print(line, flush=True)
     grader = Grader(cfg)
     results, rows = {}, []
     for name in (t for t in cfg.eval.tasks if t in TASKS and TASKS[t].in_process):

@@ -74,6 +74,9 @@ def summarize_samples(samples: list[dict], n: int, cfg: DictConfig) -> dict:
     summary["truncated"] = outcomes["truncated"]     # never left the thinking: wrong, counted apart
     summary["grading"] = {o: outcomes[o] for o in OUTCOMES if outcomes[o]}
     summary["grading"].update({o: c for o, c in outcomes.items() if o and o not in OUTCOMES})   # code verdicts
+    from reasoning_sft.evaluation.profiles import describe_judge, judge_from
+    summary["grading_profile"] = cfg.eval.grading.profile        # whose grader gave these verdicts
+    summary["judge"] = describe_judge(judge_from(cfg.eval.grading.judge))
     if any("sandbox" in s for s in samples):   # code: how contained its programs were, as the grade stage says
         from reasoning_sft.evaluation.sandbox import isolation_summary
         summary["sandbox_isolation"] = isolation_summary([s.get("sandbox") for s in samples])

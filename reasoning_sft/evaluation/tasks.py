@@ -19,7 +19,7 @@ from reasoning_sft.evaluation.code_tasks import CODE_TASKS, extract_code, in_win
 from reasoning_sft.data.loaders import read_rows
 from reasoning_sft.data.synthetic import generate_records
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation.grading import Grade, grade_letter_response, grade_response
+from reasoning_sft.evaluation.grading import Grade, grade_letter_response
 from reasoning_sft.evaluation.prompts import eval_prompt
 
 
@@ -38,10 +38,13 @@ def truncated_policy(cfg: DictConfig) -> str:
     return cfg.eval.grading.truncated
 
 
-def grade_math(generation: str, gold: str, cfg: DictConfig) -> Grade:
-    """math-verify on the answer section of the model's thinking style (reasoning_sft/evaluation/grading.py)."""
-    return grade_response(generation, gold, cfg.data.format.thinking_style, truncated_policy(cfg),
-                          cfg.eval.grading.timeout_seconds)
+def grade_math(generation: str, gold: str, cfg: DictConfig, question: str = "") -> Grade:
+    """The grading profile's grader (`eval.grading.profile`, evaluation/profiles.py; strict: math-verify on
+    the answer section of the model's thinking style)."""
+    from reasoning_sft.evaluation.profiles import grade_math_profile, judge_from
+    g = cfg.eval.grading
+    return grade_math_profile(generation, gold, cfg.data.format.thinking_style, g.profile, g.truncated,
+                              g.timeout_seconds, judge_from(g.judge), question)
 
 
 # --- the synthetic task: held-out problems of the training generator's own kind ---------------------
@@ -114,7 +117,7 @@ def math_benchmark(name: str, file: str, question: str, answer: str, hub: HubSet
         return str(gold)
 
     return Task(name, docs, lambda doc, cfg: eval_prompt(cfg)[1].format(question=doc[question]), target,
-                lambda generation, doc, cfg: grade_math(generation, target(doc, cfg), cfg), source=hub)
+                lambda generation, doc, cfg: grade_math(generation, target(doc, cfg), cfg, doc[question]), source=hub)
 
 
 def source_of(name: str, cfg: DictConfig) -> str | None:
@@ -216,7 +219,8 @@ def grade_code(generation: str, problem, cfg: DictConfig) -> Grade:
 TASKS: dict[str, Task] = {
     "synthetic": Task("synthetic", synthetic_docs, lambda doc, cfg: eval_prompt(cfg)[1].format(question=doc["question"]),
                       lambda doc, cfg: doc["answer"],
-                      lambda generation, doc, cfg: grade_math(generation, doc["answer"], cfg), in_process=True),
+                      lambda generation, doc, cfg: grade_math(generation, doc["answer"], cfg, doc["question"]),
+                      in_process=True),
     **{name: math_benchmark(name, *spec, HUB_SETS[name]) for name, spec in {
         "aime24": ("aime24.jsonl", "problem", "answer"),
         "aime25": ("aime25.jsonl", "problem", "answer"),
