@@ -20,6 +20,7 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import hydra
 from hydra.utils import instantiate
@@ -42,6 +43,7 @@ class Architecture:
     vocab_size: int
     tie_word_embeddings: bool
     model_type: str = "qwen2"
+    head_dim: Optional[int] = None       # where it is not hidden_size / num_attention_heads (Gemma 2)
 
 
 def architecture(cfg: DictConfig) -> Architecture:
@@ -58,7 +60,7 @@ def architecture(cfg: DictConfig) -> Architecture:
 def architecture_parameters(arch: Architecture) -> tuple[int, int]:
     """(total, largest single parameter) of the architecture, built on the meta device."""
     from transformers import AutoConfig, AutoModelForCausalLM
-    config = AutoConfig.for_model(**asdict(arch))
+    config = AutoConfig.for_model(**{k: v for k, v in asdict(arch).items() if v is not None})
     import torch
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
@@ -68,9 +70,10 @@ def architecture_parameters(arch: Architecture) -> tuple[int, int]:
 
 def lora_trainable(arch: Architecture, rank: int) -> int:
     """LoRA on every linear layer of every block: r x (in + out) per layer."""
-    h, i, kv = arch.hidden_size, arch.intermediate_size, arch.hidden_size // arch.num_attention_heads * \
-        arch.num_key_value_heads
-    per_layer = (h + h) + (h + kv) * 2 + (h + h) + (h + i) * 2 + (i + h)
+    head_dim = arch.head_dim or arch.hidden_size // arch.num_attention_heads
+    h, i, kv, q = arch.hidden_size, arch.intermediate_size, head_dim * arch.num_key_value_heads, \
+        head_dim * arch.num_attention_heads
+    per_layer = (h + q) + (h + kv) * 2 + (q + h) + (h + i) * 2 + (i + h)
     return rank * per_layer * arch.num_hidden_layers
 
 

@@ -195,7 +195,8 @@ class BudgetForcingConfig:
     min_thinking_tokens: int = 0         # extend with wait_string until this many thinking tokens
     num_wait: int = 0                    # extend this many times when thinking ends early
     wait_string: str = "Wait"
-    max_answer_tokens: int = 1024
+    # the answer phase's budget; null: eval.max_new_tokens, as s1's fork runs it (the full max_gen_toks)
+    max_answer_tokens: Optional[int] = None
 
 
 @dataclass
@@ -280,8 +281,8 @@ class EvalConfig:
         bf = self.budget_forcing
         for k in ("min_thinking_tokens", "num_wait"):
             _check(errs, getattr(bf, k) >= 0, f"{key}.budget_forcing.{k}", "an integer >= 0", getattr(bf, k))
-        _check(errs, bf.max_answer_tokens >= 1, f"{key}.budget_forcing.max_answer_tokens", "an integer >= 1",
-               bf.max_answer_tokens)
+        _check(errs, bf.max_answer_tokens is None or bf.max_answer_tokens >= 1,
+               f"{key}.budget_forcing.max_answer_tokens", "an integer >= 1 or null", bf.max_answer_tokens)
         _check(errs, bf.max_thinking_tokens is None or bf.max_thinking_tokens >= 1,
                f"{key}.budget_forcing.max_thinking_tokens", "null or an integer >= 1", bf.max_thinking_tokens)
         _check(errs, all(1 <= k <= self.samples_per_problem for k in self.ks), f"{key}.ks",

@@ -22,12 +22,15 @@ class ThinkingStyle:
     answer_end: str = ""  # closes the final response (Sky-T1)
     think_stop: str = ""  # what the model emits to end its thinking (where generation stops)
     cap_prefix: str = ""  # forced after the delimiter when budget forcing cuts the thinking
+    # s1's data/tokenization.py:27-32: the trajectory and the answer stripped, and `Answer: ` added only
+    # to an answer that does not already hold "Answer:" (s1K's attempts often end "Final Answer: ...")
+    strip_parts: bool = False
 
 
 THINKING_STYLES = {
     # s1: `<|im_start|>think` ... `<|im_start|>answer` (their train/sft.py and budget forcing code)
     "s1": ThinkingStyle("s1", "<|im_start|>think\n", "\n<|im_start|>answer\n", "Answer: ",
-                        think_stop="<|im_start|>", cap_prefix="Final Answer:"),
+                        think_stop="<|im_start|>", cap_prefix="Final Answer:", strip_parts=True),
     # DeepSeek-R1 and its distillations, OpenThoughts, Long1K
     "r1": ThinkingStyle("r1", "<think>\n", "\n</think>\n\n", "", think_stop="</think>"),
     # Sky-T1 / Bespoke-Stratos
@@ -48,8 +51,12 @@ def get_style(name: str) -> ThinkingStyle:
 
 
 def assistant_text(rec: Record, style: ThinkingStyle) -> str:
-    return (style.think_start + rec.thinking + style.think_end + style.answer_prefix + rec.answer
-            + style.answer_end)
+    thinking, answer, prefix = rec.thinking, rec.answer, style.answer_prefix
+    if style.strip_parts:
+        thinking, answer = thinking.strip(), answer.strip()
+        if prefix.strip() and prefix.strip() in answer:
+            prefix = ""
+    return style.think_start + thinking + style.think_end + prefix + answer + style.answer_end
 
 
 def prompt_messages(question: str, system_prompt: str | None = None) -> list[dict]:

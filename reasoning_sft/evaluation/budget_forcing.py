@@ -4,7 +4,8 @@ thinking style.
 Thinking is generated from the prompt plus the style's opening marker and stops at the style's stop
 marker (s1: `<|im_start|>`, R1: `</think>`, Sky-T1: `<|end_of_thought|>`):
 - cap: at `max_thinking_tokens` thinking is cut and the end of thinking is forced (s1:
-  `\n<|im_start|>answer\nFinal Answer:`); the answer gets its own budget (`max_answer_tokens`);
+  `\n<|im_start|>answer\nFinal Answer:`); the answer gets its own budget (`max_answer_tokens`; by
+  default the whole generation budget, as s1's fork gives it `max_tokens` again);
 - extend: when the model ends its thinking early, the stop marker is dropped, `wait_string` is
   appended where it was and thinking continues, `num_wait` times or until `min_thinking_tokens`;
 - a thinking that ended on its own (and is not extended) gets only the style's delimiter (s1:
@@ -26,7 +27,7 @@ class BudgetForcing:
     min_thinking_tokens: int = 0
     num_wait: int = 0
     wait_string: str = "Wait"
-    max_answer_tokens: int = 256
+    max_answer_tokens: int | None = None   # None: the generation budget (default_max_thinking), as s1's fork
 
 
 @dataclass
@@ -102,7 +103,7 @@ def generate_with_budget(model, tokenizer, prompts: list[str], style: ThinkingSt
             active = still
         forced = [ids(forced_text(style, decode(thinking[i]), capped[i])) for i in range(len(prefix))]
         answers = generate_ids(model, tokenizer, [prefix[i] + thinking[i] + forced[i] for i in range(len(prefix))],
-                               bf.max_answer_tokens, sampling=sampling)
+                               bf.max_answer_tokens or default_max_thinking, sampling=sampling)
         for i, (answer, _) in enumerate(answers):
             text = style.think_start + decode(thinking[i]) + decode(forced[i]) + decode(answer)
             results.append(ForcedGeneration(text, len(thinking[i]), len(answer), waits[i], capped[i], forced[i]))

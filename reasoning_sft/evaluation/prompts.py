@@ -8,7 +8,9 @@ others are the papers' released evaluation prompts (docs/fidelity.md says where 
 - `skyt1`: SkyThought's Sky-T1 system prompt and "Return your final response within \\boxed{}. "
   before the question (skythought_evals `model_configs.yaml`, `tasks/math/math500.yaml`);
 - `qwen_math`: Qwen2.5-Math's chain-of-thought instruction after the question (the project's old
-  default; Long1K's released evaluation prompt is not published, see docs/fidelity.md).
+  default);
+- `deepseek_qwen`: Long1K's evaluation template (LONG1k-32B `predict.py` `template_map["deepseek-qwen"]`,
+  run by `predict.sh` with `--template deepseek-qwen`): its system prompt, the question as the user turn.
 """
 
 from __future__ import annotations
@@ -41,6 +43,16 @@ SKYT1_SYSTEM_PROMPT = (
 )
 
 
+# Long1K predict.py `template_map["deepseek-qwen"]`'s system turn, verbatim (its missing spaces included).
+DEEPSEEK_QWEN_SYSTEM_PROMPT = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it.The "
+    "assistant first thinks about the reasoning process in the mind and then provides the userwith the answer. "
+    "The reasoning process and answer are enclosed within <|begin_of_thought|> <|end_of_thought|> and"
+    "<|begin_of_solution|> <|end_of_solution|> tags, respectively, i.e., <|begin_of_thought|> reasoning process "
+    "here <|end_of_thought|><answer>answer here <|end_of_solution|>."
+)
+
+
 @dataclass(frozen=True)
 class Prompt:
     system: object        # a string, None (the chat template's default) or TRAINED
@@ -53,6 +65,7 @@ PROMPTS = {
     "skyt1": Prompt(SKYT1_SYSTEM_PROMPT, "Return your final response within \\boxed{{}}. {question}"),
     "qwen_math": Prompt(None, "{question}\n\nPlease reason step by step, and put your final answer within "
                               "\\boxed{{}}."),
+    "deepseek_qwen": Prompt(DEEPSEEK_QWEN_SYSTEM_PROMPT, "{question}"),
 }
 
 

@@ -176,8 +176,14 @@ def gpqa_docs(cfg: DictConfig) -> list[dict]:
     return rows
 
 
+# s1's lm-eval fork, tasks/gpqa/openai/utils.py:12 (QUERY_TEMPLATE): no instruction, `A)` labels
+S1_GPQA_PROMPT = "{question}\n\nA) {c[0]}\nB) {c[1]}\nC) {c[2]}\nD) {c[3]}"
+
+
 def gpqa_prompt(doc: dict, cfg: DictConfig) -> str:
     choices, _ = gpqa_choices(doc, cfg.seed)
+    if cfg.eval.prompt == "s1":
+        return S1_GPQA_PROMPT.format(question=doc["Question"], c=choices)
     return GPQA_PROMPT.format(question=doc["Question"].strip(),
                               choices="\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices)))
 

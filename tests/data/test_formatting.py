@@ -118,3 +118,29 @@ def test_unknown_evaluation_prompt_is_a_config_error(make_cfg):
     from reasoning_sft.evaluation.prompts import eval_prompt
     with pytest.raises(ConfigError, match="eval.prompt='mine': expected one of"):
         eval_prompt(make_cfg(["eval=synthetic", "eval.prompt=mine"]))
+
+
+def test_s1_text_is_the_released_tokenization_on_real_s1k_rows(shared_data, tiny_tokenizer):
+    """s1's data/tokenization.py:22-33 on the 5 bundled s1K rows: the trajectory joined and stripped,
+    `Answer: ` added only where the attempt lacks "Answer:" (all 5 hold "Final Answer:"), the answer
+    stripped; our chat text equals the released one character for character."""
+    import json
+
+    from reasoning_sft.data.formatting import render_chat
+    from reasoning_sft.data.loaders import load_s1k
+    rows = [json.loads(line) for line in open(shared_data / "s1k_sample.jsonl")]
+    recs = load_s1k(str(shared_data / "s1k_sample.jsonl"), trajectory_field="gemini_thinking_trajectory",
+                    attempt_field="gemini_attempt")
+    for row, rec in zip(rows, recs):
+        answer = row["gemini_attempt"]
+        answer = "Answer: " + answer if "Answer:" not in answer else answer
+        released = tiny_tokenizer.apply_chat_template(
+            [{"role": "user", "content": row["question"]},
+             {"role": "assistant", "content": "<|im_start|>think\n" + "\n".join([row["gemini_thinking_trajectory"]]).strip()
+              + "\n<|im_start|>answer\n" + answer.strip()}], tokenize=False)
+        prompt, completion = render_chat(rec, tiny_tokenizer, THINKING_STYLES["s1"])
+        assert released.startswith(prompt + completion)
+        assert "Answer: Final Answer:" not in completion and "Final Answer:" in completion
+    rec = recs[0]   # an attempt without "Answer:" gets the prefix
+    bare = assistant_text(type(rec)(**{**rec.__dict__, "answer": " 42\n"}), THINKING_STYLES["s1"])
+    assert bare.endswith("\n<|im_start|>answer\nAnswer: 42")
