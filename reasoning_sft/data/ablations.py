@@ -571,18 +571,33 @@ class StepInsert(StepShuffle):
 
 ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
 # Long1K's linking: the questions numbered in one prompt, each trace introduced in turn, the answers
-# given per problem. The paper describes the join; the wording is ours (configurable: ablation.linking).
+# given per problem. The paper describes the join and its README "different linking words"; the
+# wording is ours (configurable: ablation.linking). A list gives variants: sample i uses variant
+# i mod len, so consecutive samples differ and a dataset is the same on every run.
 LINKING = {
-    "question_header": "Solve the following {n} problems.",
+    "question_header": ["Solve the following {n} problems.", "Answer each of these {n} questions.",
+                        "Here are {n} problems; solve them all."],
     "question_item": "Problem {i}: {question}",
-    "thinking_first": "Let me start with the {ordinal} problem.",
-    "thinking_next": "Now let me move on to the {ordinal} problem.",
+    "thinking_first": ["Let me start with the {ordinal} problem.", "First, the {ordinal} problem.",
+                       "I'll begin with the {ordinal} problem."],
+    "thinking_next": ["Now let me move on to the {ordinal} problem.", "Next, the {ordinal} problem.",
+                      "Moving on to the {ordinal} problem.", "Let's now turn to the {ordinal} problem."],
     "answer_item": "For the {ordinal} problem: {answer}",
 }
 
 
+def _variants(value) -> list[str]:
+    """A linking entry's wordings: one string, or a list of them (a config's ListConfig too)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _variant(value, index: int) -> str:
+    options = _variants(value)
+    return options[index % len(options)]
+
+
 def _join(parts: list[Record], linking: dict, index: int) -> Record:
-    link = {**LINKING, **(linking or {})}
+    link = {k: _variant(v, index) for k, v in {**LINKING, **(linking or {})}.items()}
     ordinal = [ORDINALS[i] if i < len(ORDINALS) else f"problem {i + 1}'s" for i in range(len(parts))]
     question = link["question_header"].format(n=len(parts)) + "\n\n" + "\n\n".join(
         link["question_item"].format(i=i + 1, question=p.question) for i, p in enumerate(parts))
@@ -658,7 +673,7 @@ def combine(records: list[Record], ctx: Context, k: int = 2, num_samples: int | 
         groups = [order[i * k:(i + 1) * k] for i in range(n_joined)]
     else:
         link = {**LINKING, **(linking or {})}
-        link_tokens = ctx.count_tokens(link["thinking_next"].format(ordinal="second") + "\n\n")
+        link_tokens = max(ctx.count_tokens(v.format(ordinal="second") + "\n\n") for v in _variants(link["thinking_next"]))
         groups, more = _groups_by_length(records, ctx, n_joined, target_tokens, tolerance, max_parts, link_tokens)
         stats.update(more)
         if len(groups) < n_joined:

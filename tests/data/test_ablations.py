@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from hydra.utils import instantiate
 
-from reasoning_sft.data.ablations import (NUMBER, REFLECTION_KEYWORDS, Context, DigitCorruption, ParagraphSplitter,
+from reasoning_sft.data.ablations import (LINKING, NUMBER, REFLECTION_KEYWORDS, Context, DigitCorruption, ParagraphSplitter,
                                           apply_transforms, combine,
                                     digit_corruption, keyword_removal, short_cot, step_delete,
                                     step_insert, step_shuffle, summarize, wrong_answers)
@@ -216,11 +216,17 @@ def test_combine_pairs_each_source_problem_at_most_once(traces):
     by_id = {t.id: t for t in traces}
     for r in out:
         first, second = (by_id[p] for p in r.metadata["parts"])
-        assert r.question.startswith("Solve the following 2 problems.")
+        assert any(r.question.startswith(h.format(n=2)) for h in LINKING["question_header"])
         assert first.question in r.question and second.question in r.question
         assert first.thinking in r.thinking and second.thinking in r.thinking
         assert r.thinking.index(first.thinking) < r.thinking.index("second problem") < r.thinking.index(second.thinking)
         assert first.answer in r.answer and second.answer in r.answer
+    # different linking words (Long1K's README), each wording used, the same dataset on every run
+    for key in ("question_header", "thinking_next"):
+        used = {next(v for v in LINKING[key] if v.format(n=2, ordinal="second") in r.question + r.thinking)
+                for r in out}
+        assert used == set(LINKING[key])
+    assert [r.thinking for r in combine(traces, ctx(), k=2, num_samples=100)] == [r.thinking for r in out]
     assert len(combine(traces, ctx(), k=2)) == len(traces) // 2    # null num_samples: all pairs the pool makes
     with pytest.raises(ValueError, match="need 300 distinct source problems; the pool holds 291"):
         combine(traces, ctx(), k=2, num_samples=150)
