@@ -28,13 +28,34 @@ def curated(tmp_path_factory, shared_data):
     return summary["data_card"], [json.loads(line) for line in open(out / "run" / "removed.jsonl")], out / "run"
 
 
-def test_decontamination_removes_exactly_the_real_duplicates(curated):
+def test_decontamination_removes_the_real_duplicates(curated):
+    """The default is s1's rule (any shared 8-gram): it removes 6 of the 7 real duplicates and many
+    more; it misses 498 (the F(z) set-up asking for a+b), whose shared words are glued to punctuation
+    differently (s1 splits on whitespace only). Our overlap rule, counted beside it in the card, flags
+    exactly the 7."""
     card, removed, _ = curated
     contaminated = {r["id"]: r for r in removed if r["reason"] == "contamination"}
-    assert set(contaminated) == CONTAMINATED
+    assert CONTAMINATED - {"498"} < set(contaminated) and "498" not in contaminated
+    stage = next(s for s in card["stages"] if s["stage"] == "decontamination")
+    flagged = json.dumps(stage)
+    assert f'"s1": {len(contaminated)}' in flagged and '"overlap": 7' in flagged, flagged
     assert contaminated["124"]["matches"][0]["eval_item"] == "math500.jsonl:286"
-    assert contaminated["124"]["matches"][0]["overlap"] == 1.0
-    assert contaminated["255"]["matches"][0]["eval_item"] == "olympiadbench.jsonl:518"
+
+
+def test_the_overlap_variant_removes_exactly_the_real_duplicates(shared_data):
+    from reasoning_sft.data.curation import CurationContext, Decontamination
+    from reasoning_sft.data.loaders import load_table
+    stage = Decontamination(enabled=True, ngram=8, max_item_frequency=2, min_shared_ngrams=10, min_overlap=0.4,
+                            eval_sets={"math500.jsonl": "problem", "aime24.jsonl": "problem", "aime25.jsonl": "problem",
+                                       "amc23.jsonl": "problem", "olympiadbench.jsonl": "question"},
+                            data_dir=str(shared_data), method="overlap")
+    records = load_table(str(shared_data / "s1k_questions_no_traces.jsonl"),
+                         {"question": "question", "thinking": "solution", "answer": "solution", "id": "id"})
+    _, removed, _ = stage(list(records), CurationContext(0, len))
+    assert set(removed) == CONTAMINATED
+    assert removed["124"]["matches"][0]["eval_item"] == "math500.jsonl:286"
+    assert removed["124"]["matches"][0]["overlap"] == 1.0
+    assert removed["255"]["matches"][0]["eval_item"] == "olympiadbench.jsonl:518"
 
 
 def test_boilerplate_alone_is_not_contamination():
@@ -102,7 +123,7 @@ def test_diversity_is_s1s_algorithm_step_for_step():
             + [Record(id=f"math{i}", question="q", thinking="w " * (5590 + 10 * i), answer="a",
                       source="qfq/openaimath/Algebra", domain="12 Field theory and polynomials") for i in range(4)]
             + common)
-    include = OmegaConf.create({"sources": ["AIME", "gpqa"], "long_sources": {"openaimath": 5600}})
+    include = OmegaConf.create({"sources": ["AIME", "gpqa"], "match": "substring", "long_sources": {"openaimath": 5600}})
     picked = _pick(pool, 8, 0, include_first=include)
     ids = [r.id for r in picked]
     assert ids[:5] == ["aime0", "aime1", "aime2", "math2", "math3"]   # MATH over 5,600 tokens only (not 5,590 / 5,600)

@@ -47,7 +47,30 @@ def quality_issue(rec: Record, allow_asy_sources: list[str]) -> str | None:
     return None
 
 
+S1_BOLD_WITH_DIGIT = re.compile(r"\*\*(?=.*\d)[^\s\]]*\*\*")
+
+
+def s1_quality_issue(rec: Record) -> str | None:
+    """s1's released quality rules (data/filter.ipynb, the cell after the NaN filter), in its order:
+    `[asy]` (kept when the source holds "AIME"), `![Image]`, `p1.` .. `p999.`, a bold span holding a digit."""
+    q = rec.question
+    if "[asy]" in q:
+        return None if "AIME" in rec.source else "[asy] diagram"
+    if "![Image]" in q:
+        return "image reference"
+    if any(f"p{i}." in q for i in range(1, 1000)):
+        return "question-numbering artefact (p<i>.)"
+    if S1_BOLD_WITH_DIGIT.search(q):
+        return "bold span with a digit"
+    return None
+
+
 # --- decontamination ------------------------------------------------------------------------------
+
+def s1_ngrams(text: str, n: int) -> set[str]:
+    """s1's decontaminate_util.py: lowercased, whitespace collapsed, word n-grams."""
+    words = " ".join(text.lower().strip().split()).split()
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 def normalize_words(text: str) -> list[str]:
     """Lowercase, punctuation spaced apart, whitespace collapsed: '$(3,7)$.' and '$(3, 7)$ .' agree."""
@@ -215,13 +238,15 @@ class LLMDomainClassifier:
 
 
 def _included_first(rec: Record, inc, count_tokens) -> bool:
-    if inc.get("require_field") and rec.metadata.get(inc.require_field) is not True:
+    """s1's filter.ipynb (the selection cell): the Gemini trace correct (`require_field`), and the source
+    exactly one of `sources` (match=exact; `substring` was this project's looser reading), or holding a
+    `long_sources` key with a trace over its token count."""
+    if inc.get("require_field") and rec.metadata.get(inc.get("require_field")) is not True:
         return False
-    source = rec.source.lower()
-    if any(s.lower() in source for s in inc.get("sources") or []):
+    exact = (inc.get("match") or "exact") == "exact"
+    if any((rec.source == s) if exact else (s.lower() in rec.source.lower()) for s in inc.get("sources") or []):
         return True
-    return any(s.lower() in source and count_tokens(rec.thinking) > n
-               for s, n in (inc.get("long_sources") or {}).items())
+    return any(s in rec.source and count_tokens(rec.thinking) > n for s, n in (inc.get("long_sources") or {}).items())
 
 
 def diversity_sample(records: list[Record], num_samples: int, rng: random.Random, count_tokens,
@@ -253,7 +278,11 @@ def diversity_sample(records: list[Record], num_samples: int, rng: random.Random
         chosen.append(pool.pop(i))
         if not pool:
             del by_domain[d]
-    return chosen, {"included_first": len(first), "sampled": len(chosen) - len(first)}
+    figures = {"included_first": len(first), "sampled": len(chosen) - len(first)}
+    field = include_first.get("require_field") if include_first is not None else None
+    if field:   # a pool without the column includes nothing first: say how many lacked it
+        figures["include_first_field_missing"] = sum(field not in r.metadata for r in records)
+    return chosen, figures
 
 
 # --- the stages as plugins --------------------------------------------------------------------------
@@ -291,16 +320,26 @@ def _without(records: list[Record], reasons: dict) -> list[Record]:
 
 @dataclass(frozen=True)
 class QualityFilter:
+    """rules=s1: s1's released rules (s1_quality_issue); rules=ours: ours (quality_issue: also API-error
+    text, ASCII art, numbering artefacts). Both are counted on the same records for the card."""
     enabled: bool
-    allow_asy_sources: Any           # keep [asy] diagrams for these sources (s1 kept AIME's)
+    allow_asy_sources: Any           # rules=ours: keep [asy] diagrams for these sources (s1 kept AIME's)
+    rules: str = "s1"
+
+    def __post_init__(self):
+        errs: list[str] = []
+        _expect(errs, self.rules in ("s1", "ours"), "quality.rules", self.rules, "s1 or ours")
+        _refuse(errs)
 
     def __call__(self, records: list[Record], ctx: CurationContext) -> Outcome:
-        reasons = {}
+        found = {"s1": {}, "ours": {}}
         for rec in records:
-            issue = quality_issue(rec, list(self.allow_asy_sources))
-            if issue:
-                reasons[rec.id] = {"reason": issue}
-        return _without(records, reasons), reasons, {}
+            for rules, issue in (("s1", s1_quality_issue(rec)), ("ours", quality_issue(rec, list(self.allow_asy_sources)))):
+                if issue:
+                    found[rules][rec.id] = {"reason": issue}
+        reasons = found[self.rules]
+        return _without(records, reasons), reasons, {
+            "quality_rules": self.rules, "quality_flagged": {k: len(v) for k, v in found.items()}}
 
 
 @dataclass(frozen=True)
@@ -320,6 +359,10 @@ class ExactDedup:
 
 @dataclass(frozen=True)
 class Decontamination:
+    """method=s1: s1's collect_data.py:387-400, a question sharing any one word n-gram with an
+    evaluation item is dropped; method=overlap: ours, a match needs `min_shared_ngrams` n-grams found
+    in at most `max_item_frequency` items and `min_overlap` of the shorter text (boilerplate such as
+    "relatively prime positive integers. Find m+n" alone does not match). Both are counted for the card."""
     enabled: bool
     ngram: int
     max_item_frequency: int          # an n-gram in more eval items than this is boilerplate
@@ -328,12 +371,14 @@ class Decontamination:
     eval_sets: Any                   # file in data_dir -> field with the problem text
     data_dir: str
     gpqa_path: Optional[str] = None  # the user's gpqa_diamond.csv: its questions join the sets
+    method: str = "s1"
 
     def __post_init__(self):
         errs: list[str] = []
         for k in ("ngram", "max_item_frequency", "min_shared_ngrams"):
             _expect(errs, getattr(self, k) >= 1, f"decontamination.{k}", getattr(self, k), "an integer >= 1")
         _expect(errs, 0 <= self.min_overlap <= 1, "decontamination.min_overlap", self.min_overlap, "a number in [0, 1]")
+        _expect(errs, self.method in ("s1", "overlap"), "decontamination.method", self.method, "s1 or overlap")
         _refuse(errs)
 
     def __call__(self, records: list[Record], ctx: CurationContext) -> Outcome:
@@ -341,14 +386,25 @@ class Decontamination:
         if self.gpqa_path:
             items += load_gpqa_questions(self.gpqa_path)
         index = EvalIndex.build(items, self.ngram)
-        reasons = {}
+        s1_lookup: dict[str, str] = {}
+        for name, text in items:
+            for g in s1_ngrams(text, self.ngram):
+                s1_lookup.setdefault(g, name)
+        found = {"s1": {}, "overlap": {}}
         for rec in records:
+            shared = [g for g in s1_ngrams(rec.question, self.ngram) if g in s1_lookup]
+            if shared:
+                found["s1"][rec.id] = {"reason": "contamination", "matches": [
+                    {"eval_item": s1_lookup[shared[0]], "shared_ngrams": len(shared), "first": shared[0]}]}
             hits = index.matches(rec.question, self.ngram, self.max_item_frequency, self.min_shared_ngrams,
                                  self.min_overlap)
             if hits:
-                reasons[rec.id] = {"reason": "contamination", "matches": hits}
+                found["overlap"][rec.id] = {"reason": "contamination", "matches": hits}
+        reasons = found[self.method]
         return _without(records, reasons), reasons, {
-            "decontamination_sets": sorted({name.split(":")[0] for name, _ in items})}
+            "decontamination_sets": sorted({name.split(":")[0] for name, _ in items}),
+            "decontamination_method": self.method,
+            "decontamination_flagged": {k: len(v) for k, v in found.items()}}
 
 
 @dataclass(frozen=True)
