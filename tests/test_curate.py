@@ -36,9 +36,8 @@ def test_decontamination_removes_the_real_duplicates(curated):
     card, removed, _ = curated
     contaminated = {r["id"]: r for r in removed if r["reason"] == "contamination"}
     assert CONTAMINATED - {"498"} < set(contaminated) and "498" not in contaminated
-    stage = next(s for s in card["stages"] if s["stage"] == "decontamination")
-    flagged = json.dumps(stage)
-    assert f'"s1": {len(contaminated)}' in flagged and '"overlap": 7' in flagged, flagged
+    assert card["decontamination_flagged"] == {"s1": len(contaminated), "overlap": 7}
+    assert card["decontamination_method"] == "s1" and card["quality_flagged"]["s1"] <= card["quality_flagged"]["ours"]
     assert contaminated["124"]["matches"][0]["eval_item"] == "math500.jsonl:286"
 
 
