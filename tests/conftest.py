@@ -69,7 +69,8 @@ def tiny_tokenizer():
 @pytest.fixture
 def chat_endpoint():
     """start(reply) -> base_url: a real HTTP server on loopback that answers OpenAI-compatible
-    `POST /v1/chat/completions` with `reply(prompt, model)`; it records every request it served."""
+    `POST /v1/chat/completions` with `reply(prompt, model)` (prompt: the last message, the user turn); it
+    records every request it served."""
     import http.server
     import json
     import threading
@@ -84,7 +85,7 @@ def chat_endpoint():
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 requests.append({"path": self.path, "authorization": self.headers.get("Authorization"), **body})
                 data = json.dumps({"choices": [{"message": {
-                    "content": reply(body["messages"][0]["content"], body["model"])}}]}).encode()
+                    "content": reply(body["messages"][-1]["content"], body["model"])}}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -39,6 +39,10 @@ def test_every_group_option_composes_and_validates(make_cfg, group, option):
         with pytest.raises(ConfigError, match=r"data\.source\.path: a required value is missing"):
             validate_train_config(cfg)
         cfg = make_cfg([f"{group}={option}", "data.source.path=/data/long1k.jsonl"])
+    if (group, option) == ("ablation", "reflection_rewrite"):   # the rewrite's chat model: no default endpoint
+        with pytest.raises(ConfigError, match=r"ablation\.llm\.base_url: a required value is missing"):
+            validate_train_config(cfg)
+        cfg = make_cfg([f"{group}={option}", "ablation.llm.base_url=http://127.0.0.1:9/v1"])
     validate_train_config(cfg)
 
 

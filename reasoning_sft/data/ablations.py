@@ -242,6 +242,143 @@ class KeywordRemoval:
                     removed_share=_ratio(total("removed"), total("found")), kept_whole=total("kept_whole"))
 
 
+# SkyThought's corrupt branch, skythought/tools/util/prompts.py:173-180 `remove_reflection_prompt`, as
+# Python joins its backslash-continued lines (verbatim, one line).
+REMOVE_REFLECTION_PROMPT = (
+    "You will be provided with an unstructured response that includes multiple revisions and reflections. "
+    "Each revision follows this structure: [Target of reflection, subsequent reflection, corrected content]. "
+    "Your task is to remove all targets of reflection and their corresponding revisions. Identify the precise "
+    "sections of the response that are targets of reflection and remove them, ensuring that no content is left "
+    "behind. Do not include transition phrases such as 'wait,' 'let me think again,' or similar expressions. "
+    "Copy the entire content verbatim except for the removed portions. Maintain the headers "
+    "<|begin_of_thought|>, <|end_of_thought|>, <|begin_of_solution|>, and <|end_of_solution|> without any "
+    "changes. Now, please apply the instructions to the following content: {content}")
+# tools/tag_output.py:30-39: gpt-4o-mini, this system turn, max_tokens 16384, temperature 0.7
+REWRITE_SYSTEM = "You are a helpful chatbot."
+REWRITE_SAMPLING = {"temperature": 0.7, "max_tokens": 16384}
+SKYT1_HEADERS = ("<|begin_of_thought|>", "<|end_of_thought|>", "<|begin_of_solution|>", "<|end_of_solution|>")
+
+
+def skyt1_response(rec: Record) -> str:
+    """The assistant turn as Sky-T1's data holds it (`conversations[1].value`): what the rewrite reads."""
+    return (f"{SKYT1_HEADERS[0]}\n\n{rec.thinking}\n\n{SKYT1_HEADERS[1]}\n\n{SKYT1_HEADERS[2]}\n\n{rec.answer}"
+            f"\n\n{SKYT1_HEADERS[3]}")
+
+
+def parse_rewrite(reply: str) -> tuple[str, str] | str:
+    """(thinking, answer) of a rewritten response, or why the reply is unusable. SkyThought's script
+    writes whatever came back into the data, "Error processing content: ..." included: here a reply
+    is used only with its four headers in order and a thinking and an answer that are not empty."""
+    text = reply.strip()
+    if not text:
+        return "empty reply"
+    if text.startswith(("Error processing content", "Error: Rate limit")):
+        return "an error string"
+    at = [text.find(h) for h in SKYT1_HEADERS]
+    if min(at) < 0 or at != sorted(at):
+        return "headers missing or out of order"
+    thinking = text[at[0] + len(SKYT1_HEADERS[0]):at[1]].strip()
+    answer = text[at[2] + len(SKYT1_HEADERS[2]):at[3]].strip()
+    if not thinking or not answer:
+        return "empty thinking or answer"
+    return thinking, answer
+
+
+@dataclass
+class RewriteClient:
+    """Rewrites through an OpenAI-compatible endpoint, each reply cached on disk by model, prompt,
+    sampling and response (a re-run or a sweep over rates asks once per response)."""
+    base_url: str
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_seconds: float = 600.0
+    workers: int = 8
+    cache_dir: str | None = None
+
+    def ask(self, content: str) -> tuple[str | None, bool]:
+        """(reply, from the cache); reply None when the endpoint answered with no text."""
+        import hashlib
+        import json
+        import os
+        from pathlib import Path
+
+        from reasoning_sft.data.llm_client import MalformedReply, chat_completion
+        prompt = REMOVE_REFLECTION_PROMPT.format(content=content)
+        key = hashlib.sha256(json.dumps([self.model, REWRITE_SYSTEM, REWRITE_SAMPLING, prompt]).encode()).hexdigest()
+        path = Path(self.cache_dir) / f"{key}.json" if self.cache_dir else None
+        if path is not None and path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))["reply"], True
+        try:
+            reply = chat_completion(self.base_url, self.model, prompt, self.api_key_env, self.timeout_seconds,
+                                    system=REWRITE_SYSTEM, sampling=REWRITE_SAMPLING)
+        except MalformedReply:
+            return None, False
+        if path is not None and not isinstance(parse_rewrite(reply), str):   # only usable replies are kept
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"model": self.model, "reply": reply}), encoding="utf-8")
+            os.replace(tmp, path)
+        return reply, False
+
+
+def reflection_rewrite(records: list[Record], ctx: Context, rate: float, llm, fallback: str = "keep") -> list[Record]:
+    """Sky-T1's reflection removal as its released tools/tag_output.py runs it: each sample, with
+    probability `rate` (`if random.random() > ratio: return entry`), has its whole response (thinking
+    and solution) rewritten by a chat model with `remove_reflection_prompt`. Every reply is checked
+    (parse_rewrite); an unusable one keeps the sample as it was (`fallback=keep`, counted by reason)
+    or stops the stage (`fallback=raise`). An endpoint that cannot be reached is an error."""
+    from concurrent.futures import ThreadPoolExecutor
+    chosen = [i for i, _ in enumerate(records) if not ctx.rng.random() > rate]   # decided first: seeded, in order
+    with ThreadPoolExecutor(max_workers=max(1, llm.workers)) as pool:
+        replies = dict(zip(chosen, pool.map(lambda i: llm.ask(skyt1_response(records[i])), chosen)))
+    out = []
+    for i, rec in enumerate(records):
+        if i not in replies:
+            out.append(_changed(rec, {"transform": "reflection_rewrite", "rewritten": 0}))
+            continue
+        reply, cached = replies[i]
+        parsed = parse_rewrite(reply) if reply is not None else "no text in the reply"
+        if isinstance(parsed, str):
+            if fallback == "raise":
+                raise DataError(f"ablation=reflection_rewrite: record {rec.id}: the rewrite is unusable ({parsed}): "
+                                f"{(reply or '')[:200]!r}")
+            out.append(_changed(rec, {"transform": "reflection_rewrite", "rewritten": 0, "rejected": 1,
+                                      "rejected_reason": parsed}))
+            continue
+        thinking, answer = parsed
+        out.append(_changed(rec, {"transform": "reflection_rewrite", "rewritten": 1, "cached": int(cached),
+                                  "changed": thinking != rec.thinking or answer != rec.answer},
+                            thinking=thinking, answer=answer))
+    return out
+
+
+@transform
+@dataclass(frozen=True)
+class ReflectionRewrite:
+    """Sky-T1's reflection removal: an LLM rewrite per sample (reflection_rewrite)."""
+    name: ClassVar[str] = "reflection_rewrite"
+    rate: float
+    llm: Any                 # a RewriteClient (conf/ablation/reflection_rewrite.yaml: ablation.llm.*)
+    fallback: str = "keep"   # keep | raise: what an unusable reply does
+
+    def __post_init__(self):
+        errs: list[str] = []
+        _share(errs, "rate", self.rate)
+        _expect(errs, self.fallback in ("keep", "raise"), "fallback", self.fallback, "'keep' or 'raise'")
+        _expect(errs, isinstance(getattr(self.llm, "workers", None), int) and self.llm.workers >= 1,
+                "ablation.llm.workers", getattr(self.llm, "workers", None), "an integer >= 1")
+        _refuse(errs)
+
+    def __call__(self, records: list[Record], ctx: Context) -> list[Record]:
+        return reflection_rewrite(records, ctx, **_params(self))
+
+    @staticmethod
+    def card(changes: list[dict], total: Callable[[str], int]) -> dict:
+        reasons = Counter(c["rejected_reason"] for c in changes if c.get("rejected"))
+        return dict(rewritten=total("rewritten"), rejected=total("rejected"), rejected_by_reason=dict(reasons),
+                    from_cache=total("cached"), rewritten_share=_ratio(total("rewritten"), len(changes)))
+
+
 _BOXED_NUMBER = re.compile(r"(\\boxed\{)\s*(-?\d+(?:\.\d+)?)\s*(\})")
 WRONG_ANSWER_MODES = ("natural", "swap", "perturb", "filter_incorrect")
 

@@ -17,7 +17,7 @@ from reasoning_sft.data.ablations import (LINKING, NUMBER, REFLECTION_KEYWORDS, 
                                     digit_corruption, keyword_removal, short_cot, step_delete,
                                     step_insert, step_shuffle, summarize, wrong_answers)
 from reasoning_sft.config import validate_prepare_config
-from reasoning_sft.errors import ConfigError
+from reasoning_sft.errors import ConfigError, DataError
 from reasoning_sft.data.loaders import load_r1
 from reasoning_sft.data.synthetic import generate_records
 from reasoning_sft.data.answers import last_boxed
@@ -355,7 +355,8 @@ def test_every_ablation_names_registered_plugins_that_check_their_own_parameters
     from reasoning_sft.data.ablations import TRANSFORMS
     from conftest import CONF
     for path in sorted((CONF / "ablation").glob("*.yaml")):
-        cfg = make_cfg([f"ablation={path.stem}"] + (["ablation/splitter=paragraph"] if "step" in path.stem else []))
+        cfg = make_cfg([f"ablation={path.stem}"] + (["ablation/splitter=paragraph"] if "step" in path.stem else [])
+                       + (["ablation.llm.base_url=http://127.0.0.1:9/v1"] if path.stem == "reflection_rewrite" else []))
         for node in cfg.ablation.transforms:
             plugin = instantiate(node)
             assert TRANSFORMS[plugin.name] is type(plugin), path.name
@@ -379,3 +380,52 @@ def test_an_ablation_that_changes_nothing_says_so_before_training(make_cfg, caps
     err = capsys.readouterr().err
     assert "warning: ablation step_shuffle changed 0 of 40 samples (rate 0.33" in err
     assert "this arm trains on unchanged data" in err
+
+
+def test_reflection_rewrite_runs_the_released_prompt_per_sample_and_checks_every_reply(traces, chat_endpoint,
+                                                                                       tmp_path):
+    """Sky-T1's tools/tag_output.py on real R1 traces: per sample with probability `rate`, the whole
+    response (Sky-T1 headers) rewritten with `remove_reflection_prompt`, temperature 0.7, 16,384 tokens;
+    replies that are error strings or lose the headers keep their sample, counted; replies are cached."""
+    from reasoning_sft.data.ablations import (REMOVE_REFLECTION_PROMPT, ReflectionRewrite, RewriteClient,
+                                              skyt1_response)
+    recs = traces[:8]
+
+    def reply(prompt, model):
+        content = prompt.split("apply the instructions to the following content: ", 1)[1]
+        if recs[1].thinking[:200] in content:
+            return "Error processing content: Request timed out."          # what their script writes into the data
+        if recs[2].thinking[:200] in content:
+            return content.replace("<|end_of_thought|>", "")               # a header lost
+        # the model's rewrite: every line holding "Wait" gone
+        return "\n".join(line for line in content.split("\n") if "Wait" not in line)
+
+    client = RewriteClient(base_url=chat_endpoint(reply), model="gpt-4o-mini", workers=4,
+                           cache_dir=str(tmp_path / "cache"))
+    out = ReflectionRewrite(rate=1.0, llm=client)(recs, ctx())
+    request = chat_endpoint.requests[0]
+    assert request["messages"][0] == {"role": "system", "content": "You are a helpful chatbot."}
+    assert (request["temperature"], request["max_tokens"], request["model"]) == (0.7, 16384, "gpt-4o-mini")
+    prompts = {r["messages"][1]["content"] for r in chat_endpoint.requests}
+    assert prompts == {REMOVE_REFLECTION_PROMPT.format(content=skyt1_response(r)) for r in recs}
+    for i, (before, after) in enumerate(zip(recs, out)):
+        if i in (1, 2):                                                      # unusable: kept as it was
+            assert (after.thinking, after.answer) == (before.thinking, before.answer)
+        else:
+            assert "Wait" not in after.thinking and after.answer == before.answer
+            assert after.thinking != before.thinking or "Wait" not in before.thinking
+    card = summarize(out)["reflection_rewrite"]
+    assert card["rewritten"] == 6 and card["rejected"] == 2
+    assert card["rejected_by_reason"] == {"an error string": 1, "headers missing or out of order": 1}
+    # a re-run reads the usable replies from the cache and asks again only for the rejected two
+    again = ReflectionRewrite(rate=1.0, llm=client)(recs, ctx())
+    assert len(chat_endpoint.requests) == 8 + 2 and summarize(again)["reflection_rewrite"]["from_cache"] == 6
+    # per sample, with probability rate, decided by the seeded draw in order (`random.random() > ratio`)
+    half = ReflectionRewrite(rate=0.5, llm=client)(traces[:40], ctx(seed=3))
+    draws = ctx(seed=3).rng
+    assert [c["rewritten"] or c.get("rejected", 0) for r in half for c in r.metadata["ablation"]] == \
+        [int(not draws.random() > 0.5) for _ in range(40)]
+    with pytest.raises(DataError, match=r"record .*: the rewrite is unusable \(an error string\)"):
+        ReflectionRewrite(rate=1.0, llm=client, fallback="raise")(recs[:2], ctx())
+    with pytest.raises(ConfigError, match="ablation.fallback='drop': expected 'keep' or 'raise'"):
+        ReflectionRewrite(rate=1.0, llm=client, fallback="drop")
