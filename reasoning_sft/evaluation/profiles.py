@@ -135,9 +135,12 @@ def s1_extract(text: str) -> str:
     return matches[-1] if matches else section
 
 
-S1_EXTRACTION_TEMPLATE_IDX = r"""
-Look at the following attempt by a student and extract the student's answer. If it is equivalent (ignoring trivial simplifications) to any of the provided options, return the index of that option starting from 1. Else, return -1.
-
+_S1_TASK = ("Look at the following attempt by a student and extract the student's answer. If it is equivalent "
+            "(ignoring trivial simplifications) to any of the provided options, return the index of that option "
+            "starting from 1. Else, return -1.")
+_S1_RESPOND = ("Respond with only the index of the matching option starting from 1 or -1 if there is absolutely "
+               "no reasonable match. Do not include a rationale.")
+S1_EXTRACTION_TEMPLATE_IDX = _S1_TASK + "\n" + r"""
 Examples:
 
     Options: ['2x+4', '2x', '4x']
@@ -216,11 +219,10 @@ Examples:
 YOUR TASK
 
 
-Respond with only the index of the matching option starting from 1 or -1 if there is absolutely no reasonable match. Do not include a rationale.
+""" + _S1_RESPOND + """
 
     Options: %(expression1)s
-    Attempt: %(expression2)s
-""".strip()       # openai_math/utils.py:35-112, verbatim
+    Attempt: %(expression2)s""".rstrip()       # openai_math/utils.py:35-112, verbatim (its .strip())
 S1_JUDGE_SAMPLING = {"temperature": 0.5, "max_tokens": 1024}    # its ChatCompletionSampler's defaults
 
 

@@ -296,7 +296,7 @@ def test_a_benchmark_not_found_locally_comes_from_the_papers_hub_set_or_says_how
                  "AI-MO/aimo-validation-amc, split train, rows whose url holds '2023'",
                  "SkyThought skythought/evals/tasks/amc23/amc23.yaml",
                  "datasets.load_dataset('AI-MO/aimo-validation-amc', None, split='train')",
-                 f"fields 'problem' and 'answer' to DIR/amc23.jsonl and set eval.data_dir=DIR"):
+                 "fields 'problem' and 'answer' to DIR/amc23.jsonl and set eval.data_dir=DIR"):
         assert part in message, message
     assert source_of("amc23", cfg).startswith("hub: AI-MO/aimo-validation-amc")
     (tmp_path / "amc23.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
