@@ -78,9 +78,19 @@ def run_curate(cfg: DictConfig) -> dict:
     return finish_stage(run_dir, "curate", data_card=card)
 
 
+# the stages that count both rule sets: which one ran, and what the other would have flagged
+_BOTH_RULES = {"quality": ("quality_rules", "quality_flagged"),
+               "decontamination": ("decontamination_method", "decontamination_flagged")}
+
+
 def report(summary: dict) -> None:
-    for s in summary["data_card"]["stages"]:
-        print(f"{s['stage']:>16}: {s['in']} -> {s['out']}  {s['removed_by_reason']}")
+    card = summary["data_card"]
+    for s in card["stages"]:
+        line = f"{s['stage']:>16}: {s['in']} -> {s['out']}  {s['removed_by_reason']}"
+        rules, flagged = _BOTH_RULES.get(s["stage"], (None, None))
+        if flagged in card:
+            line += f"  (rules {card[rules]}; flagged by each: {card[flagged]})"
+        print(line)
     print(f"run dir: {summary['run_dir']}  (curated.jsonl, removed.jsonl, data_card.json)")
 
 
