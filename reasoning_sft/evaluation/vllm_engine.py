@@ -48,7 +48,10 @@ class VLLMEngine:
         ids, strings = [self.tokenizer.eos_token_id], []
         for s in stop_strings or ():
             one = self.tokenizer(s, add_special_tokens=False)["input_ids"]
-            (ids.extend(one) if len(one) == 1 else strings.append(s))
+            if len(one) == 1:
+                ids.append(one[0])
+            else:
+                strings.append(s)
         return ids, strings
 
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
