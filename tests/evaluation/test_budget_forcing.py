@@ -154,3 +154,20 @@ def test_generation_forces_the_pinned_ids(model, tiny_tokenizer, prompts, style)
         thinking = tiny_tokenizer.decode(tiny_tokenizer(o.text[len(st.think_start):],
                                                         add_special_tokens=False)["input_ids"][:8])
         assert o.capped and tiny_tokenizer.decode(o.forced_ids) == forced_text(st, thinking, True)
+
+
+def test_the_answer_phase_gets_the_generation_budget_by_default_as_s1s_fork(model, tiny_tokenizer, prompts):
+    """s1's vllm_causallms.py:413 runs the answer phase with the full max_tokens again; ours does with
+    max_answer_tokens=None, and a number caps it."""
+    st = THINKING_STYLES["s1"]
+    never = torch.tensor([tiny_tokenizer.convert_tokens_to_ids(st.think_stop), tiny_tokenizer.eos_token_id])
+    handle = model.lm_head.register_forward_hook(lambda m, i, out: out.index_fill(-1, never, -1e4))
+    try:
+        full = generate_with_budget(model, tiny_tokenizer, prompts[:2], st, BudgetForcing(max_thinking_tokens=6),
+                                    default_max_thinking=20, batch_size=2)
+        capped = generate_with_budget(model, tiny_tokenizer, prompts[:2], st,
+                                      BudgetForcing(max_thinking_tokens=6, max_answer_tokens=3),
+                                      default_max_thinking=20, batch_size=2)
+    finally:
+        handle.remove()
+    assert [o.answer_tokens for o in full] == [20, 20] and [o.answer_tokens for o in capped] == [3, 3]
