@@ -35,7 +35,7 @@ def run_training(cfg: DictConfig) -> dict:
     from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config
     from reasoning_sft.training.checkpoints import resume_checkpoint, seconds_trained
     from reasoning_sft.training.launch import (check_launch_config, launch_workers, launcher_name, needs_launch, rank,
-                                               single_process_env, slurm_rank_env)
+                                               release_shared_memory, single_process_env, slurm_rank_env)
     from reasoning_sft.training.model_card import check_push
     if cfg.eval.after_train:
         check_eval_config(cfg)   # before training: a bad task must not cost a training run its results
@@ -66,7 +66,11 @@ def run_training(cfg: DictConfig) -> dict:
         return json.loads((run_dir / "summary.json").read_text())
     if cfg.deepspeed.config is not None:
         single_process_env()
-    return train_worker(cfg, run_dir, context)
+    try:
+        return train_worker(cfg, run_dir, context)
+    finally:   # this process is a rank (a SLURM task, or alone): no launcher of ours cleans up after it
+        if cfg.deepspeed.config is not None and "MASTER_PORT" in os.environ:
+            release_shared_memory(os.environ["MASTER_PORT"], os.environ.get("RANK", "*"))
 
 
 def finished_summary(run_dir: Path) -> dict | None:

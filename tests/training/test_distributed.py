@@ -43,8 +43,27 @@ ZERO3_LONG_ONE_RANK = [a for a in ZERO3_LONG if not a.startswith(("trainer.micro
 def zero3_run(tmp_path_factory):
     """One uninterrupted ZERO3_LONG run (its final model gathered and saved), shared: the partition test
     reads its ranks and model, the preemption test its per-step losses."""
+    from reasoning_sft.training.launch import SHM_DIR
     run_dir = tmp_path_factory.mktemp("zero3") / "run"
-    return run_dir, run_cli_ok(run_dir, ZERO3_LONG + ["trainer.save_final_model=true"])
+    before = set(SHM_DIR.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*"))
+    summary = run_cli_ok(run_dir, ZERO3_LONG + ["trainer.save_final_model=true"])
+    # DeepSpeed's CPU allreduce buffers (69 MB a rank, never unlinked by DeepSpeed) are gone with the run
+    assert set(SHM_DIR.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*")) <= before
+    return run_dir, summary
+
+
+def test_release_shared_memory_removes_only_that_runs_buffers(tmp_path, monkeypatch):
+    from reasoning_sft.training import launch
+    monkeypatch.setattr(launch, "SHM_DIR", tmp_path)
+    uid = os.getuid()
+    names = [f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_29500_{r}" for r in (0, 1)] + \
+        [f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_29501_0", f"deepspeed_allreduce_buffer_{uid + 1}_127.0.0.1_29500_0",
+         "psm_other"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    assert launch.release_shared_memory(29500, rank=1) == 1
+    assert launch.release_shared_memory(29500) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
 
 
 def train_cli(run_dir: Path, overrides: list[str], **popen) -> subprocess.Popen:
