@@ -71,7 +71,7 @@ class HubSet:
     answer: str
     origin: str                          # the released file that loads it
     keep: tuple | None = None
-    revision: str | None = None          # None: the hub's current main (see docs/evaluation.md)
+    revision: str | None = None          # None: the hub's current main (docs/data.md: neither paper pins one)
 
     def describe(self) -> str:
         parts = [f"{self.path}" + (f" ({', '.join(self.configs)})" if self.configs != (None,) else ""),
