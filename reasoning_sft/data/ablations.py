@@ -297,28 +297,13 @@ class RewriteClient:
 
     def ask(self, content: str) -> tuple[str | None, bool]:
         """(reply, from the cache); reply None when the endpoint answered with no text."""
-        import hashlib
-        import json
-        import os
-        from pathlib import Path
-
-        from reasoning_sft.data.llm_client import MalformedReply, chat_completion
+        from reasoning_sft.data.llm_client import cached_reply, chat_completion
         prompt = REMOVE_REFLECTION_PROMPT.format(content=content)
-        key = hashlib.sha256(json.dumps([self.model, REWRITE_SYSTEM, REWRITE_SAMPLING, prompt]).encode()).hexdigest()
-        path = Path(self.cache_dir) / f"{key}.json" if self.cache_dir else None
-        if path is not None and path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))["reply"], True
-        try:
-            reply = chat_completion(self.base_url, self.model, prompt, self.api_key_env, self.timeout_seconds,
-                                    system=REWRITE_SYSTEM, sampling=REWRITE_SAMPLING)
-        except MalformedReply:
-            return None, False
-        if path is not None and not isinstance(parse_rewrite(reply), str):   # only usable replies are kept
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"model": self.model, "reply": reply}), encoding="utf-8")
-            os.replace(tmp, path)
-        return reply, False
+        return cached_reply(self.cache_dir, [self.model, REWRITE_SYSTEM, REWRITE_SAMPLING, prompt],
+                            lambda: chat_completion(self.base_url, self.model, prompt, self.api_key_env,
+                                                    self.timeout_seconds, system=REWRITE_SYSTEM,
+                                                    sampling=REWRITE_SAMPLING),
+                            keep=lambda reply: not isinstance(parse_rewrite(reply), str))   # usable replies only
 
 
 def reflection_rewrite(records: list[Record], ctx: Context, rate: float, llm, fallback: str = "keep") -> list[Record]:
@@ -540,27 +525,10 @@ class LLMSplitter:
                    "of strings, the steps in order, copying the text exactly.\n\n{trace}")
 
     def _reply(self, text: str) -> tuple[str, bool]:
-        import hashlib
-        import json
-        import os
-        from pathlib import Path
-
-        from reasoning_sft.data.llm_client import MalformedReply, chat_completion
-        key = hashlib.sha256(json.dumps([self.model, self.prompt, text]).encode()).hexdigest()
-        path = Path(self.cache_dir) / f"{key}.json" if self.cache_dir else None
-        if path is not None and path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))["reply"], True
-        try:
-            reply = chat_completion(self.base_url, self.model, self.prompt.format(trace=text),
-                                    self.api_key_env, self.timeout_seconds)
-        except MalformedReply:   # no text: the fallback, counted; not cached, so the next run asks again
-            return "", False
-        if path is not None:   # written whole, then renamed: a concurrent sweep job never reads half a file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"model": self.model, "reply": reply}), encoding="utf-8")
-            os.replace(tmp, path)
-        return reply, False
+        from reasoning_sft.data.llm_client import cached_reply, chat_completion
+        reply, cached = cached_reply(self.cache_dir, [self.model, self.prompt, text], lambda: chat_completion(
+            self.base_url, self.model, self.prompt.format(trace=text), self.api_key_env, self.timeout_seconds))
+        return reply or "", cached   # no text: the fallback, counted
 
     def __post_init__(self):
         errs: list[str] = []

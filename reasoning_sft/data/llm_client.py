@@ -45,3 +45,28 @@ def chat_completion(base_url: str, model: str, prompt: str, api_key_env: str = "
     if not isinstance(content, str):
         raise MalformedReply(f"{base_url}: the reply's content is {type(content).__name__}, not text")
     return content
+
+
+def cached_reply(cache_dir: str | None, key_parts: list, ask, keep=lambda reply: True) -> tuple[str | None, bool]:
+    """(reply, whether it came from the cache) for a request identified by `key_parts`: read from
+    `cache_dir` when there, else `ask()`. A reply `keep` accepts is written whole, then renamed (a
+    concurrent sweep job never reads half a file); a `MalformedReply` gives (None, False) and is never
+    cached, so the next run asks again."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()
+    path = Path(cache_dir) / f"{key}.json" if cache_dir else None
+    if path is not None and path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))["reply"], True
+    try:
+        reply = ask()
+    except MalformedReply:
+        return None, False
+    if path is not None and keep(reply):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"model": key_parts[0], "reply": reply}), encoding="utf-8")
+        os.replace(tmp, path)
+    return reply, False
