@@ -21,8 +21,9 @@ import torch
 
 from reasoning_sft.data.formatting import THINKING_STYLES, render_prompt
 from reasoning_sft.data.synthetic import generate_records
-from reasoning_sft.evaluation.budget_forcing import BudgetForcing, generate_with_budget
-from reasoning_sft.evaluation.generation import generate
+from reasoning_sft.schema import BudgetForcingConfig, VllmConfig
+from reasoning_sft.evaluation.budget_forcing import generate_with_budget
+from reasoning_sft.evaluation.generation import HFEngine, generate
 from reasoning_sft.training.models import build_tiny_model, load_pretrained_model, load_pretrained_tokenizer, \
     train_tiny_tokenizer
 
@@ -53,24 +54,24 @@ def main() -> None:
             model.get_output_embeddings().weight[token] = 0
     prompts = [render_prompt(r.question, tok) for r in generate_records(args.problems, seed=0, split="test")]
     total = args.thinking + args.answer
-    bf = BudgetForcing(max_thinking_tokens=args.thinking, max_answer_tokens=args.answer)
+    bf = BudgetForcingConfig(max_thinking_tokens=args.thinking, max_answer_tokens=args.answer)
 
     rates = {}
     for backend in backends:
-        engine, batch = model, args.batch_size
+        engine, batch = HFEngine(model, tok), args.batch_size
         if backend == "vllm":
             from reasoning_sft.evaluation.vllm_engine import VLLMEngine
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             saved = tempfile.mkdtemp(prefix="bench_vllm_")
             model.save_pretrained(saved)
             tok.save_pretrained(saved)
-            engine, batch = VLLMEngine(saved, tok, dtype="float32", enforce_eager=True), len(prompts)
+            engine, batch = VLLMEngine(saved, tok, VllmConfig(dtype="float32", enforce_eager=True)), len(prompts)
 
         def plain():
-            return sum(n for _, n in generate(engine, tok, prompts, total, batch))
+            return sum(n for _, n in generate(engine, prompts, total, batch))
 
         def forced():
-            outs = generate_with_budget(engine, tok, prompts, style, bf, total, batch)
+            outs = generate_with_budget(engine, prompts, style, bf, total, batch)
             return sum(o.thinking_tokens + o.answer_tokens for o in outs)
 
         for name, fn in [("plain generate", plain), ("budget forcing", forced)]:

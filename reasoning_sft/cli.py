@@ -15,10 +15,12 @@ from reasoning_sft.errors import ConfigError, DataError
 from reasoning_sft.rundir import OPENED_RUN_DIRS, RunContext, finish_stage, release_run_dirs
 
 
-def run_cli(run: Callable[[DictConfig], dict], cfg: DictConfig, report: Callable[[dict], None]) -> None:
-    """A stage's command line. A bad config or bad data ends in one line naming it, and exit code 2;
-    any failure is also written to the run dir's summary.json (status: failed, the error). Inside a
-    `-m` sweep the failure is recorded and the sweep goes on: its end counts the failed jobs."""
+def run_cli(run: Callable[[DictConfig], dict], cfg: DictConfig, report: Callable[[dict], None],
+            writes: str | None = None) -> None:
+    """A stage's command line: `run(cfg)`, then `report(summary)` and the run dir (with the files it
+    `writes`, when named) as its last line. A bad config or bad data ends in one line naming it, and
+    exit code 2; any failure is also written to the run dir's summary.json (status: failed, the error).
+    Inside a `-m` sweep the failure is recorded and the sweep goes on: its end counts the failed jobs."""
     import traceback
 
     from hydra.errors import InstantiationException
@@ -52,6 +54,8 @@ def run_cli(run: Callable[[DictConfig], dict], cfg: DictConfig, report: Callable
             sys.exit(2)
         raise
     report(summary)
+    if writes is not None and "run_dir" in summary:
+        print(f"run dir: {summary['run_dir']}" + (f"  ({writes})" if writes else ""))
 
 
 def hydra_runtime():

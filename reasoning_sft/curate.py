@@ -31,14 +31,14 @@ def solve_with_model(records: list[Record], model_path: str, max_new_tokens: int
     import torch
 
     from reasoning_sft.data.formatting import render_prompt
-    from reasoning_sft.evaluation.generation import generate
-    from reasoning_sft.training.models import load_saved_model
+    from reasoning_sft.evaluation.generation import HFEngine, generate
     from reasoning_sft.evaluation.prompts import PROMPTS
+    from reasoning_sft.training.models import load_saved_model
 
     model, tokenizer = load_saved_model(model_path, "curation.difficulty.solver_models")
     model = model.cuda() if torch.cuda.is_available() else model
     prompts = [render_prompt(PROMPTS["qwen_math"].user.format(question=r.question), tokenizer) for r in records]
-    outs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    outs = generate(HFEngine(model, tokenizer), prompts, max_new_tokens, batch_size)
     return [replace(r, metadata={**r.metadata, f"solver:{model_path}": text}) for r, (text, _) in zip(records, outs)]
 
 
@@ -91,12 +91,11 @@ def report(summary: dict) -> None:
         if flagged in card:
             line += f"  (rules {card[rules]}; flagged by each: {card[flagged]})"
         print(line)
-    print(f"run dir: {summary['run_dir']}  (curated.jsonl, removed.jsonl, data_card.json)")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="curate")
 def main(cfg: DictConfig) -> None:
-    run_cli(run_curate, cfg, report)
+    run_cli(run_curate, cfg, report, writes="curated.jsonl, removed.jsonl, data_card.json")
 
 
 if __name__ == "__main__":

@@ -20,27 +20,31 @@ from reasoning_sft.config import settle_generation_budget, validate_eval_config
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.evaluation.prompts import read_model_format
 from reasoning_sft.rundir import finish_stage, open_run_dir
+from reasoning_sft.schema import EvalConfig
 
 
-def load_for_eval(cfg: DictConfig):
-    """(model, tokenizer) from `model_path` (a saved model or adapter dir) or from `model`."""
+def load_engine(cfg: DictConfig, ev: EvalConfig):
+    """The generation engine of `eval.backend` (registry.BACKENDS) over `model_path` (a saved model or
+    adapter dir) or the `model` config's checkpoint."""
     import torch
 
+    from reasoning_sft.registry import BACKENDS
     from reasoning_sft.training.models import load_pretrained_tokenizer, load_saved_model
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    backend = cfg.eval.backend
-    if backend == "vllm":
-        from reasoning_sft.evaluation.vllm_engine import VLLMEngine, require_vllm
-        require_vllm()
+    backend = BACKENDS.get(ev.backend)
+    if not backend.loads_model:   # the engine loads the weights itself, from a path
         path = cfg.model_path or cfg.model.name_or_path
         if not path:
-            raise ConfigError("eval.backend='vllm': needs model_path=<dir> or a hub model (model=qwen2.5_...)")
-        tokenizer = load_pretrained_tokenizer(str(path))
-        return VLLMEngine(path, tokenizer, seed=cfg.seed, **OmegaConf.to_container(cfg.eval.vllm)), tokenizer
+            raise ConfigError(f"eval.backend={ev.backend!r}: needs model_path=<dir> or a hub model (model=qwen2.5_...)")
+        return backend.build(path, load_pretrained_tokenizer(str(path)), ev, cfg.seed)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     if cfg.model_path:
-        return load_saved_model(cfg.model_path, "model_path", dtype=dtype)
-    tokenizer = instantiate(cfg.model.tokenizer)
-    return instantiate(cfg.model.network, tokenizer=tokenizer, dtype=dtype, seed=cfg.seed), tokenizer
+        model, tokenizer = load_saved_model(cfg.model_path, "model_path", dtype=dtype)
+    else:
+        tokenizer = instantiate(cfg.model.tokenizer)
+        model = instantiate(cfg.model.network, tokenizer=tokenizer, dtype=dtype, seed=cfg.seed)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return backend.build(model, tokenizer, ev, cfg.seed)
 
 
 def apply_model_format(cfg: DictConfig) -> dict | None:
@@ -76,26 +80,25 @@ def run_evaluation(cfg: DictConfig) -> dict:
                           "<train run dir>/final_model)")
     trained_format = apply_model_format(cfg)   # derived values first: the model's format, the budget
     settle_generation_budget(cfg, (trained_format or {}).get("max_seq_len"))
-    validate_eval_config(cfg)
-    from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config
-    check_eval_config(cfg)
+    g = validate_eval_config(cfg)
+    from reasoning_sft.data.synthetic import trained_shape
+    from reasoning_sft.evaluation.evaluator import Evaluator
+    fmt = g.data.format
+    evaluator = Evaluator(g.eval, fmt.thinking_style, fmt.system_prompt, g.seed, trained_shape(g.data.source))
+    evaluator.check()                          # every task's problems, read once, before any run dir
     run_dir = open_run_dir(cfg)                # the config is settled (read-only) from here
-    import torch
-
-    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
     from reasoning_sft.training.wandb_logging import init_wandb, log_eval
-    model, tokenizer = load_for_eval(cfg)
-    if torch.cuda.is_available() and isinstance(model, torch.nn.Module):
-        model = model.cuda()
-    wandb_run = init_wandb(cfg, run_dir, "evaluate", name=run_context().override_dirname)
+    evaluator.attach(load_engine(cfg, g.eval))
+    wandb_run = init_wandb(g.logger, OmegaConf.to_container(cfg, resolve=True), run_dir, "evaluate",
+                           g.experiment_name, name=run_context().override_dirname)
     try:
-        results = run_tasks(model, tokenizer, cfg, run_dir)
+        results = evaluator.run(run_dir)
         if wandb_run:
             log_eval(wandb_run, results, run_dir)
-        return finish_stage(run_dir, "evaluate", model=cfg.model_path or cfg.model.name,
+        return finish_stage(run_dir, "evaluate", model=cfg.model_path or g.model.name,
                             model_run_dir=trained_run_dir(cfg.model_path), eval=results,
-                            prompt={"name": cfg.eval.prompt, **dict(cfg.data.format),
-                                    "from_model": trained_format is not None},
+                            prompt={"name": g.eval.prompt, "thinking_style": fmt.thinking_style,
+                                    "system_prompt": fmt.system_prompt, "from_model": trained_format is not None},
                             total_seconds=round(time.time() - t0, 1),
                             wandb={"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None)
     finally:
@@ -104,17 +107,16 @@ def run_evaluation(cfg: DictConfig) -> dict:
 
 
 def report(summary: dict) -> None:
-    from reasoning_sft.evaluation.runner import result_line
+    from reasoning_sft.evaluation.evaluator import result_line
     for task, m in summary["eval"].items():
         print(result_line(task, m))
     if summary.get("model_run_dir"):
         print(f"model from:  {summary['model_run_dir']}")
-    print(f"run dir: {summary['run_dir']}")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    run_cli(run_evaluation, cfg, report)
+    run_cli(run_evaluation, cfg, report, writes="")
 
 
 if __name__ == "__main__":

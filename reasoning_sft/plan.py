@@ -193,13 +193,13 @@ def make_plan(cfg: DictConfig) -> dict:
                           "(the logits are never materialised at once)")
         if not offload_configured:
             advice.append("deepspeed=zero3_offload or more GPUs")
-        if sp == 1 and arch.num_attention_heads % 2 == 0 and world_size(cfg) > 1:
+        if sp == 1 and arch.num_attention_heads % 2 == 0 and world_size(cfg.trainer) > 1:
             advice.append("trainer.sequence_parallel_size=N (Ulysses: activations and logits divide by N)")
         advice.append("a smaller data.max_seq_len")
     return {
         "model": cfg.model.name, "architecture": asdict(arch),
         "parameters": total, "trainable_parameters": trainable, "largest_parameter": largest,
-        "gpus": world_size(cfg), "zero_stage": zero.get("stage", 0) if zero else 0, "offload": offload_configured,
+        "gpus": world_size(cfg.trainer), "zero_stage": zero.get("stage", 0) if zero else 0, "offload": offload_configured,
         "precision_bytes": elem, "tokens_per_micro_batch": tokens, "sequence_parallel_size": sp,
         "tokens_per_gpu": local, "sequence_parallel_buffers_gb": round(sp_buffers / GB, 2),
         "longest_trace": longest_trace_table(cfg, arch, total, largest, trainable, offload_configured),

@@ -19,12 +19,12 @@ from reasoning_sft.rundir import finish_stage, open_run_dir, write_json
 
 def run_prepare(cfg: DictConfig) -> dict:
     from reasoning_sft.config import validate_prepare_config
-    validate_prepare_config(cfg)
-    records = instantiate(cfg.data.source)   # bad input is named here, before any run dir
+    g = validate_prepare_config(cfg)
+    records = instantiate(g.data.source)   # bad input is named here, before any run dir
     run_dir = open_run_dir(cfg)
-    tokenizer = instantiate(cfg.model.tokenizer)
-    records, card = prepare_records(cfg, tokenizer, records=records)
-    card["tokenization"] = tokenization_section(cfg, records, tokenizer)
+    tokenizer = instantiate(g.model.tokenizer)
+    records, card = prepare_records(g.data, list(g.transforms), g.ablation, g.seed, tokenizer, records=records)
+    card["tokenization"] = tokenization_section(g.data, records, tokenizer)
     write_jsonl(records, run_dir / "prepared.jsonl")
     write_json(run_dir / "data_card.json", card)
     return finish_stage(run_dir, "prepare", data_card=card)
@@ -34,12 +34,11 @@ def report(summary: dict) -> None:
     card = summary["data_card"]
     print(f"records: loaded {card['records_loaded']}, selected {card['records_selected']}, "
           f"prepared {card['records_prepared']}  hash {card['content_hash']}")
-    print(f"run dir: {summary['run_dir']}  (prepared.jsonl, data_card.json)")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    run_cli(run_prepare, cfg, report)
+    run_cli(run_prepare, cfg, report, writes="prepared.jsonl, data_card.json")
 
 
 if __name__ == "__main__":

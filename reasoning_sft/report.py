@@ -24,15 +24,15 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 from reasoning_sft.evaluation.code_tasks import CODE_TASKS
 
-from reasoning_sft.schema import REPORT_FIGURES
+from reasoning_sft.registry import REPORT_FIGURES
 from reasoning_sft.sweep import job_dirs
 
-FIGURES = REPORT_FIGURES   # the figures a sweep file may declare (reasoning_sft/schema.py)
 
 
 @dataclass
@@ -155,9 +155,8 @@ def no_signal_warnings(rows: list[dict]) -> list[str]:
 def declared_study(rows: list[dict]) -> dict | None:
     """The sweep file's `report` block, when every finished run carries the same one."""
     for r in rows:
-        if r.get("study_figure") is not None and r["study_figure"] not in FIGURES:
-            raise ValueError(f"report.figure={r['study_figure']!r} in {r.get('run_dir', r['run'])}/config.yaml: "
-                             f"expected one of {list(FIGURES)}")
+        if r.get("study_figure") is not None and r["study_figure"] not in REPORT_FIGURES:
+            raise ValueError(REPORT_FIGURES.unknown(r["study_figure"]) + f" in {r.get('run_dir', r['run'])}/config.yaml")
     blocks = {json.dumps([r.get("study_figure"), r.get("study_x"), r.get("study_baseline")])
               for r in rows if r["status"] == "finished"}
     if len(blocks) != 1:
@@ -185,6 +184,33 @@ def _errorbar(ax, pts, label):
     ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
 
 
+@dataclass(frozen=True)
+class Figure:
+    """A figure a study may declare (`report.figure`, registry.REPORT_FIGURES) or its varying keys call for:
+    `line` = (x column, x label, log x, log-linear fit) draws accuracy per task against x; None: the
+    ablation's bars against the baseline."""
+    name: str
+    called_for: Callable[[list[dict]], bool]
+    line: tuple | None = None
+
+
+for _figure in (
+    Figure("sample_count", lambda done: _varies(done, "examples") and (_varies(done, "num_samples")
+                                                                       or not _varies(done, "trace_tokens_mean")),
+           ("examples", "training samples", True, False)),
+    # Trace length is the study when the jobs choose it: length buckets, Long1K's target, bounds.
+    Figure("trace_length", lambda done: _varies(done, "trace_tokens_mean") and any(_varies(done, k) for k in (
+        "length_buckets", "target_tokens", "min_trace_tokens", "max_trace_tokens")),
+           ("trace_tokens_mean", "mean trace tokens (log)", True, True)),
+    Figure("ablation", lambda done: _varies(done, "ablation") or _varies(done, "ablation_rate")),
+    Figure("model_size", lambda done: _varies(done, "parameters"), ("parameters", "parameters", True, False)),
+    # s1's test-time scaling: x is the thinking each task's model actually did
+    Figure("thinking_tokens", lambda done: _varies(done, "max_thinking_tokens") or _varies(done, "num_wait"),
+           ("{task}/thinking_tokens_mean", "mean thinking tokens", False, False)),
+):
+    REPORT_FIGURES.add(_figure.name, _figure)
+
+
 def draw_figures(rows: list[dict], out: Path) -> dict[str, dict]:
     """The figures the rows call for; returns {name: {file, caption, fits}}."""
     import matplotlib
@@ -197,7 +223,7 @@ def draw_figures(rows: list[dict], out: Path) -> dict[str, dict]:
     if not tasks:
         return figures
 
-    def line_figure(name, xkey, xlabel, logx, fit=False):
+    def line_figure(name, xkey, xlabel, logx, fit):
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         fits = {}
         for task in tasks:
@@ -224,24 +250,9 @@ def draw_figures(rows: list[dict], out: Path) -> dict[str, dict]:
 
     study = declared_study(done)
     wanted = {study["figure"]} if study else {   # undeclared: what the varying keys call for
-        name for name, calls in (
-            ("sample_count", _varies(done, "examples") and (_varies(done, "num_samples")
-                                                            or not _varies(done, "trace_tokens_mean"))),
-            # Trace length is the study when the jobs choose it: length buckets, Long1K's target, bounds.
-            ("trace_length", _varies(done, "trace_tokens_mean") and any(_varies(done, k) for k in (
-                "length_buckets", "target_tokens", "min_trace_tokens", "max_trace_tokens"))),
-            ("model_size", _varies(done, "parameters")),
-            ("thinking_tokens", _varies(done, "max_thinking_tokens") or _varies(done, "num_wait")),
-            ("ablation", _varies(done, "ablation") or _varies(done, "ablation_rate"))) if calls}
-    if "sample_count" in wanted:
-        line_figure("sample_count", "examples", "training samples", logx=True)
-    if "trace_length" in wanted:
-        line_figure("trace_length", "trace_tokens_mean", "mean trace tokens (log)", logx=True, fit=True)
-    if "model_size" in wanted:
-        line_figure("model_size", "parameters", "parameters", logx=True)
-    if "thinking_tokens" in wanted:
-        # s1's test-time scaling: x is the thinking each task's model actually did
-        line_figure("thinking_tokens", "{task}/thinking_tokens_mean", "mean thinking tokens", logx=False)
+        name for name, figure in REPORT_FIGURES.items() if figure.called_for(done)}
+    for name in (n for n in REPORT_FIGURES if n in wanted and REPORT_FIGURES[n].line):
+        line_figure(name, *REPORT_FIGURES[name].line)
     if "ablation" in wanted:
         fig, ax = plt.subplots(figsize=(6, 3.8))
         if study and study["x"]:
@@ -372,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += wandb_rows(args.wandb_group, args.wandb_project, args.wandb_entity)
     out = args.out or (args.paths[0] / "report")
     out.mkdir(parents=True, exist_ok=True)
-    for name in FIGURES:   # a re-run must not leave a figure the runs no longer call for
+    for name in REPORT_FIGURES:   # a re-run must not leave a figure the runs no longer call for
         (out / f"{name}.png").unlink(missing_ok=True)
     figures = draw_figures(rows, out)
     csv_path, md_path = write_report(rows, out, figures)

@@ -16,10 +16,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from reasoning_sft.errors import ConfigError
+from reasoning_sft.registry import BACKENDS, GRADE_TASKS, GRADING_PROFILES, LAUNCHERS, PROMPTS, REPORT_FIGURES, THINKING_STYLES
 
-# The thinking styles' names (reasoning_sft/data/formatting.py defines each one's delimiters).
-THINKING_STYLE_NAMES = ("s1", "r1", "skyt1")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+TRUNCATED_POLICIES = ("wrong", "whole_response")   # a response that never left its thinking: wrong, or graded whole
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts")
 
 
@@ -121,6 +121,9 @@ class TrainerConfig:
         _one_of(errs, f"{key}.precision", self.precision, PRECISIONS)
         _one_of(errs, f"{key}.sampling", self.sampling, ("random", "group_by_length"))
         _one_of(errs, f"{key}.lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        LAUNCHERS.check(errs, f"{key}.launcher", self.launcher)
+        _check(errs, self.pack_length is None or self.pack_length >= 16, f"{key}.pack_length", "null or an integer >= 16",
+               self.pack_length)
         _check(errs, self.progress_bar in ("auto", True, False), f"{key}.progress_bar", "auto, true or false",
                self.progress_bar)
         if self.packing:
@@ -156,17 +159,16 @@ class DataConfig:
         _check(errs, self.max_seq_len >= 16, f"{key}.max_seq_len", "an integer >= 16", self.max_seq_len)
         _one_of(errs, f"{key}.overflow", self.overflow, ("drop", "truncate"))
         _one_of(errs, f"{key}.keep", self.keep, ("all", "correct", "wrong"))
-        _one_of(errs, f"{key}.format.thinking_style", self.format.thinking_style, THINKING_STYLE_NAMES)
+        THINKING_STYLES.check(errs, f"{key}.format.thinking_style", self.format.thinking_style)
         _one_of(errs, f"{key}.source.on_error", self.source.get("on_error", "raise"), ("raise", "skip"))
         for k in ("num_samples", "min_trace_tokens", "max_trace_tokens", "samples_per_bucket"):
             v = getattr(self, k)
             _check(errs, v is None or v >= 0, f"{key}.{k}", "null or an integer >= 0", v)
+        _check(errs, not self.length_buckets or bool(self.samples_per_bucket), f"{key}.samples_per_bucket",
+               "an integer >= 1 with data.length_buckets", self.samples_per_bucket)
         for i, bucket in enumerate(self.length_buckets or []):
             _check(errs, len(bucket) == 2 and 0 <= bucket[0] < bucket[1], f"{key}.length_buckets[{i}]",
                    "[low, high) token bounds with 0 <= low < high", list(bucket))
-
-
-GRADING_PROFILES = ("strict", "skythought", "s1", "long1k")   # reasoning_sft/evaluation/profiles.py
 
 
 @dataclass
@@ -263,9 +265,10 @@ class EvalConfig:
     code: CodeEvalConfig = field(default_factory=CodeEvalConfig)
 
     def check(self, key: str, errs: Errors) -> None:
-        _one_of(errs, f"{key}.backend", self.backend, ("hf", "vllm"))
-        _one_of(errs, f"{key}.grading.truncated", self.grading.truncated, ("wrong", "whole_response"))
-        _one_of(errs, f"{key}.grading.profile", self.grading.profile, GRADING_PROFILES)
+        BACKENDS.check(errs, f"{key}.backend", self.backend)
+        PROMPTS.check(errs, f"{key}.prompt", self.prompt)
+        _one_of(errs, f"{key}.grading.truncated", self.grading.truncated, TRUNCATED_POLICIES)
+        GRADING_PROFILES.check(errs, f"{key}.grading.profile", self.grading.profile)
         _check(errs, not self.grading.judge.base_url or bool(self.grading.judge.model), f"{key}.grading.judge.model",
                "a model name when judge.base_url is set", self.grading.judge.model)
         for k in ("batch_size", "samples_per_problem", "bootstrap_samples", "num_problems"):
@@ -275,6 +278,10 @@ class EvalConfig:
             _check(errs, v is None or v >= 1, f"{key}.{k}", "null or an integer >= 1", v)
         _check(errs, self.temperature >= 0, f"{key}.temperature", "a number >= 0", self.temperature)
         _check(errs, 0 < self.top_p <= 1, f"{key}.top_p", "a number in (0, 1]", self.top_p)
+        _check(errs, 0 < self.vllm.gpu_memory_utilization <= 1, f"{key}.vllm.gpu_memory_utilization",
+               "a number in (0, 1]", self.vllm.gpu_memory_utilization)
+        _check(errs, self.vllm.tensor_parallel_size >= 1, f"{key}.vllm.tensor_parallel_size", "an integer >= 1",
+               self.vllm.tensor_parallel_size)
         self.code.check(f"{key}.code", errs)
         _check(errs, self.grading.timeout_seconds >= 1, f"{key}.grading.timeout_seconds", "an integer >= 1",
                self.grading.timeout_seconds)
@@ -346,19 +353,15 @@ class LoggerConfig:
         _one_of(errs, f"{key}.mode", self.mode, LOGGER_MODES)
 
 
-REPORT_FIGURES = ("sample_count", "trace_length", "ablation", "model_size", "thinking_tokens")
-
-
 @dataclass
 class ReportConfig:
     """A sweep file's `report:` block: what the study varies, for python -m reasoning_sft.report."""
-    figure: Optional[str] = None         # one of REPORT_FIGURES
+    figure: Optional[str] = None         # one of registry.REPORT_FIGURES (report.py)
     x: Optional[str] = None              # the config key on the x axis
     baseline: Any = None                 # the x value the others are compared with
 
     def check(self, key: str, errs: Errors) -> None:
-        _check(errs, self.figure is None or self.figure in REPORT_FIGURES, f"{key}.figure",
-               f"one of {REPORT_FIGURES}", self.figure)
+        REPORT_FIGURES.check(errs, f"{key}.figure", self.figure, allow=(None,))
 
 
 @dataclass
@@ -392,10 +395,10 @@ class GradeConfig:
 
     def check(self, key: str, errs: Errors) -> None:
         prefix = f"{key}." if key else ""
-        _check(errs, self.thinking_style in (None, "none", *THINKING_STYLE_NAMES), f"{prefix}thinking_style",
-               f"one of {[*THINKING_STYLE_NAMES, 'none']} or null", self.thinking_style)
-        _one_of(errs, f"{prefix}truncated", self.truncated, ("wrong", "whole_response"))
-        _one_of(errs, f"{prefix}profile", self.profile, GRADING_PROFILES)
+        THINKING_STYLES.check(errs, f"{prefix}thinking_style", self.thinking_style, allow=(None, "none"))
+        GRADE_TASKS.check(errs, f"{prefix}task", self.task)
+        _one_of(errs, f"{prefix}truncated", self.truncated, TRUNCATED_POLICIES)
+        GRADING_PROFILES.check(errs, f"{prefix}profile", self.profile)
         _check(errs, not self.judge.base_url or bool(self.judge.model), f"{prefix}judge.model",
                "a model name when judge.base_url is set", self.judge.model)
         _check(errs, self.timeout_seconds >= 1, f"{prefix}timeout_seconds", "an integer >= 1", self.timeout_seconds)

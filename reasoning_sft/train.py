@@ -29,18 +29,20 @@ def run_training(cfg: DictConfig) -> dict:
     With more than one process it freezes the config into the run dir and launches the workers."""
     if cfg.eval.after_train:   # a derived value, settled before the checks (and frozen with the run dir)
         settle_generation_budget(cfg, cfg.data.max_seq_len)
-    validate_train_config(cfg)
+    g = validate_train_config(cfg)
     from reasoning_sft.data.loaders import source_problems
-    raise_errors(source_problems(cfg.data.source))   # a missing local file: before any run dir, not in a worker
-    from reasoning_sft.evaluation.lm_eval_adapter import check_eval_config
-    from reasoning_sft.training.checkpoints import resume_checkpoint, seconds_trained
+    raise_errors(source_problems(g.data.source))   # a missing local file: before any run dir, not in a worker
+    from reasoning_sft.training.checkpoints import seconds_trained
     from reasoning_sft.training.launch import (check_launch_config, launch_workers, launcher_name, needs_launch, rank,
                                                release_shared_memory, single_process_env, slurm_rank_env)
     from reasoning_sft.training.model_card import check_push
-    if cfg.eval.after_train:
-        check_eval_config(cfg)   # before training: a bad task must not cost a training run its results
-    check_push(cfg)
-    check_hardware(cfg)
+    if g.eval.after_train:   # before training: a bad task must not cost a training run its results
+        from reasoning_sft.data.synthetic import trained_shape
+        from reasoning_sft.evaluation.evaluator import Evaluator
+        Evaluator(g.eval, g.data.format.thinking_style, g.data.format.system_prompt, g.seed,
+                  trained_shape(g.data.source)).check()
+    check_push(g.trainer)
+    check_hardware(g.trainer)
     check_launch_config(cfg)
     if launcher_name(cfg) == "slurm":
         os.environ.update(slurm_rank_env(cfg.trainer.master_port))
@@ -73,6 +75,15 @@ def run_training(cfg: DictConfig) -> dict:
             release_shared_memory(os.environ["MASTER_PORT"], os.environ.get("RANK", "*"))
 
 
+def resume_checkpoint(cfg: DictConfig, run_dir: Path, set_aside: bool = True) -> Path | None:
+    """The checkpoint this run continues from (`trainer.resume`, training/checkpoints.py: resume_from),
+    refused when the saved config of the run that wrote it trains something else."""
+    from reasoning_sft.config import training_differences
+    from reasoning_sft.training.checkpoints import resume_from
+    return resume_from(cfg.trainer.resume, cfg.trainer.resume_trust, run_dir,
+                       lambda saved: training_differences(OmegaConf.load(saved), cfg), set_aside)
+
+
 def finished_summary(run_dir: Path) -> dict | None:
     path = run_dir / "summary.json"
     try:
@@ -96,7 +107,7 @@ def train_worker(cfg: DictConfig, run_dir: Path, context: RunContext | None = No
 
 
 def print_summary(summary: dict) -> None:
-    from reasoning_sft.evaluation.runner import result_line
+    from reasoning_sft.evaluation.evaluator import result_line
     run_dir = summary["run_dir"]
     print(f"\nrun dir:     {run_dir}")
     print(f"summary:     {run_dir}/summary.json")

@@ -137,3 +137,16 @@ class ProcessOutput:
         self.proc.wait(timeout=timeout)
         self._thread.join(timeout=30)
         return "".join(self.lines)
+
+
+def evaluator_for(cfg: DictConfig, model=None, tokenizer=None):
+    """The Evaluator a stage builds from a composed config (its eval and data groups, typed), with the
+    model as its HF engine when one is given."""
+    from reasoning_sft.config import parse_groups
+    from reasoning_sft.data.synthetic import trained_shape
+    from reasoning_sft.evaluation.evaluator import Evaluator
+    from reasoning_sft.evaluation.generation import HFEngine
+    g = parse_groups(cfg)
+    ev = Evaluator(g.eval, g.data.format.thinking_style, g.data.format.system_prompt, g.seed,
+                   trained_shape(g.data.source))
+    return ev.attach(HFEngine(model, tokenizer)) if model is not None else ev

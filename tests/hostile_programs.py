@@ -137,7 +137,8 @@ def left_running(uids: set[int]) -> list[str]:
 
 
 def main(out_path: str, policy: str = "strict") -> None:
-    from reasoning_sft.evaluation.sandbox import Limits, run_program, run_programs
+    from reasoning_sft.evaluation.sandbox import run_program, run_programs
+    from reasoning_sft.schema import CodeEvalConfig as Limits
     libc = _libc()
     os.environ["RSFT_SECRET"] = SECRET                                     # the evaluator's environment
     secret_key = libc.syscall(248, b"user", b"rsft-secret", SECRET.encode(), len(SECRET), -3)   # session keyring
@@ -174,7 +175,7 @@ def main(out_path: str, policy: str = "strict") -> None:
     shm_before = shm_segments()
     # 5 s a test: the slowest honest program here (20 x 16 MB of shared memory written) must finish on a
     # busy machine (make test runs two test files at a time); the fork bomb then runs 5 s
-    limits = Limits(timeout_seconds=5, memory_mb=1024, processes=32, disk_mb=64, policy=policy)
+    limits = Limits(timeout_seconds=5, memory_mb=1024, processes=32, disk_mb=64, sandbox=policy)
     progs = programs(host)
     names = [n for n in progs if n != "keyring_read"]
     start = time.monotonic()

@@ -49,7 +49,7 @@ def test_the_package_has_no_import_cycle():
             visit(m, [m])
 
 
-GROUND_FLOOR = {f"reasoning_sft.{m}" for m in ("errors", "rundir", "cli", "sweep", "schema", "config")}
+GROUND_FLOOR = {f"reasoning_sft.{m}" for m in ("errors", "registry", "rundir", "cli", "sweep", "schema", "config")}
 STAGES = {f"reasoning_sft.{m}" for m in ("prepare", "curate", "plan", "train", "train_worker", "evaluate", "grade",
                                          "report")}
 WINGS = ("data", "training", "evaluation")
@@ -70,6 +70,7 @@ def test_every_module_is_on_a_floor_or_in_a_wing():
 def test_the_ground_floor_imports_nothing_above_it():
     graph = import_graph()
     assert graph["reasoning_sft.errors"] == set()
+    assert graph["reasoning_sft.registry"] <= {"reasoning_sft.errors"}
     assert graph["reasoning_sft.rundir"] <= {"reasoning_sft.errors"}
     assert graph["reasoning_sft.cli"] <= {"reasoning_sft.errors", "reasoning_sft.rundir"}
     assert not graph["reasoning_sft.config"] & {"reasoning_sft.rundir", "reasoning_sft.cli"}   # validation only
@@ -117,3 +118,46 @@ def test_tests_mirror_the_wings():
         assert (PACKAGE / w).is_dir() and list((tests / w).glob("test_*.py")), w
     names = [p.name for p in tests.rglob("test_*.py")]
     assert len(names) == len(set(names)), "a test file name used twice (rootdir imports need unique names)"
+
+
+def test_named_plugins_live_in_one_registry_each_filled_by_the_module_it_names():
+    """registry.py's registries are the ground floor's only upward references: each names the module
+    that fills it (imported by name when first read, as Hydra imports a `_target_`), which registers
+    every plugin of its kind; the schema's allowed values are those names."""
+    import reasoning_sft.registry as registry
+    files = {str(p.relative_to(ROOT).with_suffix("")).replace("/", ".").removesuffix(".__init__"): p
+             for p in PACKAGE.rglob("*.py")}
+    for reg in registry.REGISTRIES:
+        assert reg.provider in files and reg.names(), reg.kind
+        fills = [p for m, p in files.items() if m == reg.provider or m.startswith(reg.provider + ".")]
+        assert any("from reasoning_sft.registry import" in p.read_text() for p in fills), reg.provider
+    schema = (PACKAGE / "schema.py").read_text()
+    for kind in ("THINKING_STYLES", "PROMPTS", "GRADING_PROFILES", "BACKENDS", "LAUNCHERS", "REPORT_FIGURES",
+                 "GRADE_TASKS"):
+        assert f"{kind}.check(" in schema, kind   # the schema's allowed values are the registry's names
+
+
+def _functions(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def test_the_wings_are_handed_their_own_groups_not_the_run_config():
+    """Parse, don't validate: no function of data/ or evaluation/ takes the whole run config (`cfg`), in
+    training/ only the recipe (which reads it once) and the launcher (which freezes it for the ranks)."""
+    takers = []
+    for w in WINGS:
+        for path in (PACKAGE / w).rglob("*.py"):
+            if w == "training" and path.name in ("recipe.py", "launch.py"):
+                continue
+            takers += [f"{path.relative_to(ROOT)}:{f.lineno} {f.name}" for f in _functions(path)
+                       if "cfg" in [a.arg for a in f.args.args + f.args.kwonlyargs]]
+    assert takers == []
+    reads = sum(path.read_text().count("cfg.") for w in WINGS for path in (PACKAGE / w).rglob("*.py"))
+    assert reads <= 40, reads
+
+
+def test_no_module_is_longer_than_500_lines():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
+    assert long == {}

@@ -64,7 +64,7 @@ def test_s1_experiment_has_the_published_setup(make_cfg):
     assert (t.adam_beta1, t.adam_beta2, t.num_epochs, t.global_batch_size) == (0.9, 0.95, 5, 16)
     assert cfg.data.max_seq_len == 32768 and t.precision == "bf16" and cfg.data.format.thinking_style == "s1"
     assert cfg.deepspeed.config.zero_optimization.stage == 3
-    assert grad_accumulation(cfg) == 1          # 16 GPUs x micro batch 1
+    assert grad_accumulation(cfg.trainer) == 1          # 16 GPUs x micro batch 1
 
 
 def test_skyt1_experiments_have_the_published_setup(make_cfg):
@@ -73,7 +73,7 @@ def test_skyt1_experiments_have_the_published_setup(make_cfg):
     assert (t.learning_rate, t.num_epochs, t.warmup_ratio, t.global_batch_size) == (1e-5, 3, 0.1, 96)
     assert full.data.max_seq_len == 16384 and not full.peft.enabled
     assert full.deepspeed.config.zero_optimization.offload_optimizer.device == "cpu"
-    assert grad_accumulation(full) == 12        # 8 GPUs x micro 1 x 12 = 96
+    assert grad_accumulation(full.trainer) == 12        # 8 GPUs x micro 1 x 12 = 96
     lora = make_cfg(["experiment=skyt1_qwen32b_lora"])
     assert lora.peft.enabled and lora.trainer.learning_rate == 1e-4
     assert (lora.peft.config.r, lora.peft.config.lora_alpha, lora.peft.config.target_modules) == (64, 128, "all-linear")

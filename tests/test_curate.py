@@ -143,7 +143,7 @@ def test_domains_are_msc_classes_from_an_llm_classifier(chat_endpoint, tmp_path,
     url = chat_endpoint(reply)
     cfg = compose_config(POOL + ["data.num_samples=60", "curation.decontamination.enabled=false",
                                  "curation.difficulty.enabled=false", "curation.diversity.num_samples=60",
-                                 "curation.diversity.classifier._target_=reasoning_sft.data.curation.LLMDomainClassifier",
+                                 "curation.diversity.classifier._target_=reasoning_sft.data.domains.LLMDomainClassifier",
                                  "~curation.diversity.classifier._partial_",
                                  f"+curation.diversity.classifier.base_url={url}",
                                  "+curation.diversity.classifier.model=judge"],
@@ -215,7 +215,7 @@ def test_difficulty_drops_what_a_solver_answered_correctly(tmp_path):
 @pytest.mark.slow
 def test_difficulty_runs_a_solver_model_on_the_pool(tmp_path, tiny_tokenizer):
     from conftest import compose_config
-    from reasoning_sft.evaluation.generation import generate
+    from reasoning_sft.evaluation.generation import HFEngine, generate
     from reasoning_sft.data.formatting import render_prompt
     from reasoning_sft.evaluation.prompts import PROMPTS
     from reasoning_sft.training.models import build_tiny_model
@@ -225,8 +225,8 @@ def test_difficulty_runs_a_solver_model_on_the_pool(tmp_path, tiny_tokenizer):
     questions = [f"What is {i} + {i}?" for i in range(6)]
     from reasoning_sft.training.models import load_pretrained_model
     saved = load_pretrained_model(tiny_tokenizer, str(tmp_path / "solver"), dtype=solver.dtype)
-    expected = [t for t, _ in generate(saved, tiny_tokenizer, [render_prompt(PROMPTS["qwen_math"].user.format(question=q), tiny_tokenizer)
-                                                               for q in questions], 12, 4)]
+    asked = [render_prompt(PROMPTS["qwen_math"].user.format(question=q), tiny_tokenizer) for q in questions]
+    expected = [t for t, _ in generate(HFEngine(saved, tiny_tokenizer), asked, 12, 4)]
     assert all(e.strip() for e in expected)
     path = tmp_path / "pool.jsonl"
     # gold = the solver's own (extracted or whole) output for even rows: those count as solved

@@ -111,6 +111,6 @@ def test_the_64k_experiment_splits_each_trace_over_8_gpus_and_fits(make_cfg):
     cfg = make_cfg(["experiment=s1k_qwen32b_64k"])
     validate_train_config(cfg)
     assert cfg.data.max_seq_len == 65536 and cfg.trainer.sequence_parallel_size == 8
-    assert data_parallel_size(cfg) == 2 and grad_accumulation(cfg) == 8   # global batch 16, as s1
+    assert data_parallel_size(cfg.trainer) == 2 and grad_accumulation(cfg.trainer) == 8   # global batch 16, as s1
     plan = make_plan(cfg)
     assert plan["tokens_per_gpu"] == 8192 and plan["fits"]

@@ -213,7 +213,7 @@ def test_make_demo_sweep_and_demo_ablation_show_their_effect():
 @pytest.mark.parametrize("name", SWEEPS)
 def test_every_sweep_declares_what_it_studies(name):
     """`report: {figure, x, baseline}`: a known figure, and x a key whose value differs across the grid's jobs."""
-    from reasoning_sft.report import FIGURES
+    from reasoning_sft.registry import REPORT_FIGURES as FIGURES
     cfg = _compose(name, EXTRA.get(name, []))
     assert cfg.report.figure in FIGURES
     values = []

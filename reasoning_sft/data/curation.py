@@ -4,7 +4,6 @@ removed record is listed with its reason."""
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import re
@@ -14,8 +13,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from reasoning_sft.data.answers import extract_answer, is_equivalent, last_boxed
+from reasoning_sft.data.domains import keyword_domain
 from reasoning_sft.data.records import Record, content_hash
 from reasoning_sft.errors import ConfigError
+from reasoning_sft.registry import CURATION_STAGES
 
 # --- quality --------------------------------------------------------------------------------------
 
@@ -158,83 +159,7 @@ def load_gpqa_questions(path: str) -> list[tuple[str, str]]:
     return items
 
 
-# --- diversity ------------------------------------------------------------------------------------
-
-MSC_PATH = Path(__file__).parent / "msc.json"   # s1's data/msc.json (Apache-2.0), 61 MSC classes
-
-
-@functools.lru_cache(maxsize=1)
-def msc_classes() -> list[dict]:
-    """The Mathematics Subject Classification top-level classes s1 classified into: code, title, prompt."""
-    return json.loads(MSC_PATH.read_text(encoding="utf-8"))
-
-
-def msc_domain(code: str) -> str:
-    """'11' -> '11 Number theory': the domain label of an MSC code."""
-    title = {c["code"]: c["title"] for c in msc_classes()}.get(code)
-    if title is None:
-        raise ValueError(f"{code!r} is not an MSC top-level code (reasoning_sft/data/msc.json)")
-    return f"{code} {title}"
-
-
-# Fallback classifier: keywords -> the MSC class s1's classifier would most likely name.
-MSC_KEYWORDS = {
-    "51": ["triangle", "circle", "polygon", "angle", "perimeter", "radius", "tangent", "inscribed", "square"],
-    "11": ["prime", "divisible", "divisor", "remainder", "modulo", "gcd", "digits", "integer"],
-    "05": ["how many ways", "arrangements", "committee", "choose", "subsets", "graph", "colorings"],
-    "60": ["probability", "randomly", "expected value", "random variable", "dice", "coin"],
-    "12": ["polynomial", "roots", "coefficients", "quadratic"],
-    "26": ["function", "real numbers", "inequality", "maximum", "minimum", "derivative", "continuous"],
-    "28": ["integral", "measure", "integrable"],
-    "40": ["sequence", "series", "converge", "limit"],
-    "15": ["matrix", "matrices", "determinant", "eigenvalue", "vector space"],
-    "70": ["velocity", "mass", "force", "momentum", "acceleration", "kinetic"],
-    "78": ["electric", "magnetic", "charge", "field strength", "wavelength", "lens"],
-    "81": ["quantum", "spin", "hamiltonian", "wave function", "photon"],
-    "80": ["temperature", "heat", "entropy", "thermodynamic"],
-    "92": ["molecule", "reaction", "compound", "acid", "cell", "protein", "gene", "dna", "enzyme", "organism"],
-}
-
-
-def keyword_domain(rec: Record) -> str:
-    """Fallback classifier: the MSC class whose keywords the question mentions most, else 'other'."""
-    q = rec.question.lower()
-    scores = {code: sum(q.count(k) for k in kws) for code, kws in MSC_KEYWORDS.items()}
-    best = max(scores, key=scores.get)
-    return msc_domain(best) if scores[best] else "other"
-
-
-MSC_SYSTEM_PROMPT = (   # s1's data/featurization.py, word for word
-    "You are a helpful assistant that classifies questions into different subjects based on the provided "
-    "classification rubrics. You will be given a question and a list of subjects. You need to classify the "
-    "question into one of the subjects. If the question has multiple subjects, you should classify the "
-    "question into the most relevant subject. Explain your reasoning, and end your response on a new line "
-    "with two-digit code of the subject that the question belongs to.")
-
-
-@dataclass
-class LLMDomainClassifier:
-    """s1's domain classification: a chat model (s1: Claude 3.5 Sonnet) reads the question and the MSC
-    rubrics and ends its reply with a two-digit MSC code. Here any OpenAI-compatible endpoint; a reply
-    that does not end in a known code is classified by keywords instead, and marked so."""
-    base_url: str
-    model: str
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout_seconds: float = 60.0
-
-    def __call__(self, rec: Record) -> str:
-        from reasoning_sft.data.llm_client import MalformedReply, chat_completion
-        rubrics = "\n\n".join(c["prompt"] for c in msc_classes())
-        prompt = f"{MSC_SYSTEM_PROMPT}\n\n## Question\n{rec.question}\n\n## Classification rubrics\n{rubrics}"
-        try:
-            reply = chat_completion(self.base_url, self.model, prompt, self.api_key_env, self.timeout_seconds).strip()
-        except MalformedReply:
-            return keyword_domain(rec) + " (keywords: unusable reply)"
-        code = reply[-2:]
-        try:
-            return msc_domain(code)
-        except ValueError:
-            return keyword_domain(rec) + " (keywords: unusable reply)"
+# --- diversity: the domains (reasoning_sft/data/domains.py), then sampling within them ----------------
 
 
 def _included_first(rec: Record, inc, count_tokens) -> bool:
@@ -289,8 +214,9 @@ def diversity_sample(records: list[Record], num_samples: int, rng: random.Random
 # `curation` in conf/curate.yaml is an ordered set of stages, each a `_target_` node naming one of the
 # classes below with its parameters (their defaults live in that YAML alone). Each class checks its
 # parameters when it is built (before any run dir), and `stage(records, ctx)` returns the records it
-# keeps, why it removed each other one, and its own figures for the data card. A new stage is a class
-# here and a node in the YAML.
+# keeps, why it removed each other one, and its own figures for the data card. Each is registered under
+# its node's name in conf/curate.yaml (registry.CURATION_STAGES). A new stage is a registered class here
+# and a node in the YAML.
 
 @dataclass
 class CurationContext:
@@ -318,6 +244,7 @@ def _without(records: list[Record], reasons: dict) -> list[Record]:
     return [r for r in records if r.id not in reasons]
 
 
+@CURATION_STAGES.register("quality")
 @dataclass(frozen=True)
 class QualityFilter:
     """rules=s1: s1's released rules (s1_quality_issue); rules=ours: ours (quality_issue: also API-error
@@ -342,6 +269,7 @@ class QualityFilter:
             "quality_rules": self.rules, "quality_flagged": {k: len(v) for k, v in found.items()}}
 
 
+@CURATION_STAGES.register("dedup")
 @dataclass(frozen=True)
 class ExactDedup:
     enabled: bool
@@ -357,6 +285,7 @@ class ExactDedup:
         return _without(records, reasons), reasons, {}
 
 
+@CURATION_STAGES.register("decontamination")
 @dataclass(frozen=True)
 class Decontamination:
     """method=s1: s1's collect_data.py:387-400, a question sharing any one word n-gram with an
@@ -407,6 +336,7 @@ class Decontamination:
             "decontamination_flagged": {k: len(v) for k, v in found.items()}}
 
 
+@CURATION_STAGES.register("difficulty")
 @dataclass(frozen=True)
 class DifficultyFilter:
     """s1: drop what a solver model solved (boolean columns, solver answers graded against the gold
@@ -455,6 +385,7 @@ class DifficultyFilter:
         return _without(records, reasons), reasons, {}
 
 
+@CURATION_STAGES.register("diversity")
 @dataclass(frozen=True)
 class DiversitySample:
     """s1's Algorithm 1 (diversity_sample)."""

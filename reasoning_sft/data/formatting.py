@@ -3,51 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-
 from transformers import PreTrainedTokenizerBase
 
 from reasoning_sft.data.records import Record
-from reasoning_sft.schema import THINKING_STYLE_NAMES
+from reasoning_sft.data.styles import ThinkingStyle, get_style  # noqa: F401 - the styles' home; re-exported
+from reasoning_sft.registry import THINKING_STYLES  # noqa: F401
 
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class ThinkingStyle:
-    name: str
-    think_start: str      # opens the thinking
-    think_end: str        # closes it: budget forcing strips or forces exactly this delimiter
-    answer_prefix: str    # starts the final response
-    answer_end: str = ""  # closes the final response (Sky-T1)
-    think_stop: str = ""  # what the model emits to end its thinking (where generation stops)
-    cap_prefix: str = ""  # forced after the delimiter when budget forcing cuts the thinking
-    # s1's data/tokenization.py:27-32: the trajectory and the answer stripped, and `Answer: ` added only
-    # to an answer that does not already hold "Answer:" (s1K's attempts often end "Final Answer: ...")
-    strip_parts: bool = False
-
-
-THINKING_STYLES = {
-    # s1: `<|im_start|>think` ... `<|im_start|>answer` (their train/sft.py and budget forcing code)
-    "s1": ThinkingStyle("s1", "<|im_start|>think\n", "\n<|im_start|>answer\n", "Answer: ",
-                        think_stop="<|im_start|>", cap_prefix="Final Answer:", strip_parts=True),
-    # DeepSeek-R1 and its distillations, OpenThoughts, Long1K
-    "r1": ThinkingStyle("r1", "<think>\n", "\n</think>\n\n", "", think_stop="</think>"),
-    # Sky-T1 / Bespoke-Stratos
-    "skyt1": ThinkingStyle(
-        "skyt1", "<|begin_of_thought|>\n\n", "\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n",
-        "", "\n\n<|end_of_solution|>", think_stop="<|end_of_thought|>",
-    ),
-}
-
-
-assert tuple(THINKING_STYLES) == THINKING_STYLE_NAMES, "schema.THINKING_STYLE_NAMES names the styles defined here"
-
-
-def get_style(name: str) -> ThinkingStyle:
-    if name not in THINKING_STYLES:
-        raise ValueError(f"data.format.thinking_style={name!r}: expected one of {sorted(THINKING_STYLES)}")
-    return THINKING_STYLES[name]
 
 
 def assistant_text(rec: Record, style: ThinkingStyle) -> str:

@@ -18,11 +18,19 @@ class MalformedReply(ValueError):
     """The endpoint answered, but not with a chat completion holding text."""
 
 
+def http_client(timeout_seconds: float = 120.0, retries: int = 2):
+    """An httpx client as every call here uses it (timeouts, connection retries, redirects that drop the
+    key when they leave the endpoint's origin); one kept by a caller reuses its connections."""
+    import httpx
+    return httpx.Client(timeout=timeout_seconds, follow_redirects=True, transport=httpx.HTTPTransport(retries=retries))
+
+
 def chat_completion(base_url: str, model: str, prompt: str, api_key_env: str = "OPENAI_API_KEY",
                     timeout_seconds: float = 120.0, retries: int = 2, system: str | None = None,
-                    sampling: dict | None = None) -> str:
+                    sampling: dict | None = None, client=None) -> str:
     """The reply text of a single-turn chat request to `{base_url}/chat/completions`: temperature 0
-    unless `sampling` gives the request's own settings (temperature, top_p, max_tokens, seed)."""
+    unless `sampling` gives the request's own settings (temperature, top_p, max_tokens, seed). `client`:
+    an `http_client()` the caller keeps (its connections reused); None: one for this call."""
     import httpx
 
     key = os.environ.get(api_key_env)
@@ -31,10 +39,13 @@ def chat_completion(base_url: str, model: str, prompt: str, api_key_env: str = "
     body = {"model": model, "temperature": 0, **(sampling or {}), "messages": messages}
     url = base_url.rstrip("/") + "/chat/completions"
     try:
-        with httpx.Client(timeout=timeout_seconds, follow_redirects=True,
-                          transport=httpx.HTTPTransport(retries=retries)) as client:
+        if client is not None:
             response = client.post(url, json=body, headers=headers)
             response.raise_for_status()
+        else:
+            with http_client(timeout_seconds, retries) as own:
+                response = own.post(url, json=body, headers=headers)
+                response.raise_for_status()
     except httpx.HTTPError as e:
         raise EndpointError(f"{url}: {type(e).__name__}: {e}") from e
     try:

@@ -11,12 +11,12 @@ from statistics import mean, median
 from typing import Callable
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 
 from reasoning_sft.data.ablations import apply_transforms, summarize
 from reasoning_sft.data.correctness import grade_records, keep_by_grade
 from reasoning_sft.data.records import Record, content_hash
 from reasoning_sft.errors import ConfigError, DataError
+from reasoning_sft.schema import DataConfig
 
 
 def _priority(seed: int, rec: Record) -> str:
@@ -24,7 +24,7 @@ def _priority(seed: int, rec: Record) -> str:
     return hashlib.sha256(f"{seed}:{rec.id}".encode()).hexdigest()
 
 
-def select_records(records: list[Record], data: DictConfig, seed: int,
+def select_records(records: list[Record], data: DataConfig, seed: int,
                    count_tokens: Callable[[str], int], selected_by_ablation: bool = False) -> tuple[list[Record], dict]:
     """Seeded selection for sweeps; returns the records and what each step kept or dropped.
     `selected_by_ablation`: the ablation makes data.num_samples records itself (Long1K's combine
@@ -93,10 +93,9 @@ def token_counter(tokenizer) -> Callable[[str], int]:
     return count
 
 
-def _base_set(records: list[Record], cfg: DictConfig, card: dict, transforms: list) -> tuple[list[Record], list[Record]]:
-    """Grade the pool against its gold answers when the data keeps by grade or a transform draws
-    graded responses (its `needs_grades`); returns (base set, graded pool), counted in the card."""
-    keep = cfg.data.keep
+def _base_set(records: list[Record], keep: str, card: dict, transforms: list) -> tuple[list[Record], list[Record]]:
+    """Grade the pool against its gold answers when the data keeps by grade (`data.keep`) or a transform
+    draws graded responses (its `needs_grades`); returns (base set, graded pool), counted in the card."""
     if keep == "all" and not any(getattr(t, "needs_grades", False) for t in transforms):
         return records, records
     pool, counts = grade_records(records)
@@ -108,28 +107,27 @@ def _base_set(records: list[Record], cfg: DictConfig, card: dict, transforms: li
     return base, pool
 
 
-def prepare_records(cfg: DictConfig, tokenizer, measure_traces: bool = True,
-                    records: list[Record] | None = None) -> tuple[list[Record], dict]:
-    """Everything between the source and tokenization, with a card that accounts for every record.
+def prepare_records(data: DataConfig, transforms: list, ablation: str, seed: int, tokenizer,
+                    measure_traces: bool = True, records: list[Record] | None = None) -> tuple[list[Record], dict]:
+    """Everything between the source and tokenization, with a card that accounts for every record:
+    the `data` group's source and selection, then the ablation's built `transforms` (named `ablation`).
     measure_traces=False leaves the card's trace-token stats to the caller (training measures the
     traces while tokenizing them, instead of a second pass over every trace). `records`: the source,
     already loaded (the prepare stage loads it before its run dir: bad input makes none)."""
     count_tokens = token_counter(tokenizer)
-    transforms = [instantiate(t) for t in cfg.ablation.transforms]   # each checked its parameters when built
-
-    records = instantiate(cfg.data.source) if records is None else records
-    card: dict = {"data": cfg.data.name, "records_loaded": len(records),
+    records = instantiate(data.source) if records is None else records
+    card: dict = {"data": data.name, "records_loaded": len(records),
                   "skipped_by_loader": getattr(records, "skipped", {})}
-    d = cfg.data
-    records, pool = _base_set(records, cfg, card, transforms)
+    d = data
+    records, pool = _base_set(records, d.keep, card, transforms)
     if d.min_trace_tokens is not None or d.max_trace_tokens is not None or d.length_buckets:
         count_tokens.prefetch(r.thinking for r in records)
-    records, card["selection"] = select_records(records, cfg.data, cfg.seed, count_tokens,
+    records, card["selection"] = select_records(records, d, seed, count_tokens,
                                                 any(getattr(t, "makes_num_samples", False) for t in transforms))
     card["records_selected"] = len(records)
     if transforms:
-        records, stages = apply_transforms(records, transforms, cfg.seed, count_tokens, pool)
-        card["ablation"] = {"name": cfg.ablation.name, "stages": stages, "changes": summarize(records)}
+        records, stages = apply_transforms(records, transforms, seed, count_tokens, pool)
+        card["ablation"] = {"name": ablation, "stages": stages, "changes": summarize(records)}
         warn_if_unchanged(transforms, card["ablation"]["changes"])
     card["records_prepared"] = len(records)
     card["domains"] = dict(sorted(Counter(r.domain or "unlabelled" for r in records).items()))
@@ -152,15 +150,15 @@ def warn_if_unchanged(transforms: list, changes: dict) -> None:
                   f"{steps}): this arm trains on unchanged data", file=sys.stderr)
 
 
-def tokenization_section(cfg: DictConfig, records: list[Record], tokenizer) -> dict:
+def tokenization_section(data: DataConfig, records: list[Record], tokenizer) -> dict:
     """What training does to prepared.jsonl at `data.max_seq_len` with `data.overflow`: prepared.jsonl
     holds the records before tokenization; this says which of them are dropped or cut, so it is the
     exact training set once these are applied (the train stage's card counts the same)."""
     from reasoning_sft.data.formatting import get_style, tokenize_records
-    examples, counts = tokenize_records(records, tokenizer, get_style(cfg.data.format.thinking_style),
-                                        cfg.data.max_seq_len, cfg.data.overflow, cfg.data.format.system_prompt)
+    examples, counts = tokenize_records(records, tokenizer, get_style(data.format.thinking_style),
+                                        data.max_seq_len, data.overflow, data.format.system_prompt)
     kept = {e["id"] for e in examples}
-    return {"max_seq_len": cfg.data.max_seq_len, "overflow": cfg.data.overflow, **dict(counts),
+    return {"max_seq_len": data.max_seq_len, "overflow": data.overflow, **dict(counts),
             "sequence_tokens": token_stats([len(e["input_ids"]) for e in examples]) if examples else {},
             "not_trained_on": [r.id for r in records if r.id not in kept][:100],
             "note": "prepared.jsonl holds every prepared record; training drops the ones listed in "

@@ -107,3 +107,9 @@ def generate_records(num_problems: int, seed: int = 0, split: str = "train", num
         rec.id = f"synthetic-{split}-{len(records)}"
         records.append(rec)
     return records
+
+
+def trained_shape(source: dict) -> dict:
+    """The problem shape a `data.source` of the generator sets (`num_terms`, `digits`), so the synthetic
+    evaluation asks held-out problems of the kind the model was trained on; {} for any other source."""
+    return {k: source[k] for k in ("num_terms", "digits") if k in source}

@@ -1,5 +1,5 @@
-"""Budget forcing (s1) on the one generation primitive (generation.generate_ids: HF or vLLM), for every
-thinking style.
+"""Budget forcing (s1) on the one generation primitive (an engine's `generate_ids`: HF or vLLM), for
+every thinking style, as `eval.budget_forcing` (schema.BudgetForcingConfig) sets it.
 
 Thinking is generated from the prompt plus the style's opening marker and stops at the style's stop
 marker (s1: `<|im_start|>`, R1: `</think>`, Sky-T1: `<|end_of_thought|>`):
@@ -17,17 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reasoning_sft.data.formatting import ThinkingStyle
-from reasoning_sft.evaluation.generation import generate_ids
-
-
-@dataclass
-class BudgetForcing:
-    max_thinking_tokens: int | None = None    # None: eval.max_new_tokens caps it
-    min_thinking_tokens: int = 0
-    num_wait: int = 0
-    wait_string: str = "Wait"
-    max_answer_tokens: int | None = None   # None: the generation budget (default_max_thinking), as s1's fork
+from reasoning_sft.data.styles import ThinkingStyle
+from reasoning_sft.schema import BudgetForcingConfig
 
 
 @dataclass
@@ -65,10 +56,14 @@ def forced_text(style: ThinkingStyle, thinking: str, capped: bool) -> str:
     return missing + (style.think_stop + rest + style.cap_prefix).rstrip()
 
 
-def generate_with_budget(model, tokenizer, prompts: list[str], style: ThinkingStyle, bf: BudgetForcing,
+def generate_with_budget(engine, prompts: list[str], style: ThinkingStyle, bf: BudgetForcingConfig,
                          default_max_thinking: int, batch_size: int,
                          sampling: dict | None = None) -> list[ForcedGeneration]:
-    """Budget-forced generation for chat-rendered `prompts` (ending with the assistant header)."""
+    """Budget-forced generation for chat-rendered `prompts` (ending with the assistant header) on an
+    engine (engines.Engine). `bf.max_thinking_tokens` null: `default_max_thinking` caps the thinking;
+    `bf.max_answer_tokens` null: the answer gets that budget too, as s1's fork gives it."""
+    tokenizer = engine.tokenizer
+
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -85,7 +80,7 @@ def generate_with_budget(model, tokenizer, prompts: list[str], style: ThinkingSt
         active = list(range(len(prefix)))
         while active:
             budget = max(cap - len(thinking[i]) for i in active)
-            outs = generate_ids(model, tokenizer, [prefix[i] + thinking[i] for i in active], budget,
+            outs = engine.generate_ids([prefix[i] + thinking[i] for i in active], budget,
                                 [style.think_stop], sampling)
             still = []
             for i, (new, ended_turn) in zip(active, outs):
@@ -102,8 +97,8 @@ def generate_with_budget(model, tokenizer, prompts: list[str], style: ThinkingSt
                     still.append(i)
             active = still
         forced = [ids(forced_text(style, decode(thinking[i]), capped[i])) for i in range(len(prefix))]
-        answers = generate_ids(model, tokenizer, [prefix[i] + thinking[i] + forced[i] for i in range(len(prefix))],
-                               bf.max_answer_tokens or default_max_thinking, sampling=sampling)
+        answers = engine.generate_ids([prefix[i] + thinking[i] + forced[i] for i in range(len(prefix))],
+                                      bf.max_answer_tokens or default_max_thinking, sampling=sampling)
         for i, (answer, _) in enumerate(answers):
             text = style.think_start + decode(thinking[i]) + decode(forced[i]) + decode(answer)
             results.append(ForcedGeneration(text, len(thinking[i]), len(answer), waits[i], capped[i], forced[i]))

@@ -25,45 +25,41 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from reasoning_sft.data.answers import extract_answer, grade, last_boxed
 from reasoning_sft.evaluation.grading import Grade, grade_response
+from reasoning_sft.registry import GRADING_PROFILES
+from reasoning_sft.schema import JudgeConfig
 
-PROFILES = ("strict", "skythought", "s1", "long1k")
-JUDGED = ("s1", "long1k")    # the profiles whose released grader asks an LLM
-
-
-@dataclass(frozen=True)
 class Judge:
-    """An OpenAI-compatible endpoint that judges answers (`eval.grading.judge` / `judge`)."""
-    base_url: str
-    model: str
-    api_key_env: str = "OPENAI_API_KEY"
+    """The OpenAI-compatible endpoint a judged profile asks (`eval.grading.judge` / the grade stage's
+    `judge`: schema.JudgeConfig). Built once per evaluation: one HTTP client, its connections reused for
+    every answer it judges."""
+
+    def __init__(self, config: JudgeConfig):
+        self.config = config
+        self._client = None
 
     def ask(self, prompt: str, system: str | None = None, sampling: dict | None = None) -> str:
-        from reasoning_sft.data.llm_client import chat_completion
-        return chat_completion(self.base_url, self.model, prompt, self.api_key_env, system=system, sampling=sampling)
+        from reasoning_sft.data.llm_client import chat_completion, http_client
+        if self._client is None:
+            self._client = http_client()
+        c = self.config
+        return chat_completion(c.base_url, c.model, prompt, c.api_key_env, system=system, sampling=sampling,
+                               client=self._client)
+
+    def describe(self) -> str:
+        return f"{self.config.model} at {self.config.base_url}"
 
 
-def judge_from(cfg) -> Judge | None:
-    """The judge of a `judge` config group (base_url, model, api_key_env), None when no endpoint is set."""
-    if cfg is None or not cfg.get("base_url"):
-        return None
-    return Judge(str(cfg.base_url), str(cfg.model), str(cfg.get("api_key_env") or "OPENAI_API_KEY"))
-
-
-def judge_line(profile: str, judge: Judge | None) -> str | None:
-    """The one line said when a judged profile runs without a judge (None otherwise)."""
-    if profile in JUDGED and judge is None:
-        how = ("integer answers compared as integers, others as exact strings" if profile == "s1"
-               else "math-verify on the response's last 5 lines")
-        return (f"grading profile {profile}: no judge endpoint (judge.base_url / eval.grading.judge.base_url): "
-                f"{how}; the summary says judge: none")
-    return None
+def judge_from(config: JudgeConfig | None) -> Judge | None:
+    """The judge of a `judge` config group, None when no endpoint is set."""
+    return Judge(config) if config is not None and config.base_url else None
 
 
 def describe_judge(judge: Judge | None) -> str:
-    return "none" if judge is None else f"{judge.model} at {judge.base_url}"
+    return "none" if judge is None else judge.describe()
 
 
 # --- SkyThought ------------------------------------------------------------------------------------
@@ -286,14 +282,36 @@ def grade_long1k(response: str, gold: str, question: str, judge: Judge | None, t
     return Grade(score == 1, tail[-200:], "judged" if score == 1 else "not_equal")
 
 
+# --- the registry ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Profile:
+    """A grader as a paper released it: `grade(response, gold, style, question, truncated, timeout_seconds,
+    judge) -> Grade`; `without_judge`: what a judged profile does when no endpoint is given."""
+    name: str
+    grade: Callable[..., Grade]
+    without_judge: str | None = None     # None: the profile asks no judge
+
+    def judge_line(self, judge: Judge | None) -> str | None:
+        """The one line said when a judged profile runs without a judge (None otherwise)."""
+        if self.without_judge is None or judge is not None:
+            return None
+        return (f"grading profile {self.name}: no judge endpoint (judge.base_url / eval.grading.judge.base_url): "
+                f"{self.without_judge}; the summary says judge: none")
+
+
+for _profile in (
+    Profile("strict", lambda r, g, style, q, truncated, timeout, judge: grade_response(r, g, style, truncated, timeout)),
+    Profile("skythought", lambda r, g, style, q, truncated, timeout, judge: grade_skythought(r, g, timeout)),
+    Profile("s1", lambda r, g, style, q, truncated, timeout, judge: grade_s1(r, g, judge),
+            without_judge="integer answers compared as integers, others as exact strings"),
+    Profile("long1k", lambda r, g, style, q, truncated, timeout, judge: grade_long1k(r, g, q, judge, timeout),
+            without_judge="math-verify on the response's last 5 lines"),
+):
+    GRADING_PROFILES.add(_profile.name, _profile)
+
+
 def grade_math_profile(response: str, gold: str, style: str | None, profile: str, truncated: str = "wrong",
                        timeout_seconds: int = 5, judge: Judge | None = None, question: str = "") -> Grade:
-    if profile == "strict":
-        return grade_response(response, gold, style, truncated, timeout_seconds)
-    if profile == "skythought":
-        return grade_skythought(response, gold, timeout_seconds)
-    if profile == "s1":
-        return grade_s1(response, gold, judge)
-    if profile == "long1k":
-        return grade_long1k(response, gold, question, judge, timeout_seconds)
-    raise ValueError(f"grading profile {profile!r}: expected one of {list(PROFILES)}")
+    """One response graded by the profile called `profile` (registry.GRADING_PROFILES)."""
+    return GRADING_PROFILES.get(profile).grade(response, gold, style, question, truncated, timeout_seconds, judge)

@@ -1,6 +1,6 @@
 """Evaluation prompts: by default the one the model was trained with; or a paper's own.
 
-`eval.prompt` names one of PROMPTS. `trained` is the training format: the question as the user turn
+`eval.prompt` names one of registry.PROMPTS (each registered below). `trained` is the training format: the question as the user turn
 and the training system prompt (stored with the model in `final_model/reasoning_sft.json`). The
 others are the papers' released evaluation prompts (docs/fidelity.md says where each comes from):
 - `s1`: the question alone under the chat template's default system prompt (s1's lm-eval fork,
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reasoning_sft.errors import ConfigError
+from reasoning_sft.registry import PROMPTS
 
 FORMAT_FILE = "reasoning_sft.json"   # beside a saved model: the format it was trained on
 TRAINED = object()                   # the system prompt the model was trained with
@@ -59,23 +60,22 @@ class Prompt:
     user: str             # the user turn, with {question}
 
 
-PROMPTS = {
+for _name, _prompt in {
     "trained": Prompt(TRAINED, "{question}"),
     "s1": Prompt(None, "{question}"),
     "skyt1": Prompt(SKYT1_SYSTEM_PROMPT, "Return your final response within \\boxed{{}}. {question}"),
     "qwen_math": Prompt(None, "{question}\n\nPlease reason step by step, and put your final answer within "
                               "\\boxed{{}}."),
     "deepseek_qwen": Prompt(DEEPSEEK_QWEN_SYSTEM_PROMPT, "{question}"),
-}
+}.items():
+    PROMPTS.add(_name, _prompt)
 
 
-def eval_prompt(cfg) -> tuple[str | None, str]:
-    """(system prompt, user template) for `eval.prompt` (default `trained`)."""
-    name = cfg.eval.prompt
-    if name not in PROMPTS:
-        raise ConfigError(f"eval.prompt={name!r}: expected one of {sorted(PROMPTS)}")
-    p = PROMPTS[name]
-    return (cfg.data.format.system_prompt if p.system is TRAINED else p.system), p.user
+def eval_prompt(name: str, trained_system_prompt: str | None) -> tuple[str | None, str]:
+    """(system prompt, user template) of the prompt `name` (`eval.prompt`); `trained` takes the system
+    prompt the model was trained with."""
+    p = PROMPTS.get(name)
+    return (trained_system_prompt if p.system is TRAINED else p.system), p.user
 
 
 def write_model_format(model_dir: Path, thinking_style: str, system_prompt: str | None, max_seq_len: int) -> None:

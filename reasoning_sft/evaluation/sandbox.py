@@ -26,10 +26,10 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from reasoning_sft.errors import ConfigError
+from reasoning_sft.schema import CodeEvalConfig
 
 CHILD = Path(__file__).with_name("sandbox_child.py")
 VERDICTS = ("passed", "wrong answer", "timeout", "runtime error", "no code")
@@ -40,15 +40,7 @@ HOW_TO_CONTAIN = ("run the evaluation as root in a container, or enable unprivil
                   "isolation explicitly with code.sandbox=weak")
 
 
-@dataclass(frozen=True)
-class Limits:
-    timeout_seconds: int = 6          # per test, as LiveCodeBench's default
-    memory_mb: int = 4096             # address space (LiveCodeBench's guard comment: 4 GB)
-    file_mb: int = 16                 # largest file the program may write
-    processes: int = 64               # processes and threads of this program (its own count)
-    disk_mb: int = 64                 # its writable tmpfs, all files together
-    output_mb: int = 16               # what it may report over its channel, all tests together
-    policy: str = "strict"            # strict: refuse to run where containment fails; weak: run anyway
+OUTPUT_MB = 16    # what a program may report over its channel, all tests together (docs/safety.md)
 
 
 class SandboxRefused(ConfigError):
@@ -63,12 +55,6 @@ def _verdict(results: list, meta: dict) -> str:
         codes = [r for r in results if r is not True]
         code = -2 if codes and codes[0] is False else (codes[0] if codes else -4)
     return {-2: "wrong answer", -3: "timeout", -1: "timeout"}.get(code, "runtime error")
-
-
-def limits_from(code_cfg) -> Limits:
-    """The sandbox's limits from a config's `code:` block (schema.CodeEvalConfig)."""
-    c = code_cfg
-    return Limits(c.timeout_seconds, c.memory_mb, c.file_mb, c.processes, c.disk_mb, policy=c.sandbox)
 
 
 def isolation_summary(sandboxes: list) -> list[dict]:
@@ -183,7 +169,7 @@ class _Channel:
                 return None
             self.left -= len(chunk)
             if self.left < 0:
-                raise ChannelError("the program reported more than its output cap (Limits.output_mb)")
+                raise ChannelError("the program reported more than its output cap (OUTPUT_MB)")
             self.buffer += chunk
         raw, self.buffer = self.buffer.split(b"\n", 1)
         try:
@@ -195,10 +181,10 @@ class _Channel:
         return line
 
 
-def _job(code: str | None, tests: dict, limits: Limits) -> dict:
+def _job(code: str | None, tests: dict, limits: CodeEvalConfig) -> dict:
     n = max(1, len(tests.get("inputs", [])))
     return {"code": code, "inputs": tests.get("inputs", []), "fn_name": tests.get("fn_name"),
-            "timeout": limits.timeout_seconds, "policy": limits.policy,
+            "timeout": limits.timeout_seconds, "policy": limits.sandbox,
             "limits": {"cpu_seconds": (limits.timeout_seconds + 1) * n + 5, "memory_bytes": limits.memory_mb << 20,
                        "file_bytes": limits.file_mb << 20, "processes": limits.processes,
                        "disk_mb": limits.disk_mb}}
@@ -227,7 +213,7 @@ def _missing_line(isolation: dict) -> str:
             f"To run untrusted code, {HOW_TO_CONTAIN}")
 
 
-def check_sandbox(limits: Limits = Limits()) -> dict:
+def check_sandbox(limits: CodeEvalConfig = CodeEvalConfig()) -> dict:
     """Establish the sandbox once without a program: what holds (for summaries), or SandboxRefused
     (strict) naming what is missing and how to get it. Called before the first program runs."""
     proc, fd = _start(_job(None, {}, limits))
@@ -242,12 +228,12 @@ def check_sandbox(limits: Limits = Limits()) -> dict:
     if not isinstance(isolation, dict):
         raise SandboxRefused(f"the code sandbox did not start (exit status {proc.returncode}); "
                              f"{sys.executable} -I {CHILD} must run")
-    if isolation.get("missing") and limits.policy == "strict":
+    if isolation.get("missing") and limits.sandbox == "strict":
         raise SandboxRefused(_missing_line(isolation))
-    return {**isolation, "policy": limits.policy}
+    return {**isolation, "policy": limits.sandbox}
 
 
-def run_program(code: str | None, input_output: str, limits: Limits = Limits()) -> dict:
+def run_program(code: str | None, input_output: str, limits: CodeEvalConfig = CodeEvalConfig()) -> dict:
     """Grade one program on one problem (`input_output`: LiveCodeBench's JSON of inputs, outputs and
     fn_name). Returns {verdict, results, metadata, isolation, seconds}."""
     if not code or not code.strip():
@@ -261,12 +247,12 @@ def run_program(code: str | None, input_output: str, limits: Limits = Limits()) 
     meta: dict = {}
     isolation: dict = {}
     try:
-        channel = _Channel(fd, start + wall, limits.output_mb << 20)
+        channel = _Channel(fd, start + wall, OUTPUT_MB << 20)
         first = channel.line()
         if first is None or not isinstance(first.get("isolation"), dict):
             raise ChannelError("no isolation report")   # the harness writes it before the program runs
-        isolation = {**first["isolation"], "policy": limits.policy}
-        if isolation.get("missing") and limits.policy == "strict":
+        isolation = {**first["isolation"], "policy": limits.sandbox}
+        if isolation.get("missing") and limits.sandbox == "strict":
             raise SandboxRefused(_missing_line(isolation))
         for i, (test_input, expected) in enumerate(zip(inputs, outputs)):
             line = channel.line()
@@ -319,7 +305,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_programs(jobs: list[tuple[str | None, str]], limits: Limits = Limits(), workers: int = 4) -> list[dict]:
+def run_programs(jobs: list[tuple[str | None, str]], limits: CodeEvalConfig = CodeEvalConfig(), workers: int = 4) -> list[dict]:
     """`run_program` on many (code, input_output) pairs, `workers` at a time, in input order, after
     `check_sandbox` (so a strict sandbox that cannot contain refuses before any program runs). Each
     child has its own limits, process count and namespaces: one program cannot starve or kill another."""

@@ -1,7 +1,9 @@
-"""Every evaluation task in one registry. A `Task` says where its problems come from, how one is asked,
-what its answer is and how a response is graded; the in-process runner (evaluation.py, the synthetic
-task run after every training) and the lm-evaluation-harness adapter (lm_eval_tasks.py, the papers'
-benchmarks) both read these entries. Adding a benchmark is one entry here plus its data file.
+"""Every evaluation task, registered by name in registry.EVAL_TASKS. A `Task` says where its problems
+come from, how one is asked, what its answer is and how a response is graded, each reading only the
+`Evaluator` it is handed (evaluator.py: the eval group, the seed, the prompt and the grader, bound once);
+the in-process path (the synthetic task run after every training) and the lm-evaluation-harness adapter
+(lm_eval_adapter.py, the papers' benchmarks) both run these entries through it. Adding a benchmark is
+one `EVAL_TASKS.add(...)` here (or in the user's own module) plus its data file.
 """
 
 from __future__ import annotations
@@ -13,47 +15,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from omegaconf import DictConfig
-
-from reasoning_sft.evaluation.code_tasks import CODE_TASKS, extract_code, in_window, problem_from_row, problem_prompt
+from reasoning_sft.evaluation.code_tasks import CODE_TASKS, in_window, problem_from_row, problem_prompt
 from reasoning_sft.data.loaders import read_rows
 from reasoning_sft.data.synthetic import generate_records
 from reasoning_sft.errors import ConfigError
-from reasoning_sft.evaluation.grading import Grade, grade_letter_response
-from reasoning_sft.evaluation.prompts import eval_prompt
+from reasoning_sft.evaluation.grading import Grade
+from reasoning_sft.registry import EVAL_TASKS
+
+Evaluator = Any   # evaluator.Evaluator, which runs these tasks (named here, never imported: it imports them)
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    docs: Callable[[DictConfig], list[Any]]       # the problems; a ConfigError naming the key when missing
-    prompt: Callable[[Any, DictConfig], str]      # the user turn for one problem
-    target: Callable[[Any, DictConfig], str]      # what a response is graded against (gold, letter, problem id)
-    grade: Callable[[str, Any, DictConfig], Grade]
+    docs: Callable[[Evaluator], list[Any]]        # the problems; a ConfigError naming the key when missing
+    prompt: Callable[[Any, Evaluator], str]       # the user turn for one problem
+    target: Callable[[Any, Evaluator], str]       # what a response is graded against (gold, letter, problem id)
+    grade: Callable[[str, Any, Evaluator], Grade]
     in_process: bool = False                      # run without lm-eval (the synthetic task, after every training)
     source: Any = None                            # a HubSet: where its problems come from by default
 
 
-def truncated_policy(cfg: DictConfig) -> str:
-    return cfg.eval.grading.truncated
-
-
-def grade_math(generation: str, gold: str, cfg: DictConfig, question: str = "") -> Grade:
-    """The grading profile's grader (`eval.grading.profile`, evaluation/profiles.py; strict: math-verify on
-    the answer section of the model's thinking style)."""
-    from reasoning_sft.evaluation.profiles import grade_math_profile, judge_from
-    g = cfg.eval.grading
-    return grade_math_profile(generation, gold, cfg.data.format.thinking_style, g.profile, g.truncated,
-                              g.timeout_seconds, judge_from(g.judge), question)
+def asked(field: str) -> Callable[[Any, Evaluator], str]:
+    """The user turn of the evaluation's prompt (`eval.prompt`) around a problem's `field`."""
+    return lambda doc, ev: ev.user_template.format(question=doc[field])
 
 
 # --- the synthetic task: held-out problems of the training generator's own kind ---------------------
 
-def synthetic_docs(cfg: DictConfig) -> list[dict]:
-    """The `test` split of the generator (never trained on), `eval.num_problems` of them."""
-    src = cfg.data.source
-    shape = {k: src[k] for k in ("num_terms", "digits") if k in src}   # as trained; else the generator's defaults
-    records = generate_records(num_problems=cfg.eval.num_problems, seed=cfg.seed, split="test", **shape)
+def synthetic_docs(ev: Evaluator) -> list[dict]:
+    """The `test` split of the generator (never trained on), `eval.num_problems` of them, in the shape
+    the model was trained on (`num_terms`, `digits` of the training data's source; else the defaults)."""
+    records = generate_records(num_problems=ev.config.num_problems, seed=ev.seed, split="test", **ev.synthetic_shape)
     return [{"id": r.id, "question": r.question, "answer": r.metadata["gold_answer"]} for r in records]
 
 
@@ -94,9 +87,9 @@ def load_hub_set(hub: HubSet, question: str, answer: str) -> list[dict]:
 
 
 def math_benchmark(name: str, file: str, question: str, answer: str, hub: HubSet) -> Task:
-    def docs(cfg: DictConfig) -> list[dict]:
+    def docs(ev: Evaluator) -> list[dict]:
         """`eval.data_dir/<file>` when it is there (a local copy), else the hub set (cached, offline-aware)."""
-        local = Path(str(cfg.eval.data_dir)) / file if cfg.eval.data_dir else None
+        local = Path(str(ev.config.data_dir)) / file if ev.config.data_dir else None
         if local is not None and local.is_file():
             return [row for _, row in read_rows(str(local))]
         try:
@@ -110,22 +103,21 @@ def math_benchmark(name: str, file: str, question: str, answer: str, hub: HubSet
                 f"{hub.configs[0]!r}, split='{hub.split}')\") and set HF_DATASETS_OFFLINE=1, or write a jsonl with "
                 f"fields {question!r} and {answer!r} to DIR/{file} and set eval.data_dir=DIR") from None
 
-    def target(doc: dict, cfg: DictConfig) -> str:
+    def target(doc: dict, ev: Evaluator) -> str:
         gold = doc[answer]
         if isinstance(gold, list):          # OlympiadBench: a list of final answers, "$...$"-wrapped
             gold = ", ".join(str(g).strip("$") for g in gold)
         return str(gold)
 
-    return Task(name, docs, lambda doc, cfg: eval_prompt(cfg)[1].format(question=doc[question]), target,
-                lambda generation, doc, cfg: grade_math(generation, target(doc, cfg), cfg, doc[question]), source=hub)
+    return Task(name, docs, asked(question), target,
+                lambda generation, doc, ev: ev.grader.math(generation, target(doc, ev), doc[question]), source=hub)
 
 
-def source_of(name: str, cfg: DictConfig) -> str | None:
-    """Where a task's problems were read from: the local file, or the hub set."""
-    task = TASKS.get(name)
-    if task is None or task.source is None:
+def source_of(task: Task, data_dir: str | None) -> str | None:
+    """Where a task's problems were read from: the local file in `eval.data_dir`, or the hub set."""
+    if task.source is None:
         return None
-    local = Path(str(cfg.eval.data_dir)) / f"{name}.jsonl" if cfg.eval.data_dir else None
+    local = Path(str(data_dir)) / f"{task.name}.jsonl" if data_dir else None
     return str(local) if local is not None and local.is_file() else f"hub: {task.source.describe()}"
 
 
@@ -159,10 +151,10 @@ def gpqa_choices(doc: dict, seed: int) -> tuple[list[str], str]:
     return [str(choices[i]).strip() for i in order], LETTERS[order.index(0)]
 
 
-def gpqa_docs(cfg: DictConfig) -> list[dict]:
+def gpqa_docs(ev: Evaluator) -> list[dict]:
     """The official CSV (Question, Correct Answer, Incorrect Answer 1-3). Its authors ask that
     examples not be posted in plain text: it is never bundled."""
-    path = cfg.eval.gpqa_path
+    path = ev.config.gpqa_path
     if not path or not Path(str(path)).is_file():
         raise ConfigError(f"eval.gpqa_path={path!r}: GPQA-Diamond is read only from your own copy "
                           "(gpqa_diamond.csv); set eval.gpqa_path")
@@ -180,27 +172,26 @@ def gpqa_docs(cfg: DictConfig) -> list[dict]:
 S1_GPQA_PROMPT = "{question}\n\nA) {c[0]}\nB) {c[1]}\nC) {c[2]}\nD) {c[3]}"
 
 
-def gpqa_prompt(doc: dict, cfg: DictConfig) -> str:
-    choices, _ = gpqa_choices(doc, cfg.seed)
-    if cfg.eval.prompt == "s1":
+def gpqa_prompt(doc: dict, ev: Evaluator) -> str:
+    choices, _ = gpqa_choices(doc, ev.seed)
+    if ev.config.prompt == "s1":
         return S1_GPQA_PROMPT.format(question=doc["Question"], c=choices)
     return GPQA_PROMPT.format(question=doc["Question"].strip(),
                               choices="\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices)))
 
 
-def grade_gpqa(generation: str, doc: dict, cfg: DictConfig) -> Grade:
-    return grade_letter_response(generation, gpqa_choices(doc, cfg.seed)[1], cfg.data.format.thinking_style,
-                                 truncated_policy(cfg))
+def grade_gpqa(generation: str, doc: dict, ev: Evaluator) -> Grade:
+    return ev.grader.letter(generation, gpqa_choices(doc, ev.seed)[1])
 
 
 # --- code: LiveCodeBench (or APPS / TACO rows in its format), run in the sandbox ----------------------
 
-def code_docs(cfg: DictConfig) -> list:
+def code_docs(ev: Evaluator) -> list:
     """The problems of `eval.code.path` (LiveCodeBench's released rows) inside the release window."""
-    from reasoning_sft.evaluation.sandbox import check_sandbox, limits_from, require_harness
+    from reasoning_sft.evaluation.sandbox import check_sandbox, require_harness
     require_harness()
-    c = cfg.eval.code   # every eval config has it (reasoning_sft/schema.py: CodeEvalConfig)
-    check_sandbox(limits_from(c))   # strict and uncontainable: refused before any program runs
+    c = ev.config.code   # every eval config has it (reasoning_sft/schema.py: CodeEvalConfig)
+    check_sandbox(c)   # strict and uncontainable: refused before any program runs
     if not c.path or not Path(str(c.path)).is_file():
         raise ConfigError(f"eval.code.path={c.path!r}: a jsonl of LiveCodeBench problems (its released "
                           "format) is needed for the code tasks")
@@ -213,29 +204,26 @@ def code_docs(cfg: DictConfig) -> list:
     return problems
 
 
-def grade_code(generation: str, problem, cfg: DictConfig) -> Grade:
+def grade_code(generation: str, problem, ev: Evaluator) -> Grade:
     """The last code block of the answer run on every test of the problem in the sandbox; the
     verdict (passed, wrong_answer, timeout, ...) is the outcome."""
-    from reasoning_sft.evaluation.sandbox import limits_from, run_program
-    program = extract_code(generation, cfg.data.format.thinking_style)
-    v = run_program(program, problem.input_output, limits_from(cfg.eval.code))
-    return Grade(v["verdict"] == "passed", program, v["verdict"], v["isolation"])
+    return ev.grader.code(generation, problem.input_output)
 
 
-TASKS: dict[str, Task] = {
-    "synthetic": Task("synthetic", synthetic_docs, lambda doc, cfg: eval_prompt(cfg)[1].format(question=doc["question"]),
-                      lambda doc, cfg: doc["answer"],
-                      lambda generation, doc, cfg: grade_math(generation, doc["answer"], cfg, doc["question"]),
-                      in_process=True),
-    **{name: math_benchmark(name, *spec, HUB_SETS[name]) for name, spec in {
+for _task in (
+    Task("synthetic", synthetic_docs, asked("question"), lambda doc, ev: doc["answer"],
+         lambda generation, doc, ev: ev.grader.math(generation, doc["answer"], doc["question"]), in_process=True),
+    *(math_benchmark(name, *spec, HUB_SETS[name]) for name, spec in {
         "aime24": ("aime24.jsonl", "problem", "answer"),
         "aime25": ("aime25.jsonl", "problem", "answer"),
         "amc23": ("amc23.jsonl", "problem", "answer"),
         "math500": ("math500.jsonl", "problem", "answer"),
         "olympiadbench": ("olympiadbench.jsonl", "question", "final_answer"),
-    }.items()},
-    "gpqa_diamond": Task("gpqa_diamond", gpqa_docs, gpqa_prompt, lambda doc, cfg: gpqa_choices(doc, cfg.seed)[1],
-                         grade_gpqa),
-    **{name: Task(name, code_docs, lambda problem, cfg: problem_prompt(problem), lambda problem, cfg: problem.id,
-                  grade_code) for name in CODE_TASKS},
-}
+    }.items()),
+    Task("gpqa_diamond", gpqa_docs, gpqa_prompt, lambda doc, ev: gpqa_choices(doc, ev.seed)[1], grade_gpqa),
+    *(Task(name, code_docs, lambda problem, ev: problem_prompt(problem), lambda problem, ev: problem.id, grade_code)
+      for name in CODE_TASKS),
+):
+    EVAL_TASKS.add(_task.name, _task)
+
+TASKS = EVAL_TASKS   # the registry under its old name

@@ -1,9 +1,9 @@
 """vLLM generation backend (`eval.backend=vllm`): the same plain, sampled and budget-forced generation
 as the Hugging Face backend, on vLLM's engine (GPU: `pip install -e '.[vllm]'`; CPU: `make install-vllm`).
 
-The engine exposes `generate_ids(contexts, max_new_tokens, stop_strings, sampling)`, the one
-generation primitive the budget-forcing loop and plain generation call (generation.generate_ids
-dispatches to it), so forcing behaves identically on both backends: token ids in, token ids out.
+The engine is an `engines.Engine`: `generate_ids(contexts, max_new_tokens, stop_strings, sampling)` is
+the one generation primitive the budget-forcing loop and plain generation call on either backend, so
+forcing behaves identically on both: token ids in, token ids out.
 It drives vLLM the way s1's fork does: every context of a phase in one `generate` call (vLLM batches
 and schedules them), `max_tokens` per phase, a stop marker that is one token of the project's tokenizer
 passed as a stop token id (s1: `stop_token_ids` for `<|im_start|>`), others as stop strings, and
@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reasoning_sft.errors import ConfigError
+from reasoning_sft.schema import VllmConfig
 
 INSTALL_HINT = ("eval.backend='vllm': vLLM is not installed here (on a GPU machine: pip install -e '.[vllm]'; "
                 "on CPU: make install-vllm); or use eval.backend=hf")
@@ -30,17 +31,19 @@ def require_vllm() -> None:
 
 
 class VLLMEngine:
-    def __init__(self, path: str | Path, tokenizer, seed: int = 0, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, dtype: str = "auto",
-                 enforce_eager: bool = False, engine_args: dict | None = None):
+    batches_itself = True    # every context of a phase in one `generate` call: vLLM schedules them
+    hf_model = None          # generation only: log-likelihood tasks need eval.backend=hf
+
+    def __init__(self, path: str | Path, tokenizer, settings: VllmConfig = VllmConfig(), seed: int = 0):
         require_vllm()
         from vllm import LLM
         if (Path(path) / "adapter_config.json").exists():
             raise ConfigError(f"model_path={path}: a LoRA adapter; vLLM here takes a full model "
                               "(train with peft.merge_after_train=true and use merged_model/)")
-        self.llm = LLM(model=str(path), tensor_parallel_size=tensor_parallel_size, seed=seed,
-                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                       dtype=dtype, enforce_eager=enforce_eager, **dict(engine_args or {}))
+        s = settings   # eval.vllm (reasoning_sft/schema.py: VllmConfig), its defaults in one place
+        self.llm = LLM(model=str(path), tensor_parallel_size=s.tensor_parallel_size, seed=seed,
+                       gpu_memory_utilization=s.gpu_memory_utilization, max_model_len=s.max_model_len,
+                       dtype=s.dtype, enforce_eager=s.enforce_eager, **dict(s.engine_args or {}))
         self.tokenizer = tokenizer
 
     def _stops(self, stop_strings: list[str] | None) -> tuple[list[int], list[str]]:

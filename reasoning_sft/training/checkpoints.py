@@ -17,20 +17,13 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from typing import Callable
 from transformers import TrainerCallback
 
 from reasoning_sft.errors import ConfigError
 
 COMPLETE = "complete.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# Keys that may change between a run and its resume: they do not change what is trained.
-RESUME_MAY_CHANGE = {"trainer.resume", "trainer.save_steps", "trainer.save_total_limit", "trainer.progress_bar",
-                     "trainer.logging_steps", "trainer.dataloader_num_workers", "trainer.master_port",
-                     "trainer.hostfile", "trainer.launcher", "trainer.verify_save", "trainer.gpu_memory_gb",
-                     "trainer.host_memory_gb", "trainer.push_to_hub", "trainer.hub_model_id", "trainer.hub_private",
-                     "trainer.resume_trust"}
-TRAINING_GROUPS = ("model", "data", "ablation", "trainer", "deepspeed", "peft", "seed")
 
 
 def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
@@ -57,31 +50,12 @@ def set_aside_incomplete(checkpoint_dir: Path) -> list[str]:
     return moved
 
 
-def _flatten(node, prefix: str = "") -> dict:
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: node}
-
-
-def training_differences(saved: DictConfig, current: DictConfig) -> list[str]:
-    """Keys whose values differ between the run's saved config and this one, where the difference
-    changes training (so the resumed run would not be the same run)."""
-    def keyed(cfg):
-        container = OmegaConf.to_container(cfg, resolve=True)
-        return {k: v for k, v in _flatten({g: container.get(g) for g in TRAINING_GROUPS}).items()
-                if k not in RESUME_MAY_CHANGE}
-    a, b = keyed(saved), keyed(current)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-def resume_checkpoint(cfg: DictConfig, run_dir: Path, set_aside: bool = True) -> Path | None:
+def resume_from(mode: str | None, trust: bool, run_dir: Path, differences: Callable[[Path], list[str]],
+                set_aside: bool = True) -> Path | None:
     """The checkpoint to resume from (`trainer.resume`: unfinished, the default: auto when the run dir
-    holds an unfinished run, else none | never | auto | a checkpoint path), after checking that the run
-    dir's saved config trains the same thing as this one."""
-    mode = cfg.trainer.resume
+    holds an unfinished run, else none | never | auto | a checkpoint path; `trust`: trainer.resume_trust),
+    after checking that the saved config of the run that wrote it trains the same thing as this one
+    (`differences(saved config.yaml)`: what differs, config.training_differences)."""
     if mode == "unfinished":   # the same command again (a requeued SLURM job, a rerun after a kill) continues
         why = unfinished(run_dir)
         if why is None:
@@ -95,14 +69,14 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, set_aside: bool = True) ->
         if not (explicit / COMPLETE).is_file():
             raise ConfigError(f"trainer.resume={mode!r}: not a complete checkpoint (no {COMPLETE} in it); "
                               "expected 'never', 'auto' or a checkpoint-N dir")
-        if not _inside(explicit, run_dir) and not cfg.trainer.resume_trust:
+        if not _inside(explicit, run_dir) and not trust:
             raise ConfigError(f"trainer.resume={mode!r}: the checkpoint is outside this run dir, and resuming "
                               "unpickles its optimizer and RNG state (DeepSpeed and torch load them with "
                               "weights_only=False): set trainer.resume_trust=true if you trust who wrote it")
     # The run that wrote the checkpoint decides what may differ: this run dir's, or the checkpoint's own.
     saved_config = (explicit.parent.parent if explicit is not None else run_dir) / "config.yaml"
     if saved_config.is_file():
-        diffs = training_differences(OmegaConf.load(saved_config), cfg)
+        diffs = differences(saved_config)
         if diffs:
             raise ConfigError(f"trainer.resume={mode}: the config differs from {saved_config} in what it trains: "
                               + "; ".join(diffs[:5]) + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else ""))

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from transformers import TrainerCallback
 
+from reasoning_sft.config import RunGroups
 from reasoning_sft.training.models import count_parameters
 from reasoning_sft.rundir import write_json
 
@@ -82,20 +82,20 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def show_bar(cfg: DictConfig) -> bool:
+def show_bar(setting) -> bool:
     """trainer.progress_bar: auto (a bar on a terminal, plain lines otherwise) | true | false."""
-    setting = cfg.trainer.progress_bar
     return sys.stderr.isatty() if setting == "auto" else bool(setting)
 
 
-def print_start(cfg: DictConfig, run_dir: Path, card: dict, num_params: int, args) -> None:
-    """The settings a run is judged by, and where it writes, before the first step."""
-    t = cfg.trainer
-    zero = f", ZeRO-{cfg.deepspeed.config.zero_optimization.stage}" if cfg.deepspeed.config else ""
+def print_start(g: RunGroups, run_dir: Path, card: dict, num_params: int, args) -> None:
+    """The settings a run is judged by (its typed groups, config.RunGroups), and where it writes, before
+    the first step."""
+    t, ds = g.trainer, g.deepspeed.config
+    zero = f", ZeRO-{ds['zero_optimization']['stage']}" if ds else ""
     print(f"run dir:     {run_dir}\n"
-          f"model:       {cfg.model.name} ({num_params:,} parameters{', LoRA' if cfg.peft.enabled else ''})\n"
-          f"data:        {cfg.data.name}: {card['examples']} examples, {card['sequence_tokens']['total']:,} tokens, "
-          f"style {cfg.data.format.thinking_style}, max_seq_len {cfg.data.max_seq_len}\n"
+          f"model:       {g.model.name} ({num_params:,} parameters{', LoRA' if g.peft.enabled else ''})\n"
+          f"data:        {g.data.name}: {card['examples']} examples, {card['sequence_tokens']['total']:,} tokens, "
+          f"style {g.data.format.thinking_style}, max_seq_len {g.data.max_seq_len}\n"
           f"schedule:    {t.num_epochs:g} epochs{f' (max_steps {t.max_steps})' if t.max_steps > 0 else ''}, global batch "
           f"{t.global_batch_size} = {t.micro_batch_size} x {args.gradient_accumulation_steps} x {args.world_size} "
           f"ranks, lr {t.learning_rate} {t.lr_scheduler}, {args.bf16 and 'bf16' or args.fp16 and 'fp16' or 'fp32'}"

@@ -22,10 +22,10 @@ from omegaconf import DictConfig
 
 from reasoning_sft.config import world_size
 from reasoning_sft.errors import ConfigError, DataError
+from reasoning_sft.registry import LAUNCHERS
 
 WORKER_ENV = "RSFT_WORKER"   # set for the processes this module starts
 LAUNCHER_ENV = "RSFT_LAUNCHER"   # host:pid of the launching command, which the workers watch
-LAUNCHERS = ("auto", "deepspeed", "torchrun", "slurm")   # slurm: hydra/launcher=slurm made every rank a task
 
 
 def rank() -> int:
@@ -78,13 +78,11 @@ def launcher_name(cfg: DictConfig) -> str:
 
 def check_launch_config(cfg: DictConfig) -> None:
     """What a launch needs, checked in the parent before any worker starts."""
-    t = cfg.trainer
-    if t.launcher not in LAUNCHERS:
-        raise ConfigError(f"trainer.launcher={t.launcher!r}: expected one of {LAUNCHERS}")
+    t = cfg.trainer   # trainer.launcher's name is checked by the schema (registry.LAUNCHERS)
     if launcher_name(cfg) == "slurm":
         tasks = int(os.environ.get("SLURM_NTASKS", "0"))
-        if tasks != world_size(cfg):
-            raise ConfigError(f"trainer.launcher='slurm': this process is not one of {world_size(cfg)} SLURM tasks "
+        if tasks != world_size(cfg.trainer):
+            raise ConfigError(f"trainer.launcher='slurm': this process is not one of {world_size(cfg.trainer)} SLURM tasks "
                               f"(SLURM_NTASKS={tasks or 'unset'}); run with hydra/launcher=slurm")
         return
     if t.hostfile is not None and not Path(t.hostfile).is_file():
@@ -96,17 +94,31 @@ def check_launch_config(cfg: DictConfig) -> None:
                               "DeepSpeed launcher, or hydra/launcher=slurm (one task per rank)")
 
 
+def deepspeed_command(t, port: str) -> list[str]:
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(t.nproc_per_node),
+           "--master_port", port, "--no_local_rank"]   # Hydra-style args must not get --local_rank
+    if t.hostfile is not None:
+        cmd += ["--hostfile", str(t.hostfile), "--num_nodes", str(t.nnodes)]
+    return cmd + ["--module"]
+
+
+def torchrun_command(t, port: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(t.nproc_per_node),
+            "--nnodes", "1", "--master_port", port, "-m"]
+
+
+# trainer.launcher: each names the command that starts the ranks (`auto` picks one: launcher_name);
+# slurm starts none (hydra/launcher=slurm made every rank a SLURM task)
+LAUNCHERS.add("deepspeed", deepspeed_command)
+LAUNCHERS.add("torchrun", torchrun_command)
+LAUNCHERS.add("slurm", None)
+LAUNCHERS.add("auto", None)
+
+
 def worker_command(cfg: DictConfig, run_dir: Path, port: int | None = None) -> list[str]:
     t = cfg.trainer
     port = str(port or t.master_port or free_port())
-    if launcher_name(cfg) == "deepspeed":
-        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(t.nproc_per_node),
-               "--master_port", port, "--no_local_rank"]   # Hydra-style args must not get --local_rank
-        if t.hostfile is not None:
-            cmd += ["--hostfile", str(t.hostfile), "--num_nodes", str(t.nnodes)]
-        return cmd + ["--module", "reasoning_sft.train_worker", str(run_dir)]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(t.nproc_per_node),
-            "--nnodes", "1", "--master_port", port, "-m", "reasoning_sft.train_worker", str(run_dir)]
+    return LAUNCHERS[launcher_name(cfg)](t, port) + ["reasoning_sft.train_worker", str(run_dir)]
 
 
 SHM_DIR = Path("/dev/shm")
@@ -278,4 +290,4 @@ def finish_distributed() -> None:
 
 
 def needs_launch(cfg: DictConfig) -> bool:
-    return world_size(cfg) > 1 and not is_worker() and launcher_name(cfg) != "slurm"
+    return world_size(cfg.trainer) > 1 and not is_worker() and launcher_name(cfg) != "slurm"

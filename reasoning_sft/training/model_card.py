@@ -10,26 +10,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from reasoning_sft.config import RunGroups
 from reasoning_sft.errors import ConfigError
 
 
-def model_card(cfg: DictConfig, summary: dict, overrides: list[str]) -> str:
-    card, train = summary["data"], summary["train"]
-    base = cfg.model.name_or_path or f"{cfg.model.name} (built from its config, seed {cfg.seed})"
+def model_card(g: RunGroups, ablation: str, summary: dict, overrides: list[str]) -> str:
+    """The card of a run whose typed groups are `g` (config.RunGroups), trained under `ablation`."""
+    card, train, model, data, t = summary["data"], summary["train"], g.model, g.data, g.trainer
+    base = model.name_or_path or f"{model.name} (built from its config, seed {g.seed})"
     lines = [
         "---", "library_name: transformers", "tags: [reasoning-sft, long-cot, sft]",
-        *([f"base_model: {cfg.model.name_or_path}"] if cfg.model.name_or_path else []), "---", "",
-        f"# {cfg.experiment_name}: {cfg.model.name} fine-tuned on {cfg.data.name}", "",
+        *([f"base_model: {model.name_or_path}"] if model.name_or_path else []), "---", "",
+        f"# {g.experiment_name}: {model.name} fine-tuned on {data.name}", "",
         "Trained with reasoning-sft (supervised fine-tuning on long chain-of-thought traces).", "",
         "## Training", "",
-        f"- base model: {base}{' + LoRA adapter' if cfg.peft.enabled else ''}",
-        f"- data: {cfg.data.name}, {card['examples']} examples, training hash `{card['training_hash']}` "
-        f"(thinking style {cfg.data.format.thinking_style}, max_seq_len {cfg.data.max_seq_len})",
-        f"- ablation: {cfg.ablation.name}",
+        f"- base model: {base}{' + LoRA adapter' if g.peft.enabled else ''}",
+        f"- data: {data.name}, {card['examples']} examples, training hash `{card['training_hash']}` "
+        f"(thinking style {data.format.thinking_style}, max_seq_len {data.max_seq_len})",
+        f"- ablation: {ablation}",
         f"- {train['steps']} steps, loss {train['first_loss']:.4f} -> {train['final_loss']:.4f}, "
-        f"lr {cfg.trainer.learning_rate} {cfg.trainer.lr_scheduler}, global batch {cfg.trainer.global_batch_size}, "
+        f"lr {t.learning_rate} {t.lr_scheduler}, global batch {t.global_batch_size}, "
         f"{train['precision']}, {train['world_size']} process(es)",
         f"- command overrides: `{' '.join(overrides) or '(none)'}`", "",
         "## Evaluation", "",
@@ -47,20 +47,21 @@ def model_card(cfg: DictConfig, summary: dict, overrides: list[str]) -> str:
     return "\n".join(lines)
 
 
-def check_push(cfg: DictConfig) -> None:
-    """Before training: an upload needs a repo id."""
-    if cfg.trainer.push_to_hub and not cfg.trainer.hub_model_id:
+def check_push(trainer) -> None:
+    """Before training: an upload needs a repo id (the trainer group's hub keys)."""
+    if trainer.push_to_hub and not trainer.hub_model_id:
         raise ConfigError("trainer.push_to_hub=true: set trainer.hub_model_id=<org>/<name> (the repo to upload to)")
 
 
-def write_and_push(model_dir: Path, cfg: DictConfig, summary: dict, overrides: list[str]) -> str | None:
+def write_and_push(model_dir: Path, g: RunGroups, ablation: str, summary: dict, overrides: list[str]) -> str | None:
     """Write the card; upload the folder when asked. Returns the repo URL, or None."""
-    (model_dir / "README.md").write_text(model_card(cfg, summary, overrides), encoding="utf-8")
-    if not cfg.trainer.push_to_hub:
+    (model_dir / "README.md").write_text(model_card(g, ablation, summary, overrides), encoding="utf-8")
+    t = g.trainer
+    if not t.push_to_hub:
         return None
     from huggingface_hub import HfApi
     api = HfApi()
-    api.create_repo(cfg.trainer.hub_model_id, exist_ok=True, private=cfg.trainer.hub_private)
-    info = api.upload_folder(repo_id=cfg.trainer.hub_model_id, folder_path=str(model_dir),
-                             commit_message=f"reasoning-sft: {cfg.experiment_name}")
-    return str(getattr(info, "commit_url", cfg.trainer.hub_model_id))
+    api.create_repo(t.hub_model_id, exist_ok=True, private=t.hub_private)
+    info = api.upload_folder(repo_id=t.hub_model_id, folder_path=str(model_dir),
+                             commit_message=f"reasoning-sft: {g.experiment_name}")
+    return str(getattr(info, "commit_url", t.hub_model_id))

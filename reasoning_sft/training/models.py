@@ -24,6 +24,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from reasoning_sft.registry import ARCHITECTURES
 from reasoning_sft.errors import ConfigError
 
 # Qwen2-Instruct's chat template (tools left out). Qwen2.5 differs only in its default system text.
@@ -131,7 +132,8 @@ def _hub_errors_named(name_or_path: str, what: str):
                           "HF_HUB_OFFLINE=1 once it is in the hub cache") from None
 
 
-_ARCHITECTURES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
+ARCHITECTURES.add("qwen2", (Qwen2Config, Qwen2ForCausalLM))   # model.network.architecture of a tiny model
+ARCHITECTURES.add("llama", (LlamaConfig, LlamaForCausalLM))
 
 
 def build_tiny_model(tokenizer: PreTrainedTokenizerBase, architecture: str = "qwen2",
@@ -141,10 +143,7 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerBase, architecture: str = "qw
                      tie_word_embeddings: bool = True, attn_implementation: str = "sdpa",
                      dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised Qwen2 or Llama model sized for CPU tests and the demo."""
-    if architecture not in _ARCHITECTURES:
-        raise ValueError(f"model.network.architecture={architecture!r}: expected one of "
-                         f"{sorted(_ARCHITECTURES)}")
-    config_cls, model_cls = _ARCHITECTURES[architecture]
+    config_cls, model_cls = ARCHITECTURES.get(architecture)   # the config checked the name before any run dir
     vocab = len(tokenizer)
     config = config_cls(
         vocab_size=(vocab + 63) // 64 * 64,

@@ -14,7 +14,6 @@ train.py validates, resumes and launches; this class is what each rank runs.
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 import time
@@ -22,23 +21,24 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf
 from transformers import DataCollatorForSeq2Seq, set_seed
 
 from reasoning_sft.training.checkpoints import CheckpointCallback, check_resumed_data, seconds_trained
 from reasoning_sft.training.chunked_loss import add_chunked_loss
-from reasoning_sft.config import (data_parallel_size, grad_accumulation, sequence_parallel_size, training_dtype,
-                                  world_size)
+from reasoning_sft.config import RunGroups, data_parallel_size, grad_accumulation, parse_groups, training_dtype, world_size
 from reasoning_sft.training.cpu_allocator import keep_freed_memory
 from reasoning_sft.training.diagnostics import Diagnostics, ProgressLog, print_start, show_bar, startup_seconds
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.data.formatting import get_style, tokenize_records, training_system_prompt
 from reasoning_sft.training.launch import finish_distributed, rank
-from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
 from reasoning_sft.training.model_card import write_and_push
 from reasoning_sft.training.models import count_parameters, load_pretrained_tokenizer, load_saved_model
 from reasoning_sft.training.packing import PackedCollator, pack_examples, use_packed_attention
 from reasoning_sft.data.selection import prepare_records, token_stats
+from reasoning_sft.data.synthetic import trained_shape
+from reasoning_sft.evaluation.evaluator import Evaluator
+from reasoning_sft.evaluation.generation import HFEngine
 from reasoning_sft.evaluation.prompts import write_model_format
 from reasoning_sft.data.records import content_hash
 from reasoning_sft.rundir import RunContext, finish_stage, write_json
@@ -47,21 +47,26 @@ from reasoning_sft.training.wandb_logging import init_wandb, log_eval
 
 
 class SFTRecipe:
+    """One rank's run. The config is read once here: `self.g` holds its groups typed (config.RunGroups),
+    and each part of the library is handed only its own group."""
+
     def __init__(self, cfg: DictConfig, run_dir: Path, context: RunContext = RunContext()):
         self.cfg, self.run_dir, self.context = cfg, run_dir, context
+        self.g: RunGroups = parse_groups(cfg)
         self.is_main = rank() == 0
-        self.resumed = cfg.trainer.resume not in (None, "never", "auto", "unfinished")
+        self.resumed = self.g.trainer.resume not in (None, "never", "auto", "unfinished")
         self.t0 = time.time()
         self.wandb_run = None
 
     def run(self) -> dict:
         """The whole rank's run; summary.json's content on rank 0, {} on the others."""
-        set_seed(self.cfg.seed)
+        set_seed(self.g.seed)
         if not torch.cuda.is_available():
             keep_freed_memory()   # each step reuses the last step's pages (reasoning_sft/training/cpu_allocator.py)
         self.setup_data()
         if self.is_main:
-            self.wandb_run = init_wandb(self.cfg, self.run_dir, "train", {"data_card": self.card},
+            config = {**OmegaConf.to_container(self.cfg, resolve=True), "data_card": self.card}
+            self.wandb_run = init_wandb(self.g.logger, config, self.run_dir, "train", self.g.experiment_name,
                                         resume=self.resumed, name=self.context.override_dirname)
         try:
             self.setup_model()
@@ -79,65 +84,64 @@ class SFTRecipe:
                 self.wandb_run.finish()   # in `finally`: a failed multirun job must not leak into the next
 
     def setup_data(self) -> None:
-        cfg = self.cfg
-        self.tokenizer = instantiate(cfg.model.tokenizer)
-        examples, self.card = prepare_examples(cfg, self.tokenizer)
+        g, t = self.g, self.g.trainer
+        self.tokenizer = instantiate(g.model.tokenizer)
+        examples, self.card = prepare_examples(g, self.tokenizer)
         if self.resumed:   # before this run's card replaces the old one
-            check_resumed_data(Path(cfg.trainer.resume), self.card["training_hash"])
+            check_resumed_data(Path(t.resume), self.card["training_hash"])
         self.train_dataset, self.collator = examples, None
-        if cfg.trainer.packing:   # rows of whole samples, best-fit decreasing (reasoning_sft/training/packing.py)
-            bins, self.card["packing"] = pack_examples(examples, cfg.trainer.pack_length or cfg.data.max_seq_len,
-                                                       cfg.seed)
+        if t.packing:   # rows of whole samples, best-fit decreasing (reasoning_sft/training/packing.py)
+            bins, self.card["packing"] = pack_examples(examples, t.pack_length or g.data.max_seq_len, g.seed)
             self.train_dataset, self.collator = [{"samples": b} for b in bins], PackedCollator()
-        if len(self.train_dataset) < world_size(cfg):
-            raise ConfigError(f"trainer.nproc_per_node x nnodes = {world_size(cfg)} processes but only "
-                              f"{len(self.train_dataset)} training {'rows' if cfg.trainer.packing else 'samples'}: "
+        if len(self.train_dataset) < world_size(t):
+            raise ConfigError(f"trainer.nproc_per_node x nnodes = {world_size(t)} processes but only "
+                              f"{len(self.train_dataset)} training {'rows' if t.packing else 'samples'}: "
                               "every rank needs at least one")
         if self.is_main:
             write_json(self.run_dir / "data_card.json", self.card)
         self.data_seconds = time.time() - self.t0
 
     def setup_model(self) -> None:
-        cfg, tokenizer = self.cfg, self.tokenizer
-        self.precision, dtype = training_dtype(cfg)
+        g, t, tokenizer = self.g, self.g.trainer, self.tokenizer
+        self.precision, dtype = training_dtype(t.precision, g.deepspeed.config is not None)
         # TrainingArguments before the model: under ZeRO-3 the model is then built partitioned
         # (zero.Init), so no rank ever holds a full 32B copy.
-        args = training_arguments(cfg, self.run_dir, self.precision, ["wandb"] if self.wandb_run else ["none"])
+        args = training_arguments(g, self.run_dir, self.precision, ["wandb"] if self.wandb_run else ["none"])
         t_model = time.time()
-        model = instantiate(cfg.model.network, tokenizer=tokenizer, dtype=dtype, seed=cfg.seed)
+        model = instantiate(g.model.network, tokenizer=tokenizer, dtype=dtype, seed=g.seed)
         self.num_params = count_parameters(model)
         self.base_model, self.attention = model, None
-        if cfg.trainer.packing:
+        if t.packing:
             self.attention = use_packed_attention(model)   # restored before saving
-        if cfg.trainer.loss_chunk_tokens and not cfg.trainer.liger_kernel:
-            add_chunked_loss(model, cfg.trainer.loss_chunk_tokens)   # long rows: logits one chunk at a time
-        if cfg.peft.enabled:
+        if t.loss_chunk_tokens and not t.liger_kernel:
+            add_chunked_loss(model, t.loss_chunk_tokens)   # long rows: logits one chunk at a time
+        if g.peft.enabled:
             from peft import get_peft_model
-            model = get_peft_model(model, instantiate(cfg.peft.config))
+            model = get_peft_model(model, instantiate(g.peft.config))
         self.trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
         self.model_seconds = time.time() - t_model
         self.diagnostics = Diagnostics(self.run_dir)
-        self.checkpointing = CheckpointCallback(cfg.trainer.save_total_limit,
-                                                seconds_trained(Path(cfg.trainer.resume)) if self.resumed else 0.0)
-        sp = sequence_parallel_size(cfg)
-        collator = self.collator or (SequenceParallelCollator(tokenizer, sp, cfg.data.max_seq_len) if sp > 1 else
+        self.checkpointing = CheckpointCallback(t.save_total_limit,
+                                                seconds_trained(Path(t.resume)) if self.resumed else 0.0)
+        sp = t.sequence_parallel_size
+        collator = self.collator or (SequenceParallelCollator(tokenizer, sp, g.data.max_seq_len) if sp > 1 else
                                      DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
         self.trainer = SFTTrainer(model=model, args=args, train_dataset=self.train_dataset, processing_class=tokenizer,
                                   data_collator=collator, callbacks=[self.checkpointing, self.diagnostics],
                                   samples_seen=self.diagnostics.samples_seen,
-                                  activation_offload=cfg.trainer.activation_offload)
-        if not show_bar(cfg):   # our step / total / ETA lines instead of the Trainer's bare dicts
+                                  activation_offload=t.activation_offload)
+        if not show_bar(t.progress_bar):   # our step / total / ETA lines instead of the Trainer's bare dicts
             from transformers.trainer_callback import PrinterCallback
             self.trainer.remove_callback(PrinterCallback)
             self.trainer.add_callback(ProgressLog())
         if self.is_main:
-            print_start(cfg, self.run_dir, self.card, self.num_params, args)
+            print_start(g, self.run_dir, self.card, self.num_params, args)
         if self.resumed:
             quiet_tied_weights_warning(self.base_model)
 
     def fit(self) -> None:
         t_train = time.time()
-        self.result = self.trainer.train(resume_from_checkpoint=self.cfg.trainer.resume if self.resumed else None)
+        self.result = self.trainer.train(resume_from_checkpoint=self.g.trainer.resume if self.resumed else None)
         self.session_seconds = time.time() - t_train
         self.train_seconds = self.checkpointing.train_seconds()   # the whole run: resumed parts included
         if self.attention is not None:
@@ -169,59 +173,54 @@ class SFTRecipe:
         return summary
 
     def _preempted_summary(self, step: int) -> dict:
-        return finish_stage(self.run_dir, "train", status="preempted", experiment=self.cfg.experiment_name,
+        return finish_stage(self.run_dir, "train", status="preempted", experiment=self.g.experiment_name,
                             train={"steps": step,
                                    "checkpoint": str(self.run_dir / "checkpoints" / f"checkpoint-{step}")},
                             eval={}, wandb=None, total_seconds=round(time.time() - self.t0, 1))
 
     def save(self) -> None:
         """final_model/ (checked), then the training format beside it; on ranks > 0 only the collective part."""
-        cfg = self.cfg
+        g = self.g
         self.save_check = None
-        if cfg.trainer.save_final_model:
-            self.save_check = save_final_model(self.trainer, self.tokenizer, cfg, self.run_dir)   # ends the group
+        if g.trainer.save_final_model:
+            self.save_check = save_final_model(self.trainer, self.tokenizer, g, self.run_dir)   # ends the group
         else:
             finish_distributed()   # what follows is rank 0's alone
         if not self.is_main:
             return
-        if cfg.trainer.save_final_model:   # the training format, saved with the model (evaluation reads it)
-            write_model_format(self.run_dir / "final_model", cfg.data.format.thinking_style,
-                               self.card["system_prompt"], cfg.data.max_seq_len)
+        if g.trainer.save_final_model:   # the training format, saved with the model (evaluation reads it)
+            write_model_format(self.run_dir / "final_model", g.data.format.thinking_style,
+                               self.card["system_prompt"], g.data.max_seq_len)
 
     def evaluate(self) -> None:
-        self.evaluation = {}
-        if self.cfg.eval.after_train:
-            model = eval_model(self.trainer, self.cfg, self.run_dir)
-            self.evaluation = run_tasks(model, self.tokenizer, self.eval_config(), self.run_dir)
+        """eval.tasks on the trained model, in the training format: prompts with the system prompt the
+        data decided."""
+        self.evaluation, g = {}, self.g
+        if g.eval.after_train:
+            model = eval_model(self.trainer, g, self.run_dir)
+            evaluator = Evaluator(g.eval, g.data.format.thinking_style, self.card["system_prompt"], g.seed,
+                                  trained_shape(g.data.source))
+            self.evaluation = evaluator.attach(HFEngine(model, self.tokenizer)).run(self.run_dir)
             if self.wandb_run:
                 log_eval(self.wandb_run, self.evaluation, self.run_dir)
 
-    def eval_config(self) -> DictConfig:
-        """The settled config as evaluation reads it: prompts in the training format, whose system prompt
-        the data decided (a copy: the run's own config stays as config.yaml says)."""
-        cfg = copy.deepcopy(self.cfg)
-        with read_write(cfg):
-            cfg.data.format.system_prompt = self.card["system_prompt"]
-        OmegaConf.set_readonly(cfg, True)
-        return cfg
-
     def summarize(self) -> dict:
-        cfg, trainer, card = self.cfg, self.trainer, self.card
+        g, trainer, card = self.g, self.trainer, self.card
         history = trainer.state.log_history
         losses = [e["loss"] for e in history if "loss" in e]
         results = {
-            "experiment": cfg.experiment_name,
-            "model": cfg.model.name, "num_parameters": self.num_params, "trainable_parameters": self.trainable,
+            "experiment": g.experiment_name,
+            "model": g.model.name, "num_parameters": self.num_params, "trainable_parameters": self.trainable,
             "data": card,
             "train": {"steps": trainer.state.global_step, "first_loss": losses[0], "final_loss": losses[-1],
                       "mean_train_loss": mean_logged_loss(history, self.result.training_loss),
                       "train_seconds": round(self.train_seconds, 1),
                       "this_session_seconds": round(self.session_seconds, 1),
                       "tokens_seen": card["sequence_tokens"]["total"] * trainer.state.num_train_epochs,
-                      "precision": self.precision, "gradient_accumulation": grad_accumulation(cfg),
-                      "world_size": trainer.args.world_size, "data_parallel_size": data_parallel_size(cfg),
-                      "sequence_parallel_size": sequence_parallel_size(cfg),   # tokens_seen: real tokens, once each
-                      "resumed_from": cfg.trainer.resume if self.resumed else None},
+                      "precision": self.precision, "gradient_accumulation": grad_accumulation(g.trainer),
+                      "world_size": trainer.args.world_size, "data_parallel_size": data_parallel_size(g.trainer),
+                      "sequence_parallel_size": g.trainer.sequence_parallel_size,   # tokens_seen: real tokens, once each
+                      "resumed_from": g.trainer.resume if self.resumed else None},
             "save_check": self.save_check,
             "eval": self.evaluation,
             "wandb": {"run_id": self.wandb_run.id, "dir": self.wandb_run.dir} if self.wandb_run else None,
@@ -231,22 +230,23 @@ class SFTRecipe:
         }
         if self.wandb_run:
             self.wandb_run.summary.update({"data_hash": card["training_hash"], "total_seconds": results["total_seconds"]})
-        if cfg.trainer.save_final_model:
-            results["hub"] = write_and_push(self.run_dir / "final_model", cfg, results, list(self.context.overrides))
+        if g.trainer.save_final_model:
+            results["hub"] = write_and_push(self.run_dir / "final_model", g, g.ablation, results,
+                                            list(self.context.overrides))
         return finish_stage(self.run_dir, "train", **results)
 
 
-def prepare_examples(cfg: DictConfig, tokenizer) -> tuple[list[dict], dict]:
+def prepare_examples(g: RunGroups, tokenizer) -> tuple[list[dict], dict]:
     """The prepare stage's records, tokenized with assistant-only labels; the card counts all."""
-    records, card = prepare_records(cfg, tokenizer, measure_traces=False)
-    examples, counts = tokenize_records(records, tokenizer, get_style(cfg.data.format.thinking_style),
-                                        cfg.data.max_seq_len, cfg.data.overflow,
-                                        cfg.data.format.system_prompt)
+    data = g.data
+    records, card = prepare_records(data, list(g.transforms), g.ablation, g.seed, tokenizer, measure_traces=False)
+    examples, counts = tokenize_records(records, tokenizer, get_style(data.format.thinking_style),
+                                        data.max_seq_len, data.overflow, data.format.system_prompt)
     if not examples:
-        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len}: too small for any of the "
-                          f"{len(records)} samples of data={cfg.data.name} ({dict(counts)})")
+        raise ConfigError(f"data.max_seq_len={data.max_seq_len}: too small for any of the "
+                          f"{len(records)} samples of data={data.name} ({dict(counts)})")
     card["tokenization"] = dict(counts)
-    card["system_prompt"] = training_system_prompt(records, cfg.data.format.system_prompt)
+    card["system_prompt"] = training_system_prompt(records, data.format.system_prompt)
     traces = [e["thinking_tokens"] for e in examples if e["thinking_tokens"] is not None]
     card["trace_tokens"] = token_stats(traces) if traces else {}   # in context, of the kept samples
     lengths = [len(e["input_ids"]) for e in examples]
@@ -286,48 +286,48 @@ def _probe_logits(model, tokenizer) -> torch.Tensor:
         return model(input_ids=ids).logits.float().cpu()
 
 
-def save_final_model(trainer, tokenizer, cfg: DictConfig, run_dir: Path) -> dict | None:
+def save_final_model(trainer, tokenizer, g: RunGroups, run_dir: Path) -> dict | None:
     """Save the full model (gathered from every ZeRO-3 rank) or the LoRA adapter; then, when
     `trainer.verify_save`, reload it in this process and compare its logits with the trained model's.
     A ZeRO-3 save that wrote empty or stale shards fails here instead of at evaluation."""
     out = run_dir / "final_model"
     trained = _probe_logits(trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model, tokenizer) \
-        if cfg.trainer.verify_save else None
+        if g.trainer.verify_save else None
     trainer.save_model(str(out))
     finish_distributed()   # the gathered save was the last collective step; the rest is rank 0's
     if rank() != 0:
         return None
     tokenizer.save_pretrained(str(out))
-    if cfg.peft.enabled and cfg.peft.merge_after_train and not trainer.is_deepspeed_enabled:
+    if g.peft.enabled and g.peft.merge_after_train and not trainer.is_deepspeed_enabled:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(run_dir / "merged_model"))
         tokenizer.save_pretrained(str(run_dir / "merged_model"))
     if trained is None:
         return None
     torch.save(trained, run_dir / "final_model_probe_logits.pt")   # a fresh process can compare too
-    reloaded = _probe_logits(load_final_model(cfg, out), tokenizer)
+    reloaded = _probe_logits(load_final_model(g, out), tokenizer)
     diff = (reloaded - trained).abs().max().item()
     if diff > 1e-3 * max(1.0, trained.abs().max().item()):
         raise RuntimeError(f"{out}: the saved model's logits differ from the trained model's by {diff:.3g}")
     return {"probe": PROBE_TEXT, "max_abs_logit_diff": diff}
 
 
-def load_final_model(cfg: DictConfig, path: Path):
+def load_final_model(g: RunGroups, path: Path):
     """The saved final model as a plain (unpartitioned) float32 model: the full model, or the adapter
     on the base the config names (a tiny base is rebuilt from its seed), not merged."""
     base = None
-    if cfg.peft.enabled:
-        base = instantiate(cfg.model.network, tokenizer=load_pretrained_tokenizer(str(path)), dtype=torch.float32,
-                           seed=cfg.seed)
+    if g.peft.enabled:
+        base = instantiate(g.model.network, tokenizer=load_pretrained_tokenizer(str(path)), dtype=torch.float32,
+                           seed=g.seed)
     return load_saved_model(path, "final_model", dtype=torch.float32, adapter_base=base, merge_adapter=False)[0]
 
 
-def eval_model(trainer, cfg: DictConfig, run_dir: Path):
+def eval_model(trainer, g: RunGroups, run_dir: Path):
     """The model to evaluate on rank 0: the trained one in memory, or (when it is partitioned or
     sharded across ranks) the saved final model loaded whole."""
     if trainer.args.world_size == 1 and not trainer.is_deepspeed_enabled:
         return trainer.model
-    if not cfg.trainer.save_final_model:
+    if not g.trainer.save_final_model:
         raise ConfigError("eval.after_train=true with several processes needs trainer.save_final_model=true "
                           "(rank 0 evaluates the saved model)")
-    return load_final_model(cfg, run_dir / "final_model")
+    return load_final_model(g, run_dir / "final_model")

@@ -6,31 +6,32 @@ keep activations in CPU memory.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-from reasoning_sft.config import grad_accumulation, sequence_parallel_size
+from reasoning_sft.config import RunGroups, grad_accumulation
 from reasoning_sft.training.diagnostics import show_bar
 
 
-def training_arguments(cfg: DictConfig, run_dir: Path, precision: str, report_to: list[str]) -> TrainingArguments:
-    t = cfg.trainer
+def training_arguments(g: RunGroups, run_dir: Path, precision: str, report_to: list[str]) -> TrainingArguments:
+    """The Trainer's arguments from the run's typed groups (trainer, deepspeed, the model's attention)."""
+    t = g.trainer
     ds_config = None
-    if cfg.deepspeed.config is not None:
-        ds_config = OmegaConf.to_container(cfg.deepspeed.config, resolve=True)
+    if g.deepspeed.config is not None:
+        ds_config = copy.deepcopy(dict(g.deepspeed.config))
         # Explicit numbers, never "auto": DeepSpeed checks global = micro x accumulation x world.
         ds_config.update(train_micro_batch_size_per_gpu=t.micro_batch_size,
-                         gradient_accumulation_steps=grad_accumulation(cfg),
-                         train_batch_size=t.global_batch_size if sequence_parallel_size(cfg) == 1 else "auto",
+                         gradient_accumulation_steps=grad_accumulation(t),
+                         train_batch_size=t.global_batch_size if t.sequence_parallel_size == 1 else "auto",
                          bf16={"enabled": precision == "bf16"}, fp16={"enabled": precision == "fp16"})
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=t.micro_batch_size,
-        gradient_accumulation_steps=grad_accumulation(cfg),
+        gradient_accumulation_steps=grad_accumulation(t),
         num_train_epochs=t.num_epochs, max_steps=t.max_steps,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
         warmup_steps=float(t.warmup_ratio),   # < 1 means a ratio of the total steps
@@ -41,27 +42,26 @@ def training_arguments(cfg: DictConfig, run_dir: Path, precision: str, report_to
         logging_steps=t.logging_steps, logging_first_step=True,
         save_strategy="steps" if t.save_steps > 0 else "no", save_steps=t.save_steps or 500,
         save_total_limit=None,   # CheckpointCallback rotates, after the new checkpoint is complete
-        report_to=report_to, run_name=cfg.experiment_name,
-        seed=cfg.seed, data_seed=cfg.seed,
+        report_to=report_to, run_name=g.experiment_name,
+        seed=g.seed, data_seed=g.seed,
         use_cpu=not torch.cuda.is_available(),   # on CPU, without it world_size reads 1 on every rank
         deepspeed=ds_config,
         dataloader_num_workers=t.dataloader_num_workers, train_sampling_strategy=t.sampling,
-        remove_unused_columns=False, disable_tqdm=not show_bar(cfg),
-        parallelism_config=ulysses_config(cfg),
+        remove_unused_columns=False, disable_tqdm=not show_bar(t.progress_bar),
+        parallelism_config=ulysses_config(t.sequence_parallel_size, g.model.network.get("attn_implementation", "sdpa")),
     )
 
 
-def ulysses_config(cfg: DictConfig):
+def ulysses_config(sp: int, attention: str):
     """DeepSpeed Ulysses sequence parallelism through accelerate (transformers' integration): each
-    sequence is split over `trainer.sequence_parallel_size` GPUs; None when it is 1."""
-    sp = sequence_parallel_size(cfg)
+    sequence is split over `trainer.sequence_parallel_size` GPUs with the model's `attention`; None when
+    it is 1."""
     if sp == 1:
         return None
     import deepspeed
     from accelerate.parallelism_config import ParallelismConfig
     from accelerate.utils import DeepSpeedSequenceParallelConfig
     deepspeed.init_distributed()   # Ulysses builds its groups on deepspeed.comm before the engine would
-    attention = cfg.model.network.get("attn_implementation", "sdpa")
     return ParallelismConfig(sp_backend="deepspeed", sp_size=sp, sp_handler=DeepSpeedSequenceParallelConfig(
         sp_seq_length_is_variable=True, sp_attn_implementation=attention))
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from reasoning_sft.schema import LoggerConfig
 
 
 def has_wandb_credentials() -> bool:
@@ -24,9 +24,8 @@ def has_wandb_credentials() -> bool:
         return False
 
 
-def wandb_mode(cfg: DictConfig, run_dir: Path) -> str:
+def wandb_mode(mode: str, run_dir: Path) -> str:
     """`logger.mode`; `auto` (the default) is online with credentials, else offline, said in one line."""
-    mode = cfg.logger.mode   # one of schema.LOGGER_MODES: checked with the config
     if mode != "auto":
         return mode
     if has_wandb_credentials():
@@ -36,19 +35,18 @@ def wandb_mode(cfg: DictConfig, run_dir: Path) -> str:
     return "offline"
 
 
-def init_wandb(cfg: DictConfig, run_dir: Path, job_type: str, extra_config: dict | None = None,
+def init_wandb(logger: LoggerConfig, config: dict, run_dir: Path, job_type: str, experiment_name: str,
                resume: bool = False, name: str | None = None):
-    """Start the run (rank 0 only; the caller checks). Returns the run, or None when disabled.
-    The run id is kept in `<run dir>/wandb_run_id`: a resumed training run continues the same W&B run.
-    `name`: a sweep job's override dirname (RunContext); logger.name wins, the experiment name is the fallback."""
-    if not cfg.logger.enabled or cfg.logger.mode == "disabled":
+    """Start the run (rank 0 only; the caller checks) for the `logger` group, logging `config` (the whole
+    resolved run config, as a plain dict). Returns the run, or None when disabled. The run id is kept in
+    `<run dir>/wandb_run_id`: a resumed training run continues the same W&B run. `name`: a sweep job's
+    override dirname (RunContext); logger.name wins, the experiment name is the fallback."""
+    if not logger.enabled or logger.mode == "disabled":
         return None
-    mode = wandb_mode(cfg, run_dir)
+    mode = wandb_mode(logger.mode, run_dir)
     import wandb
 
     os.environ.setdefault("WANDB_START_METHOD", "thread")  # a Hydra-launched process can hang otherwise
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config.update(extra_config or {})
     id_file = run_dir / "wandb_run_id"
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
     if run_id:
@@ -56,9 +54,9 @@ def init_wandb(cfg: DictConfig, run_dir: Path, job_type: str, extra_config: dict
         # a service it shared with its parent ("run ID ... is in use"): a resumed run starts a service of its own.
         os.environ.pop("WANDB_SERVICE", None)
     run = wandb.init(
-        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
-        job_type=job_type, name=cfg.logger.name or name or cfg.experiment_name,
-        tags=list(cfg.logger.tags), config=config, dir=str(run_dir), mode=mode,
+        project=logger.project, entity=logger.entity, group=logger.group,
+        job_type=job_type, name=logger.name or name or experiment_name,
+        tags=list(logger.tags), config=config, dir=str(run_dir), mode=mode,
         reinit="finish_previous", id=run_id, resume="allow" if run_id else None,
     )
     id_file.write_text(run.id)

@@ -352,7 +352,7 @@ def test_llm_splitter_is_a_config_choice(make_cfg):
 def test_every_ablation_names_registered_plugins_that_check_their_own_parameters(make_cfg):
     """One plugin pattern: each conf/ablation file's transforms are classes of the registry, built (and
     so checked) before any run dir; a bad parameter is one line naming its key, all of them at once."""
-    from reasoning_sft.data.ablations import TRANSFORMS
+    from reasoning_sft.registry import ABLATIONS as TRANSFORMS
     from conftest import CONF
     for path in sorted((CONF / "ablation").glob("*.yaml")):
         cfg = make_cfg([f"ablation={path.stem}"] + (["ablation/splitter=paragraph"] if "step" in path.stem else [])
@@ -374,8 +374,8 @@ def test_an_ablation_that_changes_nothing_says_so_before_training(make_cfg, caps
     from reasoning_sft.data.selection import prepare_records
     from reasoning_sft.training.models import train_tiny_tokenizer
     cfg = make_cfg(["ablation=step_shuffle", "ablation.rate=0.33", "data.source.num_problems=40"])
-    validate_prepare_config(cfg)
-    _, card = prepare_records(cfg, train_tiny_tokenizer(256))
+    g = validate_prepare_config(cfg)
+    _, card = prepare_records(g.data, list(g.transforms), g.ablation, g.seed, train_tiny_tokenizer(256))
     assert card["ablation"]["changes"]["step_shuffle"]["samples_changed"] == 0
     err = capsys.readouterr().err
     assert "warning: ablation step_shuffle changed 0 of 40 samples (rate 0.33" in err

@@ -107,17 +107,21 @@ def test_skyt1_system_prompt_is_kept_in_training(tmp_path, tiny_tokenizer):
 ])
 def test_evaluation_prompts_are_the_papers(make_cfg, name, system, user):
     from reasoning_sft.evaluation.prompts import SKYT1_SYSTEM_PROMPT, eval_prompt
-    cfg = make_cfg(["eval=synthetic", f"eval.prompt={name}", "data.format.system_prompt='You train me.'"])
-    got_system, template = eval_prompt(cfg)
+    got_system, template = eval_prompt(name, "You train me.")
     assert got_system == (SKYT1_SYSTEM_PROMPT if system == "SKYT1" else system)
     assert template.format(question="What is 2 + 3?") == user
 
 
 def test_unknown_evaluation_prompt_is_a_config_error(make_cfg):
+    """The registry's one line, from the schema's check (before any run dir) and from the registry itself."""
+    from reasoning_sft.config import validate_eval_config
     from reasoning_sft.errors import ConfigError
     from reasoning_sft.evaluation.prompts import eval_prompt
-    with pytest.raises(ConfigError, match="eval.prompt='mine': expected one of"):
-        eval_prompt(make_cfg(["eval=synthetic", "eval.prompt=mine"]))
+    line = r"^eval.prompt='mine': not a known evaluation prompt \(known: trained, s1, skyt1, qwen_math, deepseek_qwen\)$"
+    with pytest.raises(ConfigError, match=line):
+        validate_eval_config(make_cfg(["eval=synthetic", "eval.prompt=mine"], config_name="evaluate"))
+    with pytest.raises(ConfigError, match=line):
+        eval_prompt("mine", None)
 
 
 def test_s1_text_is_the_released_tokenization_on_real_s1k_rows(shared_data, tiny_tokenizer):

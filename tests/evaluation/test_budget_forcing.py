@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reasoning_sft.evaluation.budget_forcing import BudgetForcing, forced_text, generate_with_budget
+from reasoning_sft.schema import BudgetForcingConfig
+from reasoning_sft.evaluation.budget_forcing import forced_text, generate_with_budget
 from reasoning_sft.data.synthetic import generate_records
 from reasoning_sft.data.formatting import THINKING_STYLES, render_prompt
+from reasoning_sft.evaluation.generation import HFEngine
 from reasoning_sft.training.models import build_tiny_model
 
 
@@ -40,7 +42,7 @@ def test_cap_never_exceeds_the_budget_and_forces_the_delimiter(model, tiny_token
     handle = model.lm_head.register_forward_hook(   # never stop on its own: the cap must act
         lambda m, i, out: out.index_fill(-1, torch.tensor([suppress, tiny_tokenizer.eos_token_id]), -1e4))
     try:
-        outs = generate_with_budget(model, tiny_tokenizer, prompts, st, BudgetForcing(max_thinking_tokens=24,
+        outs = generate_with_budget(HFEngine(model, tiny_tokenizer), prompts, st, BudgetForcingConfig(max_thinking_tokens=24,
                                     max_answer_tokens=8), default_max_thinking=512, batch_size=4)
     finally:
         handle.remove()
@@ -58,11 +60,11 @@ def test_extend_appends_exactly_num_wait_waits(model, tiny_tokenizer, prompts, s
     st = THINKING_STYLES[style]
     handle = _stops_at_once(model, tiny_tokenizer, st.think_stop)
     try:
-        outs = generate_with_budget(model, tiny_tokenizer, prompts, st,
-                                    BudgetForcing(max_thinking_tokens=100, num_wait=2, max_answer_tokens=4),
+        outs = generate_with_budget(HFEngine(model, tiny_tokenizer), prompts, st,
+                                    BudgetForcingConfig(max_thinking_tokens=100, num_wait=2, max_answer_tokens=4),
                                     default_max_thinking=512, batch_size=4)
-        floor = generate_with_budget(model, tiny_tokenizer, prompts[:2], st,
-                                     BudgetForcing(max_thinking_tokens=100, min_thinking_tokens=9,
+        floor = generate_with_budget(HFEngine(model, tiny_tokenizer), prompts[:2], st,
+                                     BudgetForcingConfig(max_thinking_tokens=100, min_thinking_tokens=9,
                                                    wait_string=" Hmm", max_answer_tokens=4),
                                      default_max_thinking=512, batch_size=2)
     finally:
@@ -77,10 +79,10 @@ def test_extend_appends_exactly_num_wait_waits(model, tiny_tokenizer, prompts, s
 
 
 def test_forcing_off_is_plain_generate(make_cfg, model, tiny_tokenizer, prompts):
-    from reasoning_sft.evaluation.runner import generate_for_eval
+    from conftest import evaluator_for
     cfg = make_cfg(["eval=synthetic", "eval.max_new_tokens=20", "eval.batch_size=3"])
     assert not cfg.eval.budget_forcing.enabled
-    ours = [o["generation"] for o in generate_for_eval(model, tiny_tokenizer, prompts, cfg)]
+    ours = [o["generation"] for o in evaluator_for(cfg, model, tiny_tokenizer).generate(prompts)]
     for prompt, text in zip(prompts, ours):
         ids = tiny_tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
         plain = model.generate(ids, max_new_tokens=20, do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id,
@@ -136,16 +138,16 @@ def test_generation_forces_the_pinned_ids(model, tiny_tokenizer, prompts, style)
     st = THINKING_STYLES[style]
     handle = _stops_at_once(model, tiny_tokenizer, st.think_stop)    # ends its thinking on its own
     try:
-        natural = generate_with_budget(model, tiny_tokenizer, prompts[:2], st,
-                                       BudgetForcing(max_thinking_tokens=50, max_answer_tokens=2), 512, 2)
+        natural = generate_with_budget(HFEngine(model, tiny_tokenizer), prompts[:2], st,
+                                       BudgetForcingConfig(max_thinking_tokens=50, max_answer_tokens=2), 512, 2)
     finally:
         handle.remove()
     suppress = tiny_tokenizer.convert_tokens_to_ids(st.think_stop)
     handle = model.lm_head.register_forward_hook(   # never stops: the cap acts
         lambda m, i, out: out.index_fill(-1, torch.tensor([suppress, tiny_tokenizer.eos_token_id]), -1e4))
     try:
-        cut = generate_with_budget(model, tiny_tokenizer, prompts[:2], st,
-                                   BudgetForcing(max_thinking_tokens=8, max_answer_tokens=2), 512, 2)
+        cut = generate_with_budget(HFEngine(model, tiny_tokenizer), prompts[:2], st,
+                                   BudgetForcingConfig(max_thinking_tokens=8, max_answer_tokens=2), 512, 2)
     finally:
         handle.remove()
     for o in natural:
@@ -163,10 +165,10 @@ def test_the_answer_phase_gets_the_generation_budget_by_default_as_s1s_fork(mode
     never = torch.tensor([tiny_tokenizer.convert_tokens_to_ids(st.think_stop), tiny_tokenizer.eos_token_id])
     handle = model.lm_head.register_forward_hook(lambda m, i, out: out.index_fill(-1, never, -1e4))
     try:
-        full = generate_with_budget(model, tiny_tokenizer, prompts[:2], st, BudgetForcing(max_thinking_tokens=6),
+        full = generate_with_budget(HFEngine(model, tiny_tokenizer), prompts[:2], st, BudgetForcingConfig(max_thinking_tokens=6),
                                     default_max_thinking=20, batch_size=2)
-        capped = generate_with_budget(model, tiny_tokenizer, prompts[:2], st,
-                                      BudgetForcing(max_thinking_tokens=6, max_answer_tokens=3),
+        capped = generate_with_budget(HFEngine(model, tiny_tokenizer), prompts[:2], st,
+                                      BudgetForcingConfig(max_thinking_tokens=6, max_answer_tokens=3),
                                       default_max_thinking=20, batch_size=2)
     finally:
         handle.remove()

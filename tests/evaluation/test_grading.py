@@ -61,7 +61,7 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_n():
 
 
 def test_a_grading_that_times_out_is_wrong_and_counted(make_cfg):
-    from reasoning_sft.evaluation.runner import summarize_samples
+    from conftest import evaluator_for
     from reasoning_sft.data.answers import grade
     slow = r"\int_0^1 e^{x^{7}}\sin(x^{5})\,dx"      # sympy cannot settle this within a second
     assert grade(slow, "0.3", timeout_seconds=1) == (False, "timeout")
@@ -70,7 +70,7 @@ def test_a_grading_that_times_out_is_wrong_and_counted(make_cfg):
     rows = [{"extracted": slow, "correct": False, "grading": "timeout"},
             {"extracted": "3", "correct": True, "grading": "exact"},
             {"extracted": "x", "correct": False, "grading": "error"}]
-    summary = summarize_samples(rows, 1, make_cfg(["eval=synthetic", "eval.bootstrap_samples=10"]))
+    summary = evaluator_for(make_cfg(["eval=synthetic", "eval.bootstrap_samples=10"])).summarize(rows)
     assert summary["grading_timeouts"] == 1 and summary["grading_errors"] == 1
     assert summary["accuracy"] == pytest.approx(1 / 3)
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, evaluator_for
 from reasoning_sft.training.models import build_tiny_model
 
 
@@ -49,13 +49,12 @@ def _always_answers(model, tokenizer, text: str, either: tuple[str, str] | None 
 
 @pytest.mark.slow
 def test_lm_eval_accuracy_matches_our_recount(make_cfg, tiny_tokenizer, shared_data, tmp_path):
-    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=benchmarks", "eval.tasks=[amc23,aime24,math500]", "eval.limit=3",
                     "eval.max_new_tokens=64", f"eval.data_dir={shared_data}"])
     handle = _always_answers(model, tiny_tokenizer, S1_ANSWER + "So the answer is $\\boxed{27}$.")
     try:
-        results = run_tasks(model, tiny_tokenizer, cfg, tmp_path)
+        results = evaluator_for(cfg, model, tiny_tokenizer).run(tmp_path)
     finally:
         handle.remove()
     rows = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
@@ -103,16 +102,15 @@ def test_evaluate_stage_on_every_bundled_task(tmp_path, tiny_tokenizer, shared_d
 def test_sampled_metrics_through_lm_eval(make_cfg, tiny_tokenizer, shared_data, tmp_path):
     from math import comb
 
-    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=benchmarks", "eval.tasks=[amc23]", "eval.limit=2", "eval.max_new_tokens=64",
                     "eval.samples_per_problem=8", "eval.temperature=1.0", "eval.ks=[1,4,8]", f"eval.data_dir={shared_data}"])
     handle = _always_answers(model, tiny_tokenizer, S1_ANSWER + "So the answer is $\\boxed{27}$.",
                             either=("7", "8"))
     try:
-        first = run_tasks(model, tiny_tokenizer, cfg, tmp_path)["amc23"]
+        first = evaluator_for(cfg, model, tiny_tokenizer).run(tmp_path)["amc23"]
         rows = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
-        again = run_tasks(model, tiny_tokenizer, cfg, tmp_path)["amc23"]
+        again = evaluator_for(cfg, model, tiny_tokenizer).run(tmp_path)["amc23"]
     finally:
         handle.remove()
     assert first == again and [json.loads(x)["generation"] for x in open(tmp_path / "eval_samples.jsonl")] == \
@@ -144,17 +142,16 @@ def _gpqa_file(tmp_path):
 def test_gpqa_shuffles_choices_by_seed_and_grades_letters(make_cfg, tiny_tokenizer, tmp_path):
     import re
 
-    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
     path = _gpqa_file(tmp_path)
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=benchmarks", "eval.tasks=[gpqa_diamond]", f"eval.gpqa_path={path}", "eval.max_new_tokens=48"])
     handle = _always_answers(model, tiny_tokenizer, S1_ANSWER + "The answer is \\\\boxed{B}.")
     try:
-        result = run_tasks(model, tiny_tokenizer, cfg, tmp_path)["gpqa_diamond"]
+        result = evaluator_for(cfg, model, tiny_tokenizer).run(tmp_path)["gpqa_diamond"]
         rows = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
         other_seed = make_cfg(["eval=benchmarks", "eval.tasks=[gpqa_diamond]", f"eval.gpqa_path={path}",
                                "eval.max_new_tokens=48", "seed=7"])
-        run_tasks(model, tiny_tokenizer, other_seed, tmp_path)
+        evaluator_for(other_seed, model, tiny_tokenizer).run(tmp_path)
         reseeded = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
     finally:
         handle.remove()
@@ -173,39 +170,46 @@ def test_gpqa_needs_the_users_copy(make_cfg, tiny_tokenizer):
     from reasoning_sft.errors import ConfigError
     from reasoning_sft.evaluation.tasks import TASKS
     with pytest.raises(ConfigError, match="eval.gpqa_path=None: GPQA-Diamond is read only from your own copy"):
-        TASKS["gpqa_diamond"].docs(make_cfg(["eval=benchmarks"]))
+        TASKS["gpqa_diamond"].docs(evaluator_for(make_cfg(["eval=benchmarks"])))
 
 
 @pytest.mark.slow
-def test_a_new_benchmark_is_one_registry_entry_and_each_response_is_graded_once(make_cfg, tiny_tokenizer,
-                                                                                 tmp_path, monkeypatch):
-    """tasks.py's promise: an entry and a data file make a benchmark lm-eval runs; lm-eval's score and
-    the per-sample rows come from one grading of each response."""
-    from reasoning_sft.evaluation import tasks
+def test_a_new_benchmark_is_one_registry_entry_loaded_once_and_each_response_graded_once(make_cfg, tiny_tokenizer,
+                                                                                          tmp_path):
+    """tasks.py's promise: a registered Task and a data file make a benchmark lm-eval runs; the evaluation
+    reads its problems once (the check before the model loads and the run share them), and lm-eval's
+    score and the per-sample rows come from one grading of each response."""
     from reasoning_sft.data.loaders import read_rows
-    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
+    from reasoning_sft.evaluation.tasks import Task
+    from reasoning_sft.registry import EVAL_TASKS
     (tmp_path / "doubles.jsonl").write_text("".join(json.dumps({"q": f"What is {i} + {i}?", "a": str(2 * i)}) + "\n"
                                                     for i in range(3)))
-    graded = []
+    graded, loaded = [], []
 
-    def grade(generation, doc, cfg):
+    def docs(ev):
+        loaded.append(ev.config.data_dir)
+        return [row for _, row in read_rows(str(tmp_path / "doubles.jsonl"))]
+
+    def grade(generation, doc, ev):
         graded.append(doc["a"])
-        return tasks.grade_math(generation, doc["a"], cfg)
-    monkeypatch.setitem(tasks.TASKS, "doubles", tasks.Task(
-        "doubles", lambda cfg: [row for _, row in read_rows(str(tmp_path / "doubles.jsonl"))],
-        lambda doc, cfg: doc["q"], lambda doc, cfg: doc["a"], grade))
+        return ev.grader.math(generation, doc["a"], doc["q"])
+    EVAL_TASKS.add("doubles", Task("doubles", docs, lambda doc, ev: doc["q"], lambda doc, ev: doc["a"], grade))
     model = build_tiny_model(tiny_tokenizer).eval()
     handle = _always_answers(model, tiny_tokenizer, S1_ANSWER + "So the answer is $\\boxed{2}$.")
     try:
-        results = run_tasks(model, tiny_tokenizer, make_cfg(["eval=benchmarks", "eval.tasks=[doubles]",
-                                                             "eval.max_new_tokens=64"]), tmp_path)
+        evaluator = evaluator_for(make_cfg(["eval=benchmarks", "eval.tasks=[doubles]", "eval.max_new_tokens=64"]))
+        evaluator.check()                                   # what a stage does before loading the model
+        from reasoning_sft.evaluation.generation import HFEngine
+        results = evaluator.attach(HFEngine(model, tiny_tokenizer)).run(tmp_path)
     finally:
         handle.remove()
+        EVAL_TASKS.remove("doubles")
     rows = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
     assert [(r["gold"], r["correct"]) for r in rows] == [("0", False), ("2", True), ("4", False)]
     assert rows[1]["prompt"].endswith("What is 1 + 1?<|im_end|>\n<|im_start|>assistant\n")
     assert results["doubles"]["accuracy"] == pytest.approx(1 / 3) and results["doubles"]["lm_eval_agreement"] == "equal"
     assert sorted(graded) == ["0", "2", "4"]        # once per response
+    assert len(loaded) == 1                         # the problems were read once
 
 
 def test_vllm_backend_without_vllm_is_a_clear_error(make_cfg, tmp_path, monkeypatch):
@@ -217,7 +221,7 @@ def test_vllm_backend_without_vllm_is_a_clear_error(make_cfg, tmp_path, monkeypa
     with pytest.raises(ConfigError, match=r"eval.backend='vllm': vLLM is not installed here \(on a GPU machine: "
                                           r"pip install -e '.\[vllm\]'; on CPU: make install-vllm\)"):
         run_evaluation(cfg)
-    with pytest.raises(ConfigError, match="eval.backend='tgi': expected 'hf' or 'vllm'"):
+    with pytest.raises(ConfigError, match=r"eval.backend='tgi': not a known generation backend \(known: hf, vllm\)"):
         run_evaluation(make_cfg(["eval=synthetic", "eval.backend=tgi", f"model_path={tmp_path}"],
                                 config_name="evaluate"))
     with pytest.raises(ConfigError, match="eval.backend='vllm': after training the trainer still holds the GPUs"):
@@ -225,12 +229,11 @@ def test_vllm_backend_without_vllm_is_a_clear_error(make_cfg, tmp_path, monkeypa
 
 
 def test_generation_goes_through_an_engines_own_primitive(make_cfg, tiny_tokenizer):
-    """The backend seam vLLM plugs into: an object with `generate_ids` receives every generation call
-    (plain and budget-forced) as token ids, and its ids come back as the outputs."""
-    from reasoning_sft.evaluation.runner import generate_for_eval
+    """The backend seam vLLM plugs into (engines.Engine): an object with `generate_ids` receives every
+    generation call (plain and budget-forced) as token ids, and its ids come back as the outputs."""
 
     class RecordingEngine:   # stands in for vLLM's engine at the seam only; the loop under test is ours
-        device = "cpu"
+        tokenizer, batches_itself, hf_model = tiny_tokenizer, True, None
 
         def __init__(self):
             self.calls = []
@@ -241,12 +244,12 @@ def test_generation_goes_through_an_engines_own_primitive(make_cfg, tiny_tokeniz
             return [(reply, True) for _ in contexts]
 
     engine = RecordingEngine()
-    plain = generate_for_eval(engine, tiny_tokenizer, ["a", "b"], make_cfg(["eval=synthetic", "eval.max_new_tokens=9"]))
+    plain = evaluator_for(make_cfg(["eval=synthetic", "eval.max_new_tokens=9"])).attach(engine).generate(["a", "b"])
     assert [o["generation"] for o in plain] == ["so 42", "so 42"] and engine.calls == [(2, 9, None)]
     engine.calls.clear()
-    forced = generate_for_eval(engine, tiny_tokenizer, ["a"], make_cfg(
+    forced = evaluator_for(make_cfg(
         ["eval=synthetic", "eval.budget_forcing.enabled=true", "eval.budget_forcing.num_wait=1",
-         "eval.budget_forcing.max_thinking_tokens=50"]))
+         "eval.budget_forcing.max_thinking_tokens=50"])).attach(engine).generate(["a"])
     # thinking ended early -> one Wait and a second thinking call -> then the answer phase
     assert forced[0]["waits"] == 1 and len(engine.calls) == 3
     assert engine.calls[0][2] == ["<|im_start|>"] and engine.calls[2][2] is None
@@ -289,8 +292,9 @@ def test_a_benchmark_not_found_locally_comes_from_the_papers_hub_set_or_says_how
     from reasoning_sft.evaluation.tasks import TASKS, source_of
     cfg = make_cfg(["eval=benchmarks", f"eval.data_dir={tmp_path}"])
     assert os.environ["HF_DATASETS_OFFLINE"] == "1"
+    ev = evaluator_for(cfg)
     with pytest.raises(ConfigError) as err:
-        TASKS["amc23"].docs(cfg)
+        TASKS["amc23"].docs(ev)
     message = str(err.value)
     for part in (f"{tmp_path}/amc23.jsonl does not exist", "OfflineModeIsEnabled",
                  "AI-MO/aimo-validation-amc, split train, rows whose url holds '2023'",
@@ -298,10 +302,10 @@ def test_a_benchmark_not_found_locally_comes_from_the_papers_hub_set_or_says_how
                  "datasets.load_dataset('AI-MO/aimo-validation-amc', None, split='train')",
                  "fields 'problem' and 'answer' to DIR/amc23.jsonl and set eval.data_dir=DIR"):
         assert part in message, message
-    assert source_of("amc23", cfg).startswith("hub: AI-MO/aimo-validation-amc")
+    assert source_of(TASKS["amc23"], str(tmp_path)).startswith("hub: AI-MO/aimo-validation-amc")
     (tmp_path / "amc23.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
-    assert TASKS["amc23"].docs(cfg) == [{"problem": "1+1?", "answer": "2"}]       # a local copy wins
-    assert source_of("amc23", cfg) == str(tmp_path / "amc23.jsonl")
+    assert TASKS["amc23"].docs(ev) == [{"problem": "1+1?", "answer": "2"}]       # a local copy wins
+    assert source_of(TASKS["amc23"], str(tmp_path)) == str(tmp_path / "amc23.jsonl")
 
 
 def test_hub_sets_are_read_through_datasets_with_configs_filter_and_field_names(tmp_path):

@@ -13,6 +13,7 @@ from conftest import ROOT
 from grading_cases import SKYT1_CASES, _r1_responses
 from reasoning_sft.evaluation.profiles import (LONG1K_SYSTEM, Judge, grade_math_profile, s1_extract,
                                                skythought_extract)
+from reasoning_sft.schema import JudgeConfig
 
 
 def test_skythought_reads_the_whole_generation_in_its_released_order():
@@ -80,13 +81,14 @@ def test_grade_stage_runs_each_profile_as_written(tmp_path, profile, accuracy, l
     # a judged profile without a judge says so, once
     assert proc.stdout.count("no judge endpoint") == (1 if line else 0), proc.stdout
     bad = _grade(f"input={path}", "profile=lenient", f"hydra.run.dir={tmp_path}/bad")
-    assert bad.returncode != 0 and "profile='lenient': expected one of" in bad.stderr + bad.stdout
+    assert bad.returncode == 2 and "profile='lenient': not a known grading profile (known: strict, skythought, s1, " \
+                                   "long1k)" in bad.stderr
 
 
 def test_s1_judge_is_asked_with_the_released_prompt_and_its_reply_decides(chat_endpoint):
     replies = iter(["1", "-1", "I think it is the first"])
     url = chat_endpoint(lambda prompt, model: next(replies))
-    judge = Judge(url, "gpt-4o-mini")
+    judge = Judge(JudgeConfig(url, "gpt-4o-mini"))
     response = "<|im_start|>think\nok\n<|im_start|>answer\nAnswer: 0.5"
     yes = grade_math_profile(response, "\\frac{1}{2}", "s1", "s1", judge=judge)
     no = grade_math_profile(response, "\\frac{1}{3}", "s1", "s1", judge=judge)
@@ -105,7 +107,7 @@ def test_s1_judge_is_asked_with_the_released_prompt_and_its_reply_decides(chat_e
 def test_long1k_judge_reads_the_last_five_lines(chat_endpoint):
     url = chat_endpoint(lambda prompt, model: "所以是正确的，\n\n因此最终得[[1]]分。")
     response = "<think>\n" + "\n".join(f"line {i}" for i in range(10)) + "\n</think>\n\nSo the answer is 5."
-    v = grade_math_profile(response, "Work.\n5", "r1", "long1k", judge=Judge(url, "qwen2.5-32b"), question="Q?")
+    v = grade_math_profile(response, "Work.\n5", "r1", "long1k", judge=Judge(JudgeConfig(url, "qwen2.5-32b")), question="Q?")
     assert (v.correct, v.outcome) == (True, "judged")
     request = chat_endpoint.requests[0]
     assert request["messages"][0] == {"role": "system", "content": LONG1K_SYSTEM}

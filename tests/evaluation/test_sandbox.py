@@ -16,7 +16,8 @@ from conftest import ROOT
 from reasoning_sft.evaluation.code_tasks import decode_tests, extract_code, in_window, problem_from_row, problem_prompt
 from reasoning_sft.errors import DataError
 from hostile_programs import USER, as_user, programs as hostile_programs
-from reasoning_sft.evaluation.sandbox import Limits, run_program, run_programs
+from reasoning_sft.schema import CodeEvalConfig as Limits
+from reasoning_sft.evaluation.sandbox import run_program, run_programs
 
 FAST = Limits(timeout_seconds=1, memory_mb=1024, processes=32)
 EXPECTED = {"good": "passed", "wrong": "wrong answer", "slow": "timeout", "crash": "runtime error"}
@@ -285,7 +286,7 @@ def _problem_file(tmp_path):
 def test_livecodebench_through_lm_eval_runs_each_answer_in_the_sandbox(make_cfg, tiny_tokenizer, tmp_path):
     from test_lm_eval import _always_answers
 
-    from reasoning_sft.evaluation.lm_eval_adapter import run_tasks
+    from conftest import evaluator_for
     from reasoning_sft.training.models import build_tiny_model
     model = build_tiny_model(tiny_tokenizer).eval()
     cfg = make_cfg(["eval=code", f"eval.code.path={_problem_file(tmp_path)}", "eval.code.start_date=2024-01-01",
@@ -294,7 +295,7 @@ def test_livecodebench_through_lm_eval_runs_each_answer_in_the_sandbox(make_cfg,
     program = solutions()["sum2"]["good"]
     handle = _always_answers(model, tiny_tokenizer, f"<|im_start|>think\nok\n<|im_start|>answer\n```python\n{program}\n```")
     try:
-        results = run_tasks(model, tiny_tokenizer, cfg, tmp_path)
+        results = evaluator_for(cfg, model, tiny_tokenizer).run(tmp_path)
     finally:
         handle.remove()
     rows = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]

@@ -17,8 +17,9 @@ import torch
 from conftest import ROOT
 from reasoning_sft.data.formatting import THINKING_STYLES, render_prompt
 from reasoning_sft.data.synthetic import generate_records
-from reasoning_sft.evaluation.budget_forcing import BudgetForcing, generate_with_budget
-from reasoning_sft.evaluation.generation import generate_ids
+from reasoning_sft.schema import BudgetForcingConfig, VllmConfig
+from reasoning_sft.evaluation.budget_forcing import generate_with_budget
+from reasoning_sft.evaluation.generation import HFEngine
 from reasoning_sft.training.models import build_tiny_model
 
 if importlib.util.find_spec("vllm") is None:
@@ -58,7 +59,7 @@ def hf_model(tiny_tokenizer):
 def engine(model_dir, tiny_tokenizer):
     from reasoning_sft.evaluation.vllm_engine import VLLMEngine
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")     # GiB of KV cache on CPU (vLLM's default: 4)
-    eng = VLLMEngine(model_dir, tiny_tokenizer, seed=0, **ENGINE)
+    eng = VLLMEngine(model_dir, tiny_tokenizer, VllmConfig(**ENGINE), seed=0)
     yield eng
     eng.close()
 
@@ -70,8 +71,8 @@ def prompts(tiny_tokenizer):
 
 def test_greedy_generation_equals_hf_token_for_token(engine, hf_model, tiny_tokenizer, prompts):
     contexts = tiny_tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    hf = generate_ids(hf_model, tiny_tokenizer, contexts, 200)
-    vllm = generate_ids(engine, tiny_tokenizer, contexts, 200)
+    hf = HFEngine(hf_model, tiny_tokenizer).generate_ids(contexts, 200)
+    vllm = engine.generate_ids(contexts, 200)
     assert vllm == hf
     ended = [e for _, e in hf]
     assert any(ended) and not all(ended)         # some turns end on their own, some run to the budget
@@ -83,9 +84,9 @@ def test_budget_forcing_equals_hf_token_for_token(engine, hf_model, tiny_tokeniz
     """s1's loop on vLLM as its fork drives it: all prompts of a phase in one call, the stop marker as a
     stop token, continuation from the token prefix, `max_tokens` per phase."""
     st = THINKING_STYLES[style]
-    bf = BudgetForcing(max_thinking_tokens=100, num_wait=1, max_answer_tokens=16)
-    hf = generate_with_budget(hf_model, tiny_tokenizer, prompts, st, bf, 512, batch_size=8)
-    vllm = generate_with_budget(engine, tiny_tokenizer, prompts, st, bf, 512, batch_size=8)
+    bf = BudgetForcingConfig(max_thinking_tokens=100, num_wait=1, max_answer_tokens=16)
+    hf = generate_with_budget(HFEngine(hf_model, tiny_tokenizer), prompts, st, bf, 512, batch_size=8)
+    vllm = generate_with_budget(engine, prompts, st, bf, 512, batch_size=8)
     assert vllm == hf
     assert all(o.thinking_tokens <= 100 for o in hf)
     # the paths are exercised, on both engines: thinkings capped, and thinkings the model ended
@@ -96,7 +97,7 @@ def test_budget_forcing_equals_hf_token_for_token(engine, hf_model, tiny_tokeniz
 def test_sampled_repeats_of_one_prompt_differ(engine, tiny_tokenizer, prompts):
     contexts = tiny_tokenizer(prompts[:1], add_special_tokens=False)["input_ids"] * 4
     sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0}
-    first = generate_ids(engine, tiny_tokenizer, contexts, 24, sampling=sampling)
+    first = engine.generate_ids(contexts, 24, sampling=sampling)
     assert len({tuple(ids) for ids, _ in first}) > 1      # four samples of one prompt, not one sample four times
 
 
@@ -118,8 +119,8 @@ def test_evaluate_stage_on_vllm_through_lm_eval_equals_hf_and_regrades(model_dir
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "run" / "eval_samples.jsonl")]
     assert len(rows) == 6 and [r["gold"] for r in rows] == [d["answer"] for d in docs]
-    hf = generate_with_budget(hf_model, tiny_tokenizer, [r["prompt"] for r in rows], THINKING_STYLES["s1"],
-                              BudgetForcing(max_thinking_tokens=32, num_wait=1, max_answer_tokens=8), 48, 6)
+    hf = generate_with_budget(HFEngine(hf_model, tiny_tokenizer), [r["prompt"] for r in rows], THINKING_STYLES["s1"],
+                              BudgetForcingConfig(max_thinking_tokens=32, num_wait=1, max_answer_tokens=8), 48, 6)
     assert [(r["generation"], r["thinking_tokens"], r["waits"], r["capped"], r["forced_ids"]) for r in rows] == \
         [(o.text, o.thinking_tokens, o.waits, o.capped, o.forced_ids) for o in hf]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
 from conftest import ROOT
-from reasoning_sft.training.checkpoints import COMPLETE, complete_checkpoints, resume_checkpoint, set_aside_incomplete
+from reasoning_sft.train import resume_checkpoint
+from reasoning_sft.training.checkpoints import COMPLETE, complete_checkpoints, set_aside_incomplete
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.training.launch import slurm_rank_env
 from reasoning_sft.training.models import load_pretrained_tokenizer
@@ -446,7 +447,7 @@ def test_rotation_leaves_a_preempted_runs_checkpoint_until_the_run_has_passed_it
 
 
 def test_the_default_resume_continues_an_unfinished_run_dir_and_nothing_else(make_cfg, tmp_path, monkeypatch):
-    from reasoning_sft.training.checkpoints import resume_checkpoint
+    from reasoning_sft.train import resume_checkpoint
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     cfg = make_cfg([])
     run_dir = Path(cfg.paths.output_dir)

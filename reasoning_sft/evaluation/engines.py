@@ -1,0 +1,45 @@
+"""Generation backends (`eval.backend`), one protocol: an `Engine` continues token-id contexts.
+
+Each backend is registered by name in registry.BACKENDS with what the evaluate stage must hand it:
+`hf` takes a model this process loaded (the stage loads it: a saved model, an adapter over its base,
+or the config's checkpoint); `vllm` loads the model from its path in its own engine. Light on purpose
+(the schema checks `eval.backend` without importing torch): the engines are imported when built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from reasoning_sft.registry import BACKENDS
+
+
+class Engine(Protocol):
+    tokenizer: object
+    batches_itself: bool     # True: give it every context of a phase at once (vLLM schedules its own batches)
+    hf_model: object         # the transformers model it runs, when in this process (lm-eval's log-likelihoods), else None
+
+    def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
+                     sampling: dict | None = None) -> list[tuple[list[int], bool]]:
+        """Per context: the new token ids (without the end-of-turn token) and whether the turn ended."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    loads_model: bool        # True: the stage loads the model in this process and hands it to `build`
+    build: Callable          # (model or path, tokenizer, eval config, seed) -> Engine
+
+
+def _hf(model, tokenizer, ev, seed) -> Engine:
+    from reasoning_sft.evaluation.generation import HFEngine
+    return HFEngine(model, tokenizer)
+
+
+def _vllm(path, tokenizer, ev, seed) -> Engine:
+    from reasoning_sft.evaluation.vllm_engine import VLLMEngine
+    return VLLMEngine(path, tokenizer, ev.vllm, seed)
+
+
+BACKENDS.add("hf", Backend("hf", True, _hf))
+BACKENDS.add("vllm", Backend("vllm", False, _vllm))
