@@ -36,6 +36,7 @@ def main() -> None:
     from conftest import compose_config
     from reasoning_sft.data.formatting import get_style, render_chat
     from reasoning_sft.training.recipe import prepare_examples
+    from reasoning_sft.config import parse_groups
 
     source = ROOT.parent / "shared" / "data" / "r1_distill_qwen32b_aime_traces.jsonl"
     rows = [json.loads(line) for line in source.read_text().splitlines()]
@@ -56,7 +57,8 @@ def main() -> None:
               f"{os.cpu_count()} cores")
 
         t0 = time.perf_counter()
-        examples, card = prepare_examples(cfg, tokenizer)
+        groups = parse_groups(cfg)    # the config read once, as the recipe reads it
+        examples, card = prepare_examples(groups, tokenizer)
         ours = time.perf_counter() - t0
         tokens = sum(len(e["input_ids"]) for e in examples)
 

@@ -86,6 +86,8 @@ def run_evaluation(cfg: DictConfig) -> dict:
     fmt = g.data.format
     evaluator = Evaluator(g.eval, fmt.thinking_style, fmt.system_prompt, g.seed, trained_shape(g.data.source))
     evaluator.check()                          # every task's problems, read once, before any run dir
+    from reasoning_sft.registry import BACKENDS
+    BACKENDS.get(g.eval.backend).require()     # installed (vLLM), or one line saying how
     run_dir = open_run_dir(cfg)                # the config is settled (read-only) from here
     from reasoning_sft.training.wandb_logging import init_wandb, log_eval
     evaluator.attach(load_engine(cfg, g.eval))

@@ -203,7 +203,8 @@ class BudgetForcingConfig:
 
 @dataclass
 class VllmConfig:
-    """vllm.LLM(...) settings when eval.backend=vllm (GPU: pip install -e '.[vllm]'; CPU: make install-vllm)."""
+    """vllm.LLM(...) settings when eval.backend=vllm (make install-vllm: the CUDA build on a GPU machine,
+    the CPU build elsewhere)."""
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     max_model_len: Optional[int] = None

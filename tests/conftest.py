@@ -70,7 +70,7 @@ def tiny_tokenizer():
 def chat_endpoint():
     """start(reply) -> base_url: a real HTTP server on loopback that answers OpenAI-compatible
     `POST /v1/chat/completions` with `reply(prompt, model)` (prompt: the last message, the user turn); it
-    records every request it served."""
+    records every request it served, with the client's (address, port): its connection."""
     import http.server
     import json
     import threading
@@ -81,9 +81,12 @@ def chat_endpoint():
         requests = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"    # keep-alive: a client that reuses its connection is seen doing so
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                requests.append({"path": self.path, "authorization": self.headers.get("Authorization"), **body})
+                requests.append({"path": self.path, "authorization": self.headers.get("Authorization"),
+                                 "connection": self.client_address, **body})
                 data = json.dumps({"choices": [{"message": {
                     "content": reply(body["messages"][-1]["content"], body["model"])}}]}).encode()
                 self.send_response(200)
@@ -94,7 +97,8 @@ def chat_endpoint():
             def log_message(self, *args):
                 pass
 
-        server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         start.requests = requests

@@ -233,3 +233,28 @@ def test_a_config_mistake_is_answered_before_torch_or_transformers_load():
         assert proc.returncode == 2 and "config error:" in proc.stderr, proc.stderr[-2000:]
         imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
         assert not imported & {"torch", "transformers", "deepspeed", "lm_eval", "peft"}, (stage, imported & {"torch"})
+
+
+@pytest.mark.parametrize("override,kind,known", [
+    ("eval.prompt=mine", "evaluation prompt", "trained, s1, skyt1, qwen_math, deepseek_qwen"),
+    ("eval.grading.profile=lenient", "grading profile", "strict, skythought, s1, long1k"),
+    ("eval.backend=tgi", "generation backend", "hf, vllm"),
+    ("trainer.launcher=mpirun", "launcher", "auto, deepspeed, torchrun, slurm"),
+    ("data.format.thinking_style=o1", "thinking style", "s1, r1, skyt1"),
+    ("model.network.architecture=gpt9", "tiny-model architecture", "qwen2, llama"),
+])
+def test_every_plugin_name_is_checked_against_its_registry_in_one_line(make_cfg, override, kind, known):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError) as err:
+        validate_train_config(make_cfg([override]))
+    assert str(err.value) == f"{key}={value!r}: not a known {kind} (known: {known})"
+
+
+def test_an_unknown_architecture_is_one_line_before_any_run_dir(tmp_path):
+    """Issue 35: it was a ValueError from the model builder after the run dir existed."""
+    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.train", "model.network.architecture=gpt9",
+                           f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == ("config error: model.network.architecture='gpt9': not a known "
+                                                    "tiny-model architecture (known: qwen2, llama)")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 
-from math_verify import parse, verify
-from math_verify.errors import TimeoutException
 
 _ANSWER_LINE = re.compile(r"(?:Final Answer|Answer)\s*:\s*(.+)", re.I)
 
@@ -28,6 +26,7 @@ def last_boxed(text: str) -> str | None:
 
 
 def _parse(text: str, timeout_seconds: int) -> list:
+    from math_verify import parse   # imported when first used: sympy takes a second, and a config check none
     return parse(text, parsing_timeout=timeout_seconds, raise_on_error=True)
 
 
@@ -37,6 +36,7 @@ def extract_answer(section: str, timeout_seconds: int = 5) -> str | None:
     boxed = last_boxed(section)
     if boxed is not None:
         return boxed
+    from math_verify.errors import TimeoutException
     try:
         found = _parse(section, timeout_seconds)
     except (TimeoutException, Exception):  # noqa: BLE001 - nothing extractable is no answer
@@ -55,6 +55,8 @@ def grade(pred: str | None, gold: str, timeout_seconds: int = 5) -> tuple[bool, 
         return False, "no_answer"
     if pred.strip() == gold.strip():
         return True, "exact"
+    from math_verify import verify
+    from math_verify.errors import TimeoutException
     try:
         ok = verify(_parse(f"${gold}$", timeout_seconds), _parse(f"${pred}$", timeout_seconds),
                     timeout_seconds=timeout_seconds, raise_on_error=True)

@@ -7,6 +7,7 @@ from transformers import PreTrainedTokenizerBase
 
 from reasoning_sft.data.records import Record
 from reasoning_sft.data.styles import ThinkingStyle, get_style  # noqa: F401 - the styles' home; re-exported
+from reasoning_sft.errors import ConfigError
 from reasoning_sft.registry import THINKING_STYLES  # noqa: F401
 
 IGNORE_INDEX = -100
@@ -107,7 +108,7 @@ def tokenize_records(records: list[Record], tokenizer: PreTrainedTokenizerBase, 
     the trace is lost); a sequence with no supervised token left is dropped either way.
     """
     if overflow not in ("drop", "truncate"):
-        raise ValueError(f"data.overflow={overflow!r}: expected 'drop' or 'truncate'")
+        raise ConfigError(f"data.overflow={overflow!r}: expected 'drop' or 'truncate'")
     counts: Counter = Counter()
     examples = []
     rendered = [render_chat(rec, tokenizer, style, system_prompt) for rec in records]

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator
 
-from reasoning_sft.errors import DataError
+from reasoning_sft.errors import ConfigError, DataError
 from reasoning_sft.data.records import Record
 
 
@@ -54,7 +54,7 @@ def read_rows(path: str, split: str = "train", on_error: str = "raise",
     """Yield (where, row): `where` is `file:line` or `dataset[split][i]`, for error messages.
     With on_error='skip', a malformed line is recorded in `skipped` and passed over."""
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"data.source.on_error={on_error!r}: expected 'raise' or 'skip'")
+        raise ConfigError(f"data.source.on_error={on_error!r}: expected 'raise' or 'skip'")
     p = Path(path)
     if p.suffix in (".jsonl", ".json", ".parquet"):
         if missing_local_file(path):
@@ -226,7 +226,7 @@ def load_table(path: str, fields: dict, split: str = "train", on_error: str = "r
     `fields.gold_answer`, `fields.solution` (optional)."""
     missing = [k for k in ("question", "thinking", "answer") if not fields.get(k)]
     if missing:
-        raise ValueError(f"data.source.fields.{missing[0]}: required (the column holding the {missing[0]})")
+        raise ConfigError(f"data.source.fields.{missing[0]}: required (the column holding the {missing[0]})")
 
     def make(i: int, where: str, row: dict) -> Record:
         meta = {k: row.get(fields[k]) for k in ("gold_answer", "solution") if fields.get(k)}

@@ -29,6 +29,7 @@ class Backend:
     name: str
     loads_model: bool        # True: the stage loads the model in this process and hands it to `build`
     build: Callable          # (model or path, tokenizer, eval config, seed) -> Engine
+    require: Callable[[], None] = lambda: None   # a ConfigError saying how to install it, before any run dir
 
 
 def _hf(model, tokenizer, ev, seed) -> Engine:
@@ -41,5 +42,10 @@ def _vllm(path, tokenizer, ev, seed) -> Engine:
     return VLLMEngine(path, tokenizer, ev.vllm, seed)
 
 
+def _require_vllm() -> None:
+    from reasoning_sft.evaluation.vllm_engine import require_vllm
+    require_vllm()
+
+
 BACKENDS.add("hf", Backend("hf", True, _hf))
-BACKENDS.add("vllm", Backend("vllm", False, _vllm))
+BACKENDS.add("vllm", Backend("vllm", False, _vllm, _require_vllm))

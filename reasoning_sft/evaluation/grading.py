@@ -27,7 +27,6 @@ ANSWER_MARKERS = {
 # Markers that tell a style apart when the response does not say (grade stage, user files).
 _STYLE_SIGNS = (("skyt1", "<|begin_of_thought|>"), ("skyt1", "<|end_of_thought|>"), ("s1", "<|im_start|>think"),
                 ("s1", "<|im_start|>answer"), ("r1", "<think>"), ("r1", "</think>"))
-TRUNCATED_POLICIES = ("wrong", "whole_response")
 OUTCOMES = ("exact", "verified", "judged", "not_equal", "no_answer", "truncated", "timeout", "error", "judge_fallback")
 
 
@@ -64,9 +63,8 @@ def answer_section(text: str, style: str | None) -> str | None:
 
 def grade_response(response: str, gold: str, style: str | None, truncated: str = "wrong",
                    timeout_seconds: int = 5) -> Grade:
-    """Grade a whole model response against the gold answer, reading its answer section."""
-    if truncated not in TRUNCATED_POLICIES:
-        raise ValueError(f"eval.grading.truncated={truncated!r}: expected one of {list(TRUNCATED_POLICIES)}")
+    """Grade a whole model response against the gold answer, reading its answer section (`truncated`:
+    one of schema.TRUNCATED_POLICIES, checked with the config)."""
     section = answer_section(response, style)
     if section is None:
         if truncated == "wrong":

@@ -1,5 +1,6 @@
 """vLLM generation backend (`eval.backend=vllm`): the same plain, sampled and budget-forced generation
-as the Hugging Face backend, on vLLM's engine (GPU: `pip install -e '.[vllm]'`; CPU: `make install-vllm`).
+as the Hugging Face backend, on vLLM's engine (`make install-vllm`: the CUDA build on a GPU machine, the
+CPU build elsewhere).
 
 The engine is an `engines.Engine`: `generate_ids(contexts, max_new_tokens, stop_strings, sampling)` is
 the one generation primitive the budget-forcing loop and plain generation call on either backend, so
@@ -19,8 +20,8 @@ from pathlib import Path
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.schema import VllmConfig
 
-INSTALL_HINT = ("eval.backend='vllm': vLLM is not installed here (on a GPU machine: pip install -e '.[vllm]'; "
-                "on CPU: make install-vllm); or use eval.backend=hf")
+INSTALL_HINT = ("eval.backend='vllm': vLLM is not installed here (make install-vllm: the CUDA build on a GPU "
+                "machine, the CPU build elsewhere); or use eval.backend=hf")
 
 
 def require_vllm() -> None:

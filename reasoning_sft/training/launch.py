@@ -109,10 +109,10 @@ def torchrun_command(t, port: str) -> list[str]:
 
 # trainer.launcher: each names the command that starts the ranks (`auto` picks one: launcher_name);
 # slurm starts none (hydra/launcher=slurm made every rank a SLURM task)
+LAUNCHERS.add("auto", None)
 LAUNCHERS.add("deepspeed", deepspeed_command)
 LAUNCHERS.add("torchrun", torchrun_command)
 LAUNCHERS.add("slurm", None)
-LAUNCHERS.add("auto", None)
 
 
 def worker_command(cfg: DictConfig, run_dir: Path, port: int | None = None) -> list[str]:

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from reasoning_sft.errors import ConfigError
+
 PACKED_SDPA = "packed_sdpa"
 
 
@@ -41,8 +43,8 @@ def pack_examples(examples: list[dict], pack_length: int, seed: int) -> tuple[li
     order.sort(key=lambda i: -len(examples[i]["input_ids"]))
     too_long = [i for i in order if len(examples[i]["input_ids"]) > pack_length]
     if too_long:
-        raise ValueError(f"trainer.pack_length={pack_length}: {len(too_long)} samples are longer "
-                         f"(longest {len(examples[too_long[0]]['input_ids'])} tokens); set it >= data.max_seq_len")
+        raise ConfigError(f"trainer.pack_length={pack_length}: {len(too_long)} samples are longer "
+                          f"(longest {len(examples[too_long[0]]['input_ids'])} tokens); set it >= data.max_seq_len")
     bins: list[list[int]] = []
     free: list[tuple[int, int]] = []                     # (remaining capacity, bin index), sorted
     for i in order:

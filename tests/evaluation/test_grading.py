@@ -84,14 +84,16 @@ def test_skyt1_responses_are_graded_on_their_solution_section(response, gold, co
     assert (result.correct, result.outcome) == (correct, outcome)
 
 
-def test_boxed_inside_cut_off_thinking_is_credited_only_when_asked():
+def test_boxed_inside_cut_off_thinking_is_credited_only_when_asked(make_cfg):
+    from reasoning_sft.config import validate_eval_config
+    from reasoning_sft.errors import ConfigError
     from reasoning_sft.evaluation.grading import grade_response
     cut = "<think>\nSo far \\boxed{12} seems right, but the second case gives"
     assert grade_response(cut, "12", "r1") == grade_response(cut, "12", "r1", "wrong")
     assert grade_response(cut, "12", "r1").outcome == "truncated"
     assert grade_response(cut, "12", "r1", truncated="whole_response").correct   # graders that credit it
-    with pytest.raises(ValueError, match="truncated"):
-        grade_response(cut, "12", "r1", truncated="maybe")
+    with pytest.raises(ConfigError, match="eval.grading.truncated='maybe': expected 'wrong' or 'whole_response'"):
+        validate_eval_config(make_cfg(["eval=synthetic", "eval.grading.truncated=maybe"], config_name="evaluate"))
 
 
 def test_real_r1_traces_agree_with_math_verify_on_their_answer_section(shared_data):

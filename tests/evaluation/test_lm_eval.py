@@ -218,8 +218,8 @@ def test_vllm_backend_without_vllm_is_a_clear_error(make_cfg, tmp_path, monkeypa
     from reasoning_sft.evaluate import run_evaluation
     monkeypatch.setitem(sys.modules, "vllm", None)     # a machine without vLLM: `import vllm` fails
     cfg = make_cfg(["eval=synthetic", "eval.backend=vllm", f"model_path={tmp_path}"], config_name="evaluate")
-    with pytest.raises(ConfigError, match=r"eval.backend='vllm': vLLM is not installed here \(on a GPU machine: "
-                                          r"pip install -e '.\[vllm\]'; on CPU: make install-vllm\)"):
+    with pytest.raises(ConfigError, match=r"eval.backend='vllm': vLLM is not installed here \(make install-vllm: "
+                                          r"the CUDA build on a GPU machine, the CPU build elsewhere\)"):
         run_evaluation(cfg)
     with pytest.raises(ConfigError, match=r"eval.backend='tgi': not a known generation backend \(known: hf, vllm\)"):
         run_evaluation(make_cfg(["eval=synthetic", "eval.backend=tgi", f"model_path={tmp_path}"],

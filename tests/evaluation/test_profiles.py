@@ -116,3 +116,18 @@ def test_long1k_judge_reads_the_last_five_lines(chat_endpoint):
     assert (request["temperature"], request["top_p"], request["max_tokens"]) == (0.9, 0.7, 32678)
     # without a judge: math-verify on the same five lines
     assert grade_math_profile(response, "5", "r1", "long1k").correct
+
+
+def test_an_evaluation_builds_its_judge_once(make_cfg, chat_endpoint, tiny_tokenizer, tmp_path):
+    """The Evaluator binds the grading profile and its judge once: every response of the evaluation is
+    judged through one client, whose one connection the real endpoint sees reused."""
+    from conftest import evaluator_for
+    from reasoning_sft.training.models import build_tiny_model
+    url = chat_endpoint(lambda prompt, model: "所以是正确的，\n\n因此最终得[[1]]分。")
+    cfg = make_cfg(["eval=synthetic", "eval.num_problems=4", "eval.max_new_tokens=4", "eval.grading.profile=long1k",
+                    f"eval.grading.judge.base_url={url}", "eval.grading.judge.model=qwen-judge"])
+    result = evaluator_for(cfg, build_tiny_model(tiny_tokenizer).eval(), tiny_tokenizer).run(tmp_path)["synthetic"]
+    assert len(chat_endpoint.requests) == 4                                # one question per problem
+    assert len({r["connection"] for r in chat_endpoint.requests}) == 1    # one judge, one client, one connection
+    assert result["accuracy"] == 1.0 and result["grading"] == {"judged": 4}
+    assert (result["grading_profile"], result["judge"]) == ("long1k", f"qwen-judge at {url}")

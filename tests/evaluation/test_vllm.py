@@ -23,8 +23,8 @@ from reasoning_sft.evaluation.generation import HFEngine
 from reasoning_sft.training.models import build_tiny_model
 
 if importlib.util.find_spec("vllm") is None:
-    pytest.skip("vLLM is not installed in this venv: `make install-vllm` installs its CPU build "
-                "(CI does); on a GPU machine pip install -e '.[vllm]'", allow_module_level=True)
+    pytest.skip("vLLM is not installed in this venv: `make install-vllm` installs it (the CPU build here, the "
+                "CUDA build on a GPU machine; CI does)", allow_module_level=True)
 
 pytestmark = pytest.mark.vllm
 ENGINE = {"dtype": "float32", "enforce_eager": True}    # float32: greedy equality with HF is exact

@@ -38,7 +38,7 @@ def test_best_fit_decreasing_places_every_sample_once_within_capacity():
     other, _ = pack_examples(examples, 512, seed=4)
     ids = lambda bs: [[s["sample_index"] for s in b] for b in bs]
     assert ids(again) == ids(bins) and ids(other) != ids(bins)           # seeded, reproducible
-    with pytest.raises(ValueError, match="trainer.pack_length=100: 1 samples are longer .longest 150"):
+    with pytest.raises(ConfigError, match="trainer.pack_length=100: 1 samples are longer .longest 150"):
         pack_examples(_samples([50, 150]), 100, seed=0)
 
 
