@@ -117,9 +117,9 @@ def run_grade(cfg: DictConfig) -> dict:
     from reasoning_sft.registry import GRADE_TASKS
     task = GRADE_TASKS.get(g.task)
     inputs = read_input(g, task)
-    run_dir = open_run_dir(cfg)
     # the evaluation's grader: its profile and judge (built once), its policy, limits and timeouts
     grader = Grader(g.profile, g.judge, g.truncated, g.timeout_seconds, g.code, profile_key="profile")
+    run_dir = open_run_dir(cfg)
     if task.by_profile and (line := grader.judge_line()):
         print(line, flush=True)
     styles = [row_style(g, row, response) for _, row, response, _ in inputs]

@@ -40,6 +40,7 @@ class Grader:
     def __init__(self, profile: str, judge: JudgeConfig, truncated: str = "wrong", timeout_seconds: int = 5,
                  code: CodeEvalConfig = CodeEvalConfig(), style: str | None = None, profile_key: str | None = None):
         self.profile = GRADING_PROFILES.get(profile, profile_key)
+        self.profile.require()                # what it needs is there, or one line saying how to get it
         self.judge = judge_from(judge)        # one judge (one HTTP client) for every answer it is asked about
         self.truncated, self.timeout_seconds, self.code_limits, self.style = truncated, timeout_seconds, code, style
 

@@ -14,6 +14,9 @@
   `Answer:` match (case-insensitive, DOTALL); integers compared as integers; otherwise the judge
   (gpt-4o-mini in s1, `EXTRACTION_TEMPLATE_IDX`) picks which option the attempt equals, and with no
   judge the strings are compared exactly, as s1's code does without one.
+- `qwen_math`: the Qwen2.5-Math harness that scored the Sky-T1 paper's tables (SkyThought `corrupt`
+  branch, skythought/Qwen2.5-Math/evaluation): its extraction, `strip_string` and `math_equal`
+  (evaluation/qwen_math/).
 - `long1k`: Long1K's `calc_metric_lc.py`: a judge (Qwen2.5-32B-Instruct there) reads the question, the
   reference's last line and the response's last 5 lines joined, and scores `[[0]]` or `[[1]]`
   (temperature 0.9, top_p 0.7). With no judge, math-verify on those last 5 lines.
@@ -282,15 +285,24 @@ def grade_long1k(response: str, gold: str, question: str, judge: Judge | None, t
     return Grade(score == 1, tail[-200:], "judged" if score == 1 else "not_equal")
 
 
+# --- the Qwen2.5-Math harness (the Sky-T1 paper's tables): qwen_math/ ------------------------------
+
+def _qwen_math():
+    from reasoning_sft.evaluation import qwen_math
+    return qwen_math
+
+
 # --- the registry ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Profile:
     """A grader as a paper released it: `grade(response, gold, style, question, truncated, timeout_seconds,
-    judge) -> Grade`; `without_judge`: what a judged profile does when no endpoint is given."""
+    judge) -> Grade`; `without_judge`: what a judged profile does when no endpoint is given; `require`:
+    a ConfigError saying how to install what it needs (before any run dir)."""
     name: str
     grade: Callable[..., Grade]
     without_judge: str | None = None     # None: the profile asks no judge
+    require: Callable[[], None] = lambda: None
 
     def judge_line(self, judge: Judge | None) -> str | None:
         """The one line said when a judged profile runs without a judge (None otherwise)."""
@@ -307,6 +319,8 @@ for _profile in (
             without_judge="integer answers compared as integers, others as exact strings"),
     Profile("long1k", lambda r, g, style, q, truncated, timeout, judge: grade_long1k(r, g, q, judge, timeout),
             without_judge="math-verify on the response's last 5 lines"),
+    Profile("qwen_math", lambda r, g, style, q, truncated, timeout, judge: _qwen_math().grade_qwen_math(r, g),
+            require=lambda: _qwen_math().require()),
 ):
     GRADING_PROFILES.add(_profile.name, _profile)
 
