@@ -63,6 +63,31 @@ def apply_model_format(cfg: DictConfig) -> dict | None:
     return fmt
 
 
+def model_context(cfg: DictConfig) -> tuple[int, str] | None:
+    """(the model's context length, where it says so) when its config can be read here without loading it."""
+    import json
+    path = cfg.model_path or cfg.model.name_or_path
+    if path and (Path(str(path)) / "config.json").is_file():
+        n = json.loads((Path(str(path)) / "config.json").read_text()).get("max_position_embeddings")
+        return (int(n), f"max_position_embeddings in {path}/config.json") if n else None
+    network = cfg.model.network
+    if not path and network.get("max_position_embeddings"):
+        return int(network.max_position_embeddings), "model.network.max_position_embeddings"
+    return None
+
+
+def check_budget_fits(cfg: DictConfig, ev: EvalConfig) -> None:
+    """The HF backend generates past the model's context without a word (RoPE extrapolates, badly): a
+    budget beyond it is refused in one line, before any run dir. vLLM has its own limit (eval.vllm.max_model_len)."""
+    from reasoning_sft.registry import BACKENDS
+    context = model_context(cfg) if BACKENDS.get(ev.backend).loads_model else None
+    if context and ev.max_new_tokens > context[0]:
+        raise ConfigError(f"eval.max_new_tokens={ev.max_new_tokens}: more than the model's context of {context[0]} "
+                          f"tokens ({context[1]}); lower it, or evaluate on eval.backend=vllm with "
+                          f"eval.vllm.max_model_len={ev.max_new_tokens + 4096} (past the model's own limit, as "
+                          "Long1K's predict.sh runs)")
+
+
 def trained_run_dir(model_path: str | None) -> str | None:
     """The train run that produced the model (its run dir holds summary.json), when there is one."""
     if not model_path:
@@ -86,6 +111,7 @@ def run_evaluation(cfg: DictConfig) -> dict:
     fmt = g.data.format
     evaluator = Evaluator(g.eval, fmt.thinking_style, fmt.system_prompt, g.seed, trained_shape(g.data.source))
     evaluator.check()                          # every task's problems, read once, before any run dir
+    check_budget_fits(cfg, g.eval)
     from reasoning_sft.registry import BACKENDS
     BACKENDS.get(g.eval.backend).require()     # installed (vLLM), or one line saying how
     run_dir = open_run_dir(cfg)                # the config is settled (read-only) from here

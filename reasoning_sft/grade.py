@@ -89,7 +89,7 @@ def summarize(g: GradeConfig, task, rows: list[dict]) -> dict:
     summary = accuracy_summary(pass1, g.bootstrap_samples, g.seed)
     summary["num_responses"] = len(rows)
     outcomes = Counter(r["grading"] for r in rows)
-    summary["grading"] = {o: outcomes[o] for o in (*OUTCOMES, "letter", *VERDICTS, "truncated") if outcomes[o]}
+    summary["grading"] = {o: outcomes[o] for o in dict.fromkeys((*OUTCOMES, *VERDICTS)) if outcomes[o]}
     summary["thinking_styles"] = dict(Counter(str(r["_style"]) for r in rows))
     if task.code:
         n = min(len(v) for v in per_problem.values())

@@ -193,7 +193,9 @@ class GradingConfig:
 class BudgetForcingConfig:
     """s1's test-time scaling; off: plain greedy generation."""
     enabled: bool = False
-    max_thinking_tokens: Optional[int] = None   # cap (null: max_new_tokens)
+    # cap: a number | auto (s1's: max_new_tokens - the longest prompt - the forced tokens - 100; the summary
+    # says the number) | null (max_new_tokens)
+    max_thinking_tokens: Any = None
     min_thinking_tokens: int = 0         # extend with wait_string until this many thinking tokens
     num_wait: int = 0                    # extend this many times when thinking ends early
     wait_string: str = "Wait"
@@ -208,7 +210,7 @@ class VllmConfig:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     max_model_len: Optional[int] = None
-    dtype: str = "auto"                  # float32 on CPU gives greedy output equal to the HF backend's
+    dtype: str = "auto"                  # auto: what the HF backend uses here (bfloat16 on a GPU, float32 on CPU)
     enforce_eager: bool = False          # true: no CUDA graphs / torch.compile (faster start; CPU tests)
     engine_args: Dict[str, Any] = field(default_factory=dict)   # any other vllm.LLM keyword, as written
 
@@ -253,8 +255,14 @@ class EvalConfig:
     batch_size: int = 8
     bootstrap_samples: int = 1000        # resamples for the 95% intervals
     samples_per_problem: int = 1         # generations per problem: accuracy is their mean pass@1
-    temperature: float = 0.0             # 0: greedy; > 0 samples (seeded by `seed`) with top_p
+    # decoding, as the papers' vLLM SamplingParams set it and nothing else (a checkpoint's
+    # generation_config.json is never inherited): the same on both backends
+    temperature: float = 0.0             # 0: greedy; > 0 samples (seeded by eval.seed) with top_p
     top_p: float = 1.0
+    top_k: Optional[int] = None          # null: off (vLLM's -1 / 0)
+    repetition_penalty: float = 1.0      # 1.0: none
+    min_tokens: int = 0                  # no end of turn (nor a one-token stop marker) before this many tokens
+    seed: Optional[int] = None           # generation's seed (sampling, vLLM's engine); null: the run's `seed`
     ks: List[int] = field(default_factory=lambda: [1])   # pass@k and maj@k for each k <= samples_per_problem
     # trained (the model's own training format) | s1 | skyt1 | qwen_math (reasoning_sft/evaluation/prompts.py)
     prompt: str = "trained"
@@ -279,6 +287,10 @@ class EvalConfig:
             _check(errs, v is None or v >= 1, f"{key}.{k}", "null or an integer >= 1", v)
         _check(errs, self.temperature >= 0, f"{key}.temperature", "a number >= 0", self.temperature)
         _check(errs, 0 < self.top_p <= 1, f"{key}.top_p", "a number in (0, 1]", self.top_p)
+        _check(errs, self.top_k is None or self.top_k >= 1, f"{key}.top_k", "null (off) or an integer >= 1", self.top_k)
+        _check(errs, self.repetition_penalty > 0, f"{key}.repetition_penalty", "a positive number (1.0: none)",
+               self.repetition_penalty)
+        _check(errs, self.min_tokens >= 0, f"{key}.min_tokens", "an integer >= 0", self.min_tokens)
         _check(errs, 0 < self.vllm.gpu_memory_utilization <= 1, f"{key}.vllm.gpu_memory_utilization",
                "a number in (0, 1]", self.vllm.gpu_memory_utilization)
         _check(errs, self.vllm.tensor_parallel_size >= 1, f"{key}.vllm.tensor_parallel_size", "an integer >= 1",
@@ -291,8 +303,9 @@ class EvalConfig:
             _check(errs, getattr(bf, k) >= 0, f"{key}.budget_forcing.{k}", "an integer >= 0", getattr(bf, k))
         _check(errs, bf.max_answer_tokens is None or bf.max_answer_tokens >= 1,
                f"{key}.budget_forcing.max_answer_tokens", "an integer >= 1 or null", bf.max_answer_tokens)
-        _check(errs, bf.max_thinking_tokens is None or bf.max_thinking_tokens >= 1,
-               f"{key}.budget_forcing.max_thinking_tokens", "null or an integer >= 1", bf.max_thinking_tokens)
+        cap = bf.max_thinking_tokens
+        _check(errs, cap is None or cap == "auto" or (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1),
+               f"{key}.budget_forcing.max_thinking_tokens", "an integer >= 1, auto or null", cap)
         _check(errs, all(1 <= k <= self.samples_per_problem for k in self.ks), f"{key}.ks",
                f"integers in [1, eval.samples_per_problem={self.samples_per_problem}]", list(self.ks))
 

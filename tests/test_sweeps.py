@@ -13,9 +13,11 @@ import yaml
 from omegaconf import OmegaConf, open_dict
 
 from conftest import CONF, ROOT
-from reasoning_sft.config import validate_train_config
+from reasoning_sft.config import validate_eval_config, validate_train_config
 
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
+# sweeps of the evaluate stage (their defaults start from `evaluate`): a saved model's evaluation, no training
+EVALUATE_SWEEPS = [s for s in SWEEPS if "  - evaluate\n" in (ROOT / "sweeps" / f"{s}.yaml").read_text().split("_self_")[0]]
 
 
 def _header_overrides(name: str) -> list[str]:
@@ -58,10 +60,11 @@ def test_sweep_grid_jobs_compose_and_validate(name, tmp_path):
             job_cfg.paths.root_dir = str(ROOT)
             job_cfg.paths.output_dir = str(tmp_path)
             del job_cfg["hydra"]
-        validate_train_config(job_cfg)
+        # a sweep of the evaluate stage (its defaults start from `evaluate`) validates as that stage
+        (validate_eval_config if "- evaluate" in text.split("_self_")[0] else validate_train_config)(job_cfg)
         key, value = job[0].split("=", 1)
         if "." in key:   # the job got its grid value
-            assert OmegaConf.to_container(job_cfg, resolve=True)[key.split(".")[0]][key.split(".")[1]] \
+            assert OmegaConf.select(OmegaConf.create(OmegaConf.to_container(job_cfg, resolve=True)), key) \
                 == yaml.safe_load(value)
 
 
@@ -129,13 +132,13 @@ def test_reproduce_cpu_commands_compose_and_validate(argv, tmp_path):
             validate_train_config(job_cfg)
 
 
-@pytest.mark.parametrize("name", [s for s in SWEEPS if not s.startswith("tiny_")])
+@pytest.mark.parametrize("name", [s for s in SWEEPS if not s.startswith("tiny_") and s not in EVALUATE_SWEEPS])
 def test_every_study_job_ends_with_its_evaluation(name):
     """On the cluster a job evaluates the paper's benchmarks after training; scale=cpu swaps in the
     synthetic held-out task (a config that would generate 32k tokens per AIME problem on a CPU is
     the mistake this catches)."""
     cfg = _compose(name, EXTRA.get(name, []))
-    assert cfg.eval.after_train and "math500" in cfg.eval.tasks
+    assert cfg.eval.after_train and {"math500", "openaimath"} & set(cfg.eval.tasks)   # openaimath: s1's MATH500
     cpu = _compose(name, EXTRA.get(name, []) + ["scale=cpu"])
     assert cpu.eval.after_train and list(cpu.eval.tasks) == ["synthetic"] and cpu.eval.max_new_tokens <= 256
     assert cpu.model.name == "tiny" and cpu.deepspeed.config is None and cpu.trainer.nproc_per_node == 1
@@ -149,7 +152,7 @@ def _study_cpu_line(name: str) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("name", [s for s in SWEEPS if not s.startswith("tiny_")])
+@pytest.mark.parametrize("name", [s for s in SWEEPS if not s.startswith("tiny_") and s not in EVALUATE_SWEEPS])
 def test_every_study_has_a_cpu_version_on_the_demos_task(name):
     """A study's `# CPU:` line trains and evaluates on one task the tiny model learns in minutes (the
     demo's sums, one epoch), keeping the study's own treatment: what it varies differs across its jobs

@@ -7,7 +7,8 @@ marker (s1: `<|im_start|>`, R1: `</think>`, Sky-T1: `<|end_of_thought|>`):
   `\n<|im_start|>answer\nFinal Answer:`); the answer gets its own budget (`max_answer_tokens`; by
   default the whole generation budget, as s1's fork gives it `max_tokens` again);
 - extend: when the model ends its thinking early, the stop marker is dropped, `wait_string` is
-  appended where it was and thinking continues, `num_wait` times or until `min_thinking_tokens`;
+  appended where it was and thinking continues, `num_wait` times or until `min_thinking_tokens`; with
+  Waits every thinking phase decodes at least one token (s1's `min_tokens=1` with `thinking_n_ignore`);
 - a thinking that ended on its own (and is not extended) gets only the style's delimiter (s1:
   `<|im_start|>answer`), as s1's evaluation code does: the model writes its answer itself.
 Token ids are kept throughout (never re-tokenized text), so budgets are exact.
@@ -56,13 +57,31 @@ def forced_text(style: ThinkingStyle, thinking: str, capped: bool) -> str:
     return missing + (style.think_stop + rest + style.cap_prefix).rstrip()
 
 
+def thinking_cap(tokenizer, prompts: list[str], style: ThinkingStyle, bf: BudgetForcingConfig, max_new_tokens: int) -> int:
+    """`bf.max_thinking_tokens` as a number: null is the generation budget; `auto` is s1's
+    (vllm_causallms.py:262-265): max_new_tokens - the longest prompt - the opening marker - the forced
+    end of thinking with its cap prefix - 100 tokens left for the answer, over the prompts asked together."""
+    cap = bf.max_thinking_tokens
+    if cap is None:
+        return max_new_tokens
+    if cap != "auto":
+        return int(cap)
+    def n(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    forced_max = (style.think_end.lstrip("\n") + style.cap_prefix) if style.cap_prefix else style.think_end
+    return max(1, max_new_tokens - max(n(p) for p in prompts) - n(style.think_start) - n(forced_max) - 100)
+
+
 def generate_with_budget(engine, prompts: list[str], style: ThinkingStyle, bf: BudgetForcingConfig,
                          default_max_thinking: int, batch_size: int,
-                         sampling: dict | None = None) -> list[ForcedGeneration]:
+                         sampling: dict | None = None, cap: int | None = None) -> list[ForcedGeneration]:
     """Budget-forced generation for chat-rendered `prompts` (ending with the assistant header) on an
-    engine (engines.Engine). `bf.max_thinking_tokens` null: `default_max_thinking` caps the thinking;
-    `bf.max_answer_tokens` null: the answer gets that budget too, as s1's fork gives it."""
+    engine (engines.Engine). `cap`: the thinking budget (thinking_cap(); None: resolved here over these
+    prompts); `bf.max_answer_tokens` null: the answer gets the generation budget, as s1's fork gives it."""
     tokenizer = engine.tokenizer
+    thinking_sampling = dict(sampling or {})
+    if bf.num_wait:   # s1: thinking_n_ignore sets min_tokens=1 for every thinking phase
+        thinking_sampling["min_tokens"] = max(thinking_sampling.get("min_tokens", 0), 1)
 
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -70,7 +89,7 @@ def generate_with_budget(engine, prompts: list[str], style: ThinkingStyle, bf: B
     def decode(token_ids: list[int]) -> str:
         return tokenizer.decode(token_ids, skip_special_tokens=False)
 
-    cap = bf.max_thinking_tokens or default_max_thinking
+    cap = thinking_cap(tokenizer, prompts, style, bf, default_max_thinking) if cap is None else cap
     wait_ids = ids(bf.wait_string)
     results = []
     for start in range(0, len(prompts), batch_size):
@@ -81,7 +100,7 @@ def generate_with_budget(engine, prompts: list[str], style: ThinkingStyle, bf: B
         while active:
             budget = max(cap - len(thinking[i]) for i in active)
             outs = engine.generate_ids([prefix[i] + thinking[i] for i in active], budget,
-                                [style.think_stop], sampling)
+                                       [style.think_stop], thinking_sampling)
             still = []
             for i, (new, ended_turn) in zip(active, outs):
                 new = new[: cap - len(thinking[i])]            # each row's own budget

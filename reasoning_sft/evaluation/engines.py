@@ -18,10 +18,22 @@ class Engine(Protocol):
     tokenizer: object
     batches_itself: bool     # True: give it every context of a phase at once (vLLM schedules its own batches)
     hf_model: object         # the transformers model it runs, when in this process (lm-eval's log-likelihoods), else None
+    dtype: str               # the precision its weights are loaded in (float32, bfloat16): the summaries say it
 
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
                      sampling: dict | None = None) -> list[tuple[list[int], bool]]:
         """Per context: the new token ids (without the end-of-turn token) and whether the turn ended."""
+
+
+GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": None, "repetition_penalty": 1.0, "min_tokens": 0}
+
+
+def decoding(temperature: float = 0.0, top_p: float = 1.0, top_k: int | None = None, repetition_penalty: float = 1.0,
+             min_tokens: int = 0) -> dict:
+    """The decoding settings both backends apply (eval.temperature, top_p, top_k, repetition_penalty,
+    min_tokens): the papers' vLLM `SamplingParams`, whose defaults these are (top_k null: off)."""
+    return {"temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
+            "min_tokens": min_tokens}
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,7 @@ def _hf(model, tokenizer, ev, seed) -> Engine:
 
 def _vllm(path, tokenizer, ev, seed) -> Engine:
     from reasoning_sft.evaluation.vllm_engine import VLLMEngine
-    return VLLMEngine(path, tokenizer, ev.vllm, seed)
+    return VLLMEngine(path, tokenizer, ev.vllm, seed if ev.seed is None else ev.seed)
 
 
 def _require_vllm() -> None:

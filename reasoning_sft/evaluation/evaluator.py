@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from reasoning_sft.data.styles import get_style
 from reasoning_sft.errors import DataError
-from reasoning_sft.evaluation.grading import OUTCOMES, Grade, answer_section, grade_letter_response
+from reasoning_sft.evaluation.engines import decoding
+from reasoning_sft.evaluation.grading import OUTCOMES, Grade, answer_section
 from reasoning_sft.evaluation.metrics import sampled_summary
 from reasoning_sft.evaluation.profiles import judge_from
 from reasoning_sft.evaluation.prompts import eval_prompt
@@ -54,9 +55,11 @@ class Grader:
         style = self.style if style is _OWN else style
         return self.profile.grade(response, gold, style, question, self.truncated, self.timeout_seconds, self.judge)
 
-    def letter(self, response: str, gold: str, style=_OWN) -> Grade:
-        """A multiple-choice answer (GPQA) against the gold letter, on the answer section."""
-        return grade_letter_response(response, gold, self.style if style is _OWN else style, self.truncated)
+    def letter(self, response: str, gold: str, question: str = "", style=_OWN) -> Grade:
+        """A multiple-choice answer (GPQA) against the gold letter, read as the profile reads it (s1's
+        reading and judge, Long1K's judge, else ours on the answer section); `question` for the judges."""
+        style = self.style if style is _OWN else style
+        return self.profile.letter(response, gold, style, question, self.truncated, self.judge)
 
     def code(self, response: str, input_output: str, style=_OWN) -> Grade:
         """The last code block of the answer run on every test of the problem in the sandbox."""
@@ -88,7 +91,9 @@ class Evaluator:
 
     def __init__(self, ev: EvalConfig, thinking_style: str, system_prompt: str | None, seed: int,
                  synthetic_shape: dict | None = None):
-        self.config, self.seed = ev, seed
+        self.config, self.seed = ev, seed      # the run's seed: synthetic problems, GPQA's choice order
+        self.sampling_seed = seed if ev.seed is None else ev.seed
+        self.decoding = decoding(ev.temperature, ev.top_p, ev.top_k, ev.repetition_penalty, ev.min_tokens)
         self.style_name, self.style = thinking_style, get_style(thinking_style)
         self.system, self.user_template = eval_prompt(ev.prompt, system_prompt)
         self.grader = Grader.for_eval(ev, thinking_style)
@@ -133,13 +138,18 @@ class Evaluator:
         with a progress bar on stderr (responses done / total, generated tokens per second)."""
         from tqdm.auto import tqdm
 
-        from reasoning_sft.evaluation.budget_forcing import generate_with_budget
-        from reasoning_sft.evaluation.generation import generate, sampling_kwargs
+        from reasoning_sft.evaluation.budget_forcing import generate_with_budget, thinking_cap
+        import torch
+
+        from reasoning_sft.evaluation.generation import generate
         ev, engine = self.config, self.engine
         n = ev.samples_per_problem if repeats is None else repeats
         prompts = [p for p in prompts for _ in range(n)]
-        sampling = sampling_kwargs(ev.temperature, ev.top_p, self.seed)
+        sampling = self.decoding
+        torch.manual_seed(self.sampling_seed)
         bf = ev.budget_forcing
+        # the thinking budget over every prompt asked together (s1's `auto` reads the longest of them)
+        cap = thinking_cap(engine.tokenizer, prompts, self.style, bf, ev.max_new_tokens) if bf.enabled and prompts else None
         chunk = len(prompts) if engine.batches_itself else ev.batch_size   # vLLM schedules its own batches
         results, tokens, t0 = [], 0, time.time()
         with tqdm(total=len(prompts), desc="generating", unit="response", file=sys.stderr,
@@ -148,10 +158,10 @@ class Evaluator:
                 part = prompts[i:i + chunk]
                 if bf.enabled:
                     outs = generate_with_budget(engine, part, self.style, bf, ev.max_new_tokens, min(chunk, len(part)),
-                                                sampling)
+                                                sampling, cap)
                     new = [{"generation": o.text, "generated_tokens": o.thinking_tokens + o.answer_tokens,
                             "thinking_tokens": o.thinking_tokens, "waits": o.waits, "capped": o.capped,
-                            "forced_ids": o.forced_ids} for o in outs]
+                            "forced_ids": o.forced_ids, "max_thinking_tokens": cap} for o in outs]
                 else:
                     new = [{"generation": text, "generated_tokens": k} for text, k in
                            generate(engine, part, ev.max_new_tokens, ev.batch_size, sampling)]
@@ -160,6 +170,12 @@ class Evaluator:
                 bar.update(len(part))
                 bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):.0f} tok/s")
         return results
+
+    def effective_decoding(self) -> dict:
+        """What decoded every response: eval's settings (never a checkpoint's), the seed, the budget, the
+        backend and the precision its weights were loaded in."""
+        return {**self.decoding, "seed": self.sampling_seed, "max_new_tokens": self.config.max_new_tokens,
+                "backend": self.config.backend, "dtype": getattr(self.engine, "dtype", None)}
 
     def grade(self, name: str, index: int, generation: str) -> Grade:
         """Problem `index` of task `name` graded once: lm-eval's `process_results` and the rows share it."""
@@ -179,7 +195,7 @@ class Evaluator:
         row = {"task": name, "id": row_id, "sample": sample,
                **details, "generation": generation, "extracted": result.extracted,
                "gold": self.tasks[name].target(doc, self), "correct": result.correct, "grading": result.outcome,
-               "thinking_style": self.style_name}
+               "thinking_style": self.style_name, "decoding": self.effective_decoding()}
         return {**row, "sandbox": result.sandbox} if result.sandbox is not None else row
 
     # --- a whole evaluation ------------------------------------------------------------------------
@@ -231,6 +247,7 @@ class Evaluator:
         summary["grading"] = {o: outcomes[o] for o in OUTCOMES if outcomes[o]}
         summary["grading"].update({o: c for o, c in outcomes.items() if o and o not in OUTCOMES})   # code verdicts
         summary.update(self.grader.describe())
+        summary["prompt"], summary["decoding"] = ev.prompt, self.effective_decoding()
         if any("sandbox" in s for s in samples):   # code: how contained its programs were, as the grade stage says
             from reasoning_sft.evaluation.sandbox import isolation_summary
             summary["sandbox_isolation"] = isolation_summary([s.get("sandbox") for s in samples])
@@ -239,7 +256,8 @@ class Evaluator:
             thinking = [s["thinking_tokens"] for s in samples]
             summary.update(thinking_tokens_mean=mean(thinking), thinking_tokens_median=median(thinking),
                            thinking_tokens_max=max(thinking), waits_appended=sum(s["waits"] for s in samples),
-                           capped_share=sum(s["capped"] for s in samples) / len(samples))
+                           capped_share=sum(s["capped"] for s in samples) / len(samples),
+                           max_thinking_tokens=max(s.get("max_thinking_tokens") or 0 for s in samples) or None)
         return summary
 
 
@@ -301,7 +319,8 @@ def _grade_math(grader: Grader, items: list, workers: int) -> list[tuple[Grade, 
 
 
 def _grade_letters(grader: Grader, items: list, workers: int) -> list[tuple[Grade, dict]]:
-    return [(grader.letter(response, gold, style), {}) for response, gold, style, _ in items]
+    return [(grader.letter(response, gold, next((str(row[f]) for f in QUESTION_FIELDS if f in row), ""), style), {})
+            for response, gold, style, row in items]
 
 
 def _grade_programs(grader: Grader, items: list, workers: int) -> list[tuple[Grade, dict]]:
@@ -313,7 +332,7 @@ def _grade_programs(grader: Grader, items: list, workers: int) -> list[tuple[Gra
 def _register_grade_tasks() -> None:
     from reasoning_sft.evaluation.code_tasks import CODE_TASKS
     GRADE_TASKS.add("math", GradeTask("math", _answer_gold, _grade_math, by_profile=True))
-    GRADE_TASKS.add("gpqa", GradeTask("gpqa", _answer_gold, _grade_letters))
+    GRADE_TASKS.add("gpqa", GradeTask("gpqa", _answer_gold, _grade_letters, by_profile=True))
     for name in CODE_TASKS:
         GRADE_TASKS.add(name, GradeTask(name, _tests_gold, _grade_programs, code=True))
 

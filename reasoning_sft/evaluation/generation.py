@@ -2,12 +2,19 @@
 `HFEngine` runs it on a Hugging Face model (left-padded batch, KV cache); `VLLMEngine`
 (reasoning_sft.evaluation.vllm_engine) on vLLM's engine. Both satisfy `engines.Engine`, so plain
 generation (`generate`) and s1's budget forcing (budget_forcing.py) never ask which one they hold.
+
+Decoding is what `eval` says and nothing else: engines.decoding() is the settings both engines apply
+(temperature 0: greedy). A checkpoint's generation_config.json (Qwen2.5-*-Instruct ship repetition
+penalty 1.05, top_k 20, top_p 0.8, temperature 0.7) is never inherited: HF `generate` would fill every
+setting left at its default from it; only the model's end-of-turn and padding ids count.
 """
 
 from __future__ import annotations
 
 import torch
+from transformers import GenerationConfig, LogitsProcessorList, MinNewTokensLengthLogitsProcessor
 
+from reasoning_sft.evaluation.engines import GREEDY
 
 class HFEngine:
     """A loaded transformers model as a generation engine (`eval.backend=hf`)."""
@@ -16,26 +23,46 @@ class HFEngine:
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
         self.hf_model = model
+        self.dtype = str(model.dtype).removeprefix("torch.")   # what its weights were loaded in
+
+    def _config(self, max_new_tokens: int, d: dict) -> GenerationConfig:
+        """`d` (decoding()) as a complete GenerationConfig: every value set, none left to the checkpoint."""
+        sampled = d["temperature"] > 0
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=sampled, temperature=d["temperature"] if sampled else 1.0,
+            top_p=d["top_p"] if sampled else 1.0, top_k=(d["top_k"] or 0) if sampled else 0,
+            repetition_penalty=d["repetition_penalty"], eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id, bos_token_id=self.model.generation_config.bos_token_id)
 
     @torch.no_grad()
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
                      sampling: dict | None = None) -> list[tuple[list[int], bool]]:
-        """Greedy (or `sampling`: do_sample, temperature, top_p) continuation of each context in one batch.
-        Returns per row the new ids without padding or end-of-turn token, and whether the row ended with
-        the end-of-turn token."""
+        """The continuation of each context in one batch, decoded as `sampling` says (decoding(); None:
+        greedy). Returns per row the new ids without padding or end-of-turn token, and whether the row
+        ended with the end-of-turn token."""
         model, tokenizer = self.model, self.tokenizer
+        d = {**GREEDY, **(sampling or {})}
         pad = tokenizer.pad_token_id
         width = max(len(c) for c in contexts)
         input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=model.device)
         mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=model.device)
-        was_training = model.training
+        processors = LogitsProcessorList()
+        if d["min_tokens"]:   # as vLLM's min_tokens: neither the end of turn nor a one-token stop marker before it
+            stops = [tokenizer.eos_token_id] + [ids[0] for s in stop_strings or ()
+                                                if len(ids := tokenizer(s, add_special_tokens=False)["input_ids"]) == 1]
+            processors.append(MinNewTokensLengthLogitsProcessor(width, d["min_tokens"], stops, device=model.device))
+        was_training, inherited = model.training, model.generation_config
         model.eval()
+        # generate() fills every setting the config passed leaves at its default from the model's own
+        # generation_config: a neutral one stands in for it meanwhile (only the special ids kept)
+        model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=pad,
+                                                   bos_token_id=inherited.bos_token_id)
         try:
-            out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 use_cache=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad,
-                                 stop_strings=stop_strings, tokenizer=tokenizer if stop_strings else None,
-                                 **(sampling or {"do_sample": False}))
+            out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=self._config(max_new_tokens, d),
+                                 use_cache=True, stop_strings=stop_strings, tokenizer=tokenizer if stop_strings else None,
+                                 logits_processor=processors)
         finally:
+            model.generation_config = inherited
             model.train(was_training)
         rows = []
         for row in out[:, width:].tolist():
@@ -63,9 +90,3 @@ def generate(engine, prompts: list[str], max_new_tokens: int, batch_size: int,
     return results
 
 
-def sampling_kwargs(temperature: float, top_p: float, seed: int) -> dict | None:
-    """`generate` kwargs for `eval.temperature` > 0 (seeded by `seed`), None for greedy."""
-    if not temperature:
-        return None
-    torch.manual_seed(seed)
-    return {"do_sample": True, "temperature": temperature, "top_p": top_p}

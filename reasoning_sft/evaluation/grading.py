@@ -27,7 +27,8 @@ ANSWER_MARKERS = {
 # Markers that tell a style apart when the response does not say (grade stage, user files).
 _STYLE_SIGNS = (("skyt1", "<|begin_of_thought|>"), ("skyt1", "<|end_of_thought|>"), ("s1", "<|im_start|>think"),
                 ("s1", "<|im_start|>answer"), ("r1", "<think>"), ("r1", "</think>"))
-OUTCOMES = ("exact", "verified", "judged", "not_equal", "no_answer", "truncated", "timeout", "error", "judge_fallback")
+OUTCOMES = ("exact", "verified", "judged", "not_equal", "no_answer", "truncated", "timeout", "error", "judge_fallback",
+            "letter", "default_a")   # letter: a multiple-choice letter read; default_a: s1's "A" for an unreadable one
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from reasoning_sft.data.answers import extract_answer, grade, last_boxed
-from reasoning_sft.evaluation.grading import Grade, grade_response
+from reasoning_sft.data.answers import extract_answer, grade
+from reasoning_sft.evaluation.grading import Grade, grade_letter_response, grade_response
 from reasoning_sft.registry import GRADING_PROFILES
 from reasoning_sft.schema import JudgeConfig
 
@@ -124,10 +124,33 @@ def s1_section(text: str) -> str:
     return text
 
 
+def s1_last_boxed(string: str) -> str | None:
+    """s1's `last_boxed_only_string` then `remove_boxed` (openai_math/utils.py, gpqa/openai/utils.py),
+    as released: `\\boxed 5` (a space, up to a `$`) first, else the last `\\boxed{...}` / `\\fbox{...}`;
+    nothing stripped."""
+    if "\\boxed " in string:
+        return string.split("\\boxed ")[-1].split("$")[0]
+    idx = string.rfind("\\boxed")
+    if idx < 0:
+        idx = string.rfind("\\fbox")
+        if idx < 0:
+            return None
+    depth, i = 0, idx
+    while i < len(string):
+        depth += {"{": 1, "}": -1}.get(string[i], 0)
+        if string[i] == "}" and depth == 0:
+            box = string[idx:i + 1]
+            left = "\\boxed{" if box.startswith("\\boxed{") else "\\fbox{"
+            return box[len(left):-1] if box.startswith(left) else None
+        i += 1
+    return None
+
+
 def s1_extract(text: str) -> str:
-    """The attempt s1's grader compares: the last `\\boxed{}` of its section, else the last `Answer:`."""
+    """The attempt s1's grader compares: the last boxed answer of its section (s1_last_boxed), else the
+    last `Answer:`."""
     section = s1_section(text)
-    boxed = last_boxed(section)
+    boxed = s1_last_boxed(section)
     if boxed is not None:
         return boxed
     matches = re.findall(S1_ANSWER_PATTERN, section, re.DOTALL)
@@ -285,6 +308,108 @@ def grade_long1k(response: str, gold: str, question: str, judge: Judge | None, t
     return Grade(score == 1, tail[-200:], "judged" if score == 1 else "not_equal")
 
 
+# --- GPQA: a letter per profile --------------------------------------------------------------------
+
+# s1's gpqa/openai/utils.py: the judge's question (QUERY_TEMPLATE_API) and its EXTRACTION_TEMPLATE, verbatim
+S1_GPQA_QUESTION = "{question}\nAnswer Choices:\n(A) {c[0]}\n(B) {c[1]}\n(C) {c[2]}\n(D) {c[3]}"
+S1_GPQA_EXTRACTION_TEMPLATE = ("""
+Look at the following question and an attempt by a student and extract which choice among A, B, C, D the """
+                               """student picked. If the student did not pick any choice, respond with "-1".
+""" + r"""
+Examples:
+
+    Question: ...
+    Attempt: Answer: **A**
+
+A
+
+    Question: A) Dinosaur B) Elephant C) Cat D) Dog
+    Attempt: ...The answer is therefore Elephant...
+
+B
+
+    Question: ...
+    Attempt: Answer: None of the above
+
+-1
+
+    Question: ...
+    Attempt: ...Answer: D), because...
+
+D
+
+    Question: ...
+""" + "(A) 7 \n(B) 8 \n(C) 4 \n(D) 10\n" + r"""    Attempt: 4
+
+C
+
+    Question: ...
+    Attempt: ...\\boxed{C}...
+
+C
+
+---
+
+YOUR TASK
+
+
+Respond only with the capitalized alphabetic letter (without quotes) or -1. Do not include a rationale.
+
+    Question: %(expression1)s
+    Attempt: %(expression2)s
+""").strip()   # its options' lines end in a space: kept (the example's own concatenated string)
+
+
+def grade_letter_s1(response: str, gold: str, question: str, judge: Judge | None) -> Grade:
+    """s1's GPQA `process_results`: its section, the last boxed answer else the last `Answer:`, a lower-case
+    letter upper-cased; anything else asked of the judge (gpt-4o-mini there) with the question as its
+    QUERY_TEMPLATE_API writes it; and, when nothing yields a letter, "A" (about a quarter credit for an
+    unreadable answer: s1's number; outcome `default_a`, counted)."""
+    from reasoning_sft.data.llm_client import MalformedReply
+    a = s1_section(response)
+    if (box := s1_last_boxed(a)) is not None:
+        a = box
+    elif matches := re.findall(S1_ANSWER_PATTERN, a, re.DOTALL):
+        a = matches[-1]
+    if a in ("a", "b", "c", "d"):
+        a = a.upper()
+    outcome = "letter"
+    if a not in ("A", "B", "C", "D") and judge is not None:
+        try:
+            a = judge.ask(S1_GPQA_EXTRACTION_TEMPLATE % {"expression1": question, "expression2": a},
+                          sampling=S1_JUDGE_SAMPLING)
+            outcome = "judged"
+        except MalformedReply:
+            outcome = "judge_fallback"
+    if a not in ("A", "B", "C", "D"):
+        a, outcome = "A", "default_a"
+    return Grade(a == gold, a, outcome)
+
+
+LONG1K_GPQA_JUDGE_PROMPT = LONG1K_JUDGE_PROMPT.replace("一段数学问题", "一段涉及数学计算的科学问题")   # calc_metric_lc.py, gpqa_diamond
+
+
+def grade_letter_long1k(response: str, gold: str, question: str, judge: Judge | None, truncated: str) -> Grade:
+    """Long1K's GPQA grading (calc_metric_lc.py): its GPQA judge prompt on the reference's last line and the
+    response's last 5 lines; without a judge, our letter reading of those lines."""
+    if judge is None:
+        return grade_letter_response(last_lines(response), gold, None, truncated)
+    from reasoning_sft.data.llm_client import MalformedReply
+    tail = last_lines(response)
+    try:
+        reply = judge.ask(LONG1K_GPQA_JUDGE_PROMPT.format(question.strip(), gold.strip().split("\n")[-1], tail),
+                          system=LONG1K_SYSTEM, sampling=LONG1K_JUDGE_SAMPLING)
+    except MalformedReply:
+        return Grade(False, None, "judge_fallback")
+    scores = re.findall(r"\[\[([0-9]+)\]\]", reply)
+    score = int(scores[0]) if scores else 0
+    return Grade(score == 1, tail[-200:], "judged" if score == 1 else "not_equal")
+
+
+def strict_letter(response, gold, style, question, truncated, judge) -> Grade:
+    return grade_letter_response(response, gold, style, truncated)
+
+
 # --- the Qwen2.5-Math harness (the Sky-T1 paper's tables): qwen_math/ ------------------------------
 
 def _qwen_math():
@@ -297,12 +422,14 @@ def _qwen_math():
 @dataclass(frozen=True)
 class Profile:
     """A grader as a paper released it: `grade(response, gold, style, question, truncated, timeout_seconds,
-    judge) -> Grade`; `without_judge`: what a judged profile does when no endpoint is given; `require`:
-    a ConfigError saying how to install what it needs (before any run dir)."""
+    judge) -> Grade` for maths, `letter(response, gold letter, style, question, truncated, judge) -> Grade`
+    for multiple choice (GPQA; ours where the paper's code has none); `without_judge`: what a judged
+    profile does when no endpoint is given; `require`: a ConfigError saying how to install what it needs."""
     name: str
     grade: Callable[..., Grade]
     without_judge: str | None = None     # None: the profile asks no judge
     require: Callable[[], None] = lambda: None
+    letter: Callable[..., Grade] = strict_letter
 
     def judge_line(self, judge: Judge | None) -> str | None:
         """The one line said when a judged profile runs without a judge (None otherwise)."""
@@ -316,9 +443,11 @@ for _profile in (
     Profile("strict", lambda r, g, style, q, truncated, timeout, judge: grade_response(r, g, style, truncated, timeout)),
     Profile("skythought", lambda r, g, style, q, truncated, timeout, judge: grade_skythought(r, g, timeout)),
     Profile("s1", lambda r, g, style, q, truncated, timeout, judge: grade_s1(r, g, judge),
-            without_judge="integer answers compared as integers, others as exact strings"),
+            without_judge="integer answers compared as integers, others as exact strings; GPQA letters as read",
+            letter=lambda r, g, style, q, truncated, judge: grade_letter_s1(r, g, q, judge)),
     Profile("long1k", lambda r, g, style, q, truncated, timeout, judge: grade_long1k(r, g, q, judge, timeout),
-            without_judge="math-verify on the response's last 5 lines"),
+            without_judge="math-verify on the response's last 5 lines",
+            letter=lambda r, g, style, q, truncated, judge: grade_letter_long1k(r, g, q, judge, truncated)),
     Profile("qwen_math", lambda r, g, style, q, truncated, timeout, judge: _qwen_math().grade_qwen_math(r, g),
             require=lambda: _qwen_math().require()),
 ):

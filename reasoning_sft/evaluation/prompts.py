@@ -9,6 +9,10 @@ others are the papers' released evaluation prompts (docs/fidelity.md says where 
   before the question (skythought_evals `model_configs.yaml`, `tasks/math/math500.yaml`);
 - `qwen_math`: Qwen2.5-Math's chain-of-thought instruction after the question (the project's old
   default);
+- `skyt1_paper`: the prompt the Sky-T1 paper's tables were generated with: the Qwen2.5-Math harness's
+  `Sky-T1` prompt type (SkyThought `corrupt` branch, skythought/Qwen2.5-Math/evaluation/utils.py:148-173):
+  its system prompt (unlike main's: no braces, and the `'\n\n'` it quotes is two real newlines), the bare
+  question as the user turn;
 - `deepseek_qwen`: Long1K's evaluation template (LONG1k-32B `predict.py` `template_map["deepseek-qwen"]`,
   run by `predict.sh` with `--template deepseek-qwen`): its system prompt, the question as the user turn.
 """
@@ -44,6 +48,13 @@ SKYT1_SYSTEM_PROMPT = (
 )
 
 
+# The Qwen2.5-Math harness's `Sky-T1` prompt type (SkyThought corrupt branch, evaluation/utils.py:148-173), its
+# system turn as Python joins the released lines: "{thought ...}" without braces, '\n\n' as two newlines.
+SKYT1_PAPER_SYSTEM_PROMPT = SKYT1_SYSTEM_PROMPT.replace(
+    "{thought with steps separated with '\n\n'}", "thought with steps separated with '\n\n'").replace(
+    "{final formatted, precise, and clear solution}", "final formatted, precise, and clear solution")
+
+
 # Long1K predict.py `template_map["deepseek-qwen"]`'s system turn, verbatim (its missing spaces included).
 DEEPSEEK_QWEN_SYSTEM_PROMPT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it.The "
@@ -67,6 +78,7 @@ for _name, _prompt in {
     "qwen_math": Prompt(None, "{question}\n\nPlease reason step by step, and put your final answer within "
                               "\\boxed{{}}."),
     "deepseek_qwen": Prompt(DEEPSEEK_QWEN_SYSTEM_PROMPT, "{question}"),
+    "skyt1_paper": Prompt(SKYT1_PAPER_SYSTEM_PROMPT, "{question}"),
 }.items():
     PROMPTS.add(_name, _prompt)
 

@@ -105,8 +105,8 @@ def math_benchmark(name: str, file: str, question: str, answer: str, hub: HubSet
 
     def target(doc: dict, ev: Evaluator) -> str:
         gold = doc[answer]
-        if isinstance(gold, list):          # OlympiadBench: a list of final answers, "$...$"-wrapped
-            gold = ", ".join(str(g).strip("$") for g in gold)
+        if isinstance(gold, list):          # OlympiadBench: a list of final answers, "$...$"-wrapped; the
+            gold = str(gold[0]).strip("$")  # first, as SkyThought and the Qwen2.5-Math harness grade it
         return str(gold)
 
     return Task(name, docs, asked(question), target,
@@ -122,7 +122,17 @@ def source_of(task: Task, data_dir: str | None) -> str | None:
 
 
 SKYTHOUGHT = "SkyThought skythought/evals/tasks/"
+S1 = "s1 eval/lm-evaluation-harness/lm_eval/tasks/"
 HUB_SETS = {
+    # s1's own sets (its lm-eval fork's task files; process_docs: problem / answer)
+    "aime24_figures": HubSet("simplescaling/aime24_figures", ("default",), "train", "problem", "answer",
+                             S1 + "aime/aime24_figures.yaml"),
+    "aime24_nofigures": HubSet("simplescaling/aime24_nofigures", ("default",), "train", "problem", "answer",
+                               S1 + "aime/aime24_nofigures.yaml"),
+    "aime25_nofigures": HubSet("TIGER-Lab/AIME25", ("default",), "train", "problem", "answer",
+                               S1 + "aime/aime25_nofigures.yaml"),
+    "openaimath": HubSet("simplescaling/openaimath", (None,), "test", "problem", "answer",
+                         S1 + "openai_math/openai_math.yaml"),
     "aime24": HubSet("AI-MO/aimo-validation-aime", (None,), "train", "problem", "answer",
                      SKYTHOUGHT + "aime/aime24.yaml", keep=("url", "2024")),
     "aime25": HubSet("opencompass/AIME2025", ("AIME2025-I", "AIME2025-II"), "test", "question", "answer",
@@ -143,7 +153,7 @@ LETTERS = "ABCD"
 
 
 def gpqa_choices(doc: dict, seed: int) -> tuple[list[str], str]:
-    """The four choices in a seeded order fixed per question, and the correct letter."""
+    """Ours: the four choices in a seeded order fixed per question (stripped), and the correct letter."""
     choices = [doc["Correct Answer"], doc["Incorrect Answer 1"], doc["Incorrect Answer 2"], doc["Incorrect Answer 3"]]
     rng = random.Random(f"{seed}-{hashlib.sha256(doc['Question'].encode()).hexdigest()}")
     order = list(range(4))
@@ -151,9 +161,22 @@ def gpqa_choices(doc: dict, seed: int) -> tuple[list[str], str]:
     return [str(choices[i]).strip() for i in order], LETTERS[order.index(0)]
 
 
+def s1_gpqa_choices(rows: list[dict]) -> list[tuple[list[str], str]]:
+    """s1's (gpqa/openai/utils.py `process_docs`): [incorrect 1, 2, 3, correct] shuffled by Python's
+    `random` as lm-eval seeds it (random_seed 0), document after document in the set's order; not stripped."""
+    rng = random.Random(0)
+    out = []
+    for doc in rows:
+        choices = [doc["Incorrect Answer 1"], doc["Incorrect Answer 2"], doc["Incorrect Answer 3"], doc["Correct Answer"]]
+        rng.shuffle(choices)
+        out.append((choices, LETTERS[choices.index(doc["Correct Answer"])]))
+    return out
+
+
 def gpqa_docs(ev: Evaluator) -> list[dict]:
-    """The official CSV (Question, Correct Answer, Incorrect Answer 1-3). Its authors ask that
-    examples not be posted in plain text: it is never bundled."""
+    """The official CSV (Question, Correct Answer, Incorrect Answer 1-3), each row with its choices in the
+    order its prompt shows them (`eval.prompt=s1`: s1's; else ours). Its authors ask that examples not be
+    posted in plain text: it is never bundled."""
     path = ev.config.gpqa_path
     if not path or not Path(str(path)).is_file():
         raise ConfigError(f"eval.gpqa_path={path!r}: GPQA-Diamond is read only from your own copy "
@@ -165,7 +188,8 @@ def gpqa_docs(ev: Evaluator) -> list[dict]:
                                "Incorrect Answer 3") if c not in row]
         if missing:
             raise ConfigError(f"{path}:{i}: no {missing[0]!r} column (eval.gpqa_path: GPQA-Diamond as released)")
-    return rows
+    orders = s1_gpqa_choices(rows) if ev.config.prompt == "s1" else [gpqa_choices(r, ev.seed) for r in rows]
+    return [{**row, "choices": choices, "letter": letter} for row, (choices, letter) in zip(rows, orders)]
 
 
 # s1's lm-eval fork, tasks/gpqa/openai/utils.py:12 (QUERY_TEMPLATE): no instruction, `A)` labels
@@ -173,15 +197,17 @@ S1_GPQA_PROMPT = "{question}\n\nA) {c[0]}\nB) {c[1]}\nC) {c[2]}\nD) {c[3]}"
 
 
 def gpqa_prompt(doc: dict, ev: Evaluator) -> str:
-    choices, _ = gpqa_choices(doc, ev.seed)
     if ev.config.prompt == "s1":
-        return S1_GPQA_PROMPT.format(question=doc["Question"], c=choices)
+        return S1_GPQA_PROMPT.format(question=doc["Question"], c=doc["choices"])
     return GPQA_PROMPT.format(question=doc["Question"].strip(),
-                              choices="\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices)))
+                              choices="\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(doc["choices"])))
 
 
 def grade_gpqa(generation: str, doc: dict, ev: Evaluator) -> Grade:
-    return ev.grader.letter(generation, gpqa_choices(doc, ev.seed)[1])
+    """The grading profile's letter (s1's reading and judge, Long1K's judge, or ours); the judges read the
+    question as s1's judge is shown it (QUERY_TEMPLATE_API)."""
+    from reasoning_sft.evaluation.profiles import S1_GPQA_QUESTION
+    return ev.grader.letter(generation, doc["letter"], S1_GPQA_QUESTION.format(question=doc["Question"], c=doc["choices"]))
 
 
 # --- code: LiveCodeBench (or APPS / TACO rows in its format), run in the sandbox ----------------------
@@ -219,8 +245,10 @@ for _task in (
         "amc23": ("amc23.jsonl", "problem", "answer"),
         "math500": ("math500.jsonl", "problem", "answer"),
         "olympiadbench": ("olympiadbench.jsonl", "question", "final_answer"),
+        **{name: (f"{name}.jsonl", "problem", "answer")
+           for name in ("aime24_figures", "aime24_nofigures", "aime25_nofigures", "openaimath")},
     }.items()),
-    Task("gpqa_diamond", gpqa_docs, gpqa_prompt, lambda doc, ev: gpqa_choices(doc, ev.seed)[1], grade_gpqa),
+    Task("gpqa_diamond", gpqa_docs, gpqa_prompt, lambda doc, ev: doc["letter"], grade_gpqa),
     *(Task(name, code_docs, lambda problem, ev: problem_prompt(problem), lambda problem, ev: problem.id, grade_code)
       for name in CODE_TASKS),
 ):

@@ -31,6 +31,15 @@ def require_vllm() -> None:
         raise ConfigError(INSTALL_HINT) from None
 
 
+def same_dtype_as_hf(dtype: str) -> str:
+    """`eval.vllm.dtype`; `auto` is the precision the HF backend uses on this device (bfloat16 on a GPU,
+    float32 on CPU), not vLLM's own auto (which loads a float32 checkpoint as bfloat16 on CPU)."""
+    if dtype != "auto":
+        return dtype
+    import torch
+    return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
 class VLLMEngine:
     batches_itself = True    # every context of a phase in one `generate` call: vLLM schedules them
     hf_model = None          # generation only: log-likelihood tasks need eval.backend=hf
@@ -42,9 +51,13 @@ class VLLMEngine:
             raise ConfigError(f"model_path={path}: a LoRA adapter; vLLM here takes a full model "
                               "(train with peft.merge_after_train=true and use merged_model/)")
         s = settings   # eval.vllm (reasoning_sft/schema.py: VllmConfig), its defaults in one place
+        self.dtype = same_dtype_as_hf(s.dtype)
+        if s.max_model_len is not None:   # a length past the model's config (Long1K: 40960), as its predict.sh allows
+            import os
+            os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
         self.llm = LLM(model=str(path), tensor_parallel_size=s.tensor_parallel_size, seed=seed,
                        gpu_memory_utilization=s.gpu_memory_utilization, max_model_len=s.max_model_len,
-                       dtype=s.dtype, enforce_eager=s.enforce_eager, **dict(s.engine_args or {}))
+                       dtype=self.dtype, enforce_eager=s.enforce_eager, **dict(s.engine_args or {}))
         self.tokenizer = tokenizer
 
     def _stops(self, stop_strings: list[str] | None) -> tuple[list[int], list[str]]:
@@ -60,15 +73,20 @@ class VLLMEngine:
 
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
                      sampling: dict | None = None) -> list[tuple[list[int], bool]]:
-        """Per context: the new token ids (without the end-of-turn token) and whether the turn ended."""
+        """Per context: the new token ids (without the end-of-turn token) and whether the turn ended,
+        decoded as `sampling` says (generation.decoding(); None: greedy)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        sampled = bool(sampling and sampling.get("do_sample"))
+
+        from reasoning_sft.evaluation.engines import GREEDY
+        d = {**GREEDY, **(sampling or {})}
+        sampled = d["temperature"] > 0
         stop_ids, stop = self._stops(stop_strings)
         params = SamplingParams(max_tokens=max_new_tokens, stop=stop or None, stop_token_ids=stop_ids,
                                 include_stop_str_in_output=True, skip_special_tokens=False,
-                                temperature=sampling.get("temperature", 1.0) if sampled else 0.0,
-                                top_p=sampling.get("top_p", 1.0) if sampled else 1.0)
+                                temperature=d["temperature"] if sampled else 0.0, top_p=d["top_p"] if sampled else 1.0,
+                                top_k=(d["top_k"] or 0) if sampled else 0, repetition_penalty=d["repetition_penalty"],
+                                min_tokens=d["min_tokens"])
         # no per-request seed: the engine's (LLM(seed=...)) makes a run reproducible, while a seed per
         # request would give every repeat of a prompt (samples_per_problem) the same sample
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=c) for c in contexts], params, use_tqdm=False)

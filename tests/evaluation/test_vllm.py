@@ -27,7 +27,10 @@ if importlib.util.find_spec("vllm") is None:
                 "CUDA build on a GPU machine; CI does)", allow_module_level=True)
 
 pytestmark = pytest.mark.vllm
-ENGINE = {"dtype": "float32", "enforce_eager": True}    # float32: greedy equality with HF is exact
+ENGINE = {"enforce_eager": True}   # dtype auto: the HF backend's precision here (float32), so greedy equality is exact
+# Qwen2.5-*-Instruct's generation_config.json sampling keys: written into the model dir vLLM and HF load, they
+# must change nothing (decoding is eval's alone)
+VENDOR_GENERATION = {"repetition_penalty": 1.05, "top_k": 20, "top_p": 0.8, "temperature": 0.7, "do_sample": True}
 
 
 def varied_tiny_model(tokenizer):
@@ -47,12 +50,18 @@ def model_dir(tiny_tokenizer, tmp_path_factory):
     path = tmp_path_factory.mktemp("vllm") / "model"
     varied_tiny_model(tiny_tokenizer).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
+    config = json.loads((path / "generation_config.json").read_text())
+    (path / "generation_config.json").write_text(json.dumps({**config, **VENDOR_GENERATION}))
     return path
 
 
 @pytest.fixture(scope="module")
-def hf_model(tiny_tokenizer):
-    return varied_tiny_model(tiny_tokenizer)
+def hf_model(model_dir, tiny_tokenizer):
+    """The saved model as the evaluate stage loads it: its generation_config.json carries the vendor keys."""
+    from reasoning_sft.training.models import load_saved_model
+    model = load_saved_model(model_dir, "model_path")[0].eval()
+    assert model.generation_config.repetition_penalty == 1.05
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +103,25 @@ def test_budget_forcing_equals_hf_token_for_token(engine, hf_model, tiny_tokeniz
     assert any(o.capped for o in hf) and any(o.waits == 1 for o in hf)
 
 
+def test_defaults_decode_as_eval_says_on_both_backends_whatever_the_checkpoint_ships(engine, hf_model, tiny_tokenizer,
+                                                                                  prompts):
+    """A model dir with Qwen2.5-Instruct's five sampling keys: with eval's defaults (greedy, penalty 1.0,
+    dtype auto) both backends generate what a neutral greedy decoder does; HF's own `generate`, left to
+    the checkpoint, does not (so the keys would matter)."""
+    contexts = tiny_tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    ours = HFEngine(hf_model, tiny_tokenizer).generate_ids(contexts, 60)
+    assert engine.dtype == "float32" and engine.generate_ids(contexts, 60) == ours
+    inherited = []
+    for ids in contexts:   # transformers alone: greedy asked, the checkpoint's penalty still applied
+        out = hf_model.generate(torch.tensor([ids]), max_new_tokens=60, do_sample=False,
+                                pad_token_id=tiny_tokenizer.pad_token_id)[0, len(ids):].tolist()
+        inherited.append(out)
+    assert sum(a[:len(b)] != b[:len(a)] for a, b in zip(inherited, (o for o, _ in ours))) >= len(contexts) // 2
+
+
 def test_sampled_repeats_of_one_prompt_differ(engine, tiny_tokenizer, prompts):
     contexts = tiny_tokenizer(prompts[:1], add_special_tokens=False)["input_ids"] * 4
-    sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0}
+    sampling = {"temperature": 1.0, "top_p": 1.0}
     first = engine.generate_ids(contexts, 24, sampling=sampling)
     assert len({tuple(ids) for ids, _ in first}) > 1      # four samples of one prompt, not one sample four times
 
@@ -113,7 +138,7 @@ def test_evaluate_stage_on_vllm_through_lm_eval_equals_hf_and_regrades(model_dir
          "eval.tasks=[math500]", f"eval.data_dir={data}", "eval.max_new_tokens=48",
          "eval.budget_forcing.enabled=true", "eval.budget_forcing.max_thinking_tokens=32",
          "eval.budget_forcing.num_wait=1", "eval.budget_forcing.max_answer_tokens=8",
-         "eval.backend=vllm", "eval.vllm.dtype=float32", "eval.vllm.enforce_eager=true",
+         "eval.backend=vllm", "eval.vllm.enforce_eager=true",
          "logger=none", f"hydra.run.dir={tmp_path}/run"],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -125,6 +150,10 @@ def test_evaluate_stage_on_vllm_through_lm_eval_equals_hf_and_regrades(model_dir
         [(o.text, o.thinking_tokens, o.waits, o.capped, o.forced_ids) for o in hf]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["eval"]["math500"]["lm_eval_agreement"] == "equal"
+    decoding = summary["eval"]["math500"]["decoding"]   # what decoded them, the precision included
+    assert (decoding["backend"], decoding["dtype"], decoding["temperature"], decoding["top_k"],
+            decoding["repetition_penalty"], decoding["max_new_tokens"]) == ("vllm", "float32", 0.0, None, 1.0, 48)
+    assert rows[0]["decoding"] == decoding and summary["eval"]["math500"]["max_thinking_tokens"] == 32
     proc = subprocess.run([sys.executable, "-m", "reasoning_sft.grade", f"input={tmp_path}/run/eval_samples.jsonl",
                            f"hydra.run.dir={tmp_path}/graded"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
