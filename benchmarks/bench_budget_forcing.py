@@ -13,7 +13,6 @@ here) runs float32 and eager, every prompt in one call per phase, as `eval.backe
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 
@@ -61,7 +60,6 @@ def main() -> None:
         engine, batch = HFEngine(model, tok), args.batch_size
         if backend == "vllm":
             from reasoning_sft.evaluation.vllm_engine import VLLMEngine
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             saved = tempfile.mkdtemp(prefix="bench_vllm_")
             model.save_pretrained(saved)
             tok.save_pretrained(saved)

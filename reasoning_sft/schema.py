@@ -208,7 +208,10 @@ class VllmConfig:
     """vllm.LLM(...) settings when eval.backend=vllm (make install-vllm: the CUDA build on a GPU machine,
     the CPU build elsewhere)."""
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = 0.9  # a GPU's share vLLM takes (on CPU it would be the machine's RAM: see kv_cache_gb)
+    # the KV cache, GiB; null: on a GPU vLLM's own (gpu_memory_utilization), on CPU what eval.batch_size sequences
+    # of the model's full length need (vLLM's CPU default reserves 0.9 of the RAM and refuses a busy machine)
+    kv_cache_gb: Optional[float] = None
     max_model_len: Optional[int] = None
     dtype: str = "auto"                  # auto: what the HF backend uses here (bfloat16 on a GPU, float32 on CPU)
     enforce_eager: bool = False          # true: no CUDA graphs / torch.compile (faster start; CPU tests)
@@ -295,6 +298,8 @@ class EvalConfig:
                "a number in (0, 1]", self.vllm.gpu_memory_utilization)
         _check(errs, self.vllm.tensor_parallel_size >= 1, f"{key}.vllm.tensor_parallel_size", "an integer >= 1",
                self.vllm.tensor_parallel_size)
+        _check(errs, self.vllm.kv_cache_gb is None or self.vllm.kv_cache_gb > 0, f"{key}.vllm.kv_cache_gb",
+               "null or a positive number (GiB)", self.vllm.kv_cache_gb)
         self.code.check(f"{key}.code", errs)
         _check(errs, self.grading.timeout_seconds >= 1, f"{key}.grading.timeout_seconds", "an integer >= 1",
                self.grading.timeout_seconds)

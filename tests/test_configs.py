@@ -236,8 +236,8 @@ def test_a_config_mistake_is_answered_before_torch_or_transformers_load():
 
 
 @pytest.mark.parametrize("override,kind,known", [
-    ("eval.prompt=mine", "evaluation prompt", "trained, s1, skyt1, qwen_math, deepseek_qwen"),
-    ("eval.grading.profile=lenient", "grading profile", "strict, skythought, s1, long1k"),
+    ("eval.prompt=mine", "evaluation prompt", "trained, s1, skyt1, qwen_math, deepseek_qwen, skyt1_paper"),
+    ("eval.grading.profile=lenient", "grading profile", "strict, skythought, s1, long1k, qwen_math"),
     ("eval.backend=tgi", "generation backend", "hf, vllm"),
     ("trainer.launcher=mpirun", "launcher", "auto, deepspeed, torchrun, slurm"),
     ("data.format.thinking_style=o1", "thinking style", "s1, r1, skyt1"),

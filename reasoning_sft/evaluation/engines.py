@@ -25,17 +25,6 @@ class Engine(Protocol):
         """Per context: the new token ids (without the end-of-turn token) and whether the turn ended."""
 
 
-GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": None, "repetition_penalty": 1.0, "min_tokens": 0}
-
-
-def decoding(temperature: float = 0.0, top_p: float = 1.0, top_k: int | None = None, repetition_penalty: float = 1.0,
-             min_tokens: int = 0) -> dict:
-    """The decoding settings both backends apply (eval.temperature, top_p, top_k, repetition_penalty,
-    min_tokens): the papers' vLLM `SamplingParams`, whose defaults these are (top_k null: off)."""
-    return {"temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
-            "min_tokens": min_tokens}
-
-
 @dataclass(frozen=True)
 class Backend:
     name: str
@@ -51,7 +40,7 @@ def _hf(model, tokenizer, ev, seed) -> Engine:
 
 def _vllm(path, tokenizer, ev, seed) -> Engine:
     from reasoning_sft.evaluation.vllm_engine import VLLMEngine
-    return VLLMEngine(path, tokenizer, ev.vllm, seed if ev.seed is None else ev.seed)
+    return VLLMEngine(path, tokenizer, ev.vllm, seed if ev.seed is None else ev.seed, sequences=ev.batch_size)
 
 
 def _require_vllm() -> None:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from reasoning_sft.data.styles import get_style
 from reasoning_sft.errors import DataError
-from reasoning_sft.evaluation.engines import decoding
+from reasoning_sft.evaluation.decoding import decoding
 from reasoning_sft.evaluation.grading import OUTCOMES, Grade, answer_section
 from reasoning_sft.evaluation.metrics import sampled_summary
 from reasoning_sft.evaluation.profiles import judge_from

@@ -3,7 +3,7 @@
 (reasoning_sft.evaluation.vllm_engine) on vLLM's engine. Both satisfy `engines.Engine`, so plain
 generation (`generate`) and s1's budget forcing (budget_forcing.py) never ask which one they hold.
 
-Decoding is what `eval` says and nothing else: engines.decoding() is the settings both engines apply
+Decoding is what `eval` says and nothing else: decoding.decoding() is the settings both engines apply
 (temperature 0: greedy). A checkpoint's generation_config.json (Qwen2.5-*-Instruct ship repetition
 penalty 1.05, top_k 20, top_p 0.8, temperature 0.7) is never inherited: HF `generate` would fill every
 setting left at its default from it; only the model's end-of-turn and padding ids count.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig, LogitsProcessorList, MinNewTokensLengthLogitsProcessor
 
-from reasoning_sft.evaluation.engines import GREEDY
+from reasoning_sft.evaluation.decoding import GREEDY
 
 class HFEngine:
     """A loaded transformers model as a generation engine (`eval.backend=hf`)."""

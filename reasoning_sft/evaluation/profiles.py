@@ -413,7 +413,7 @@ def strict_letter(response, gold, style, question, truncated, judge) -> Grade:
 # --- the Qwen2.5-Math harness (the Sky-T1 paper's tables): qwen_math/ ------------------------------
 
 def _qwen_math():
-    from reasoning_sft.evaluation import qwen_math
+    import reasoning_sft.evaluation.qwen_math as qwen_math   # imported when the profile is used
     return qwen_math
 
 

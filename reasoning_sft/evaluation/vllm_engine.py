@@ -40,11 +40,38 @@ def same_dtype_as_hf(dtype: str) -> str:
     return "bfloat16" if torch.cuda.is_available() else "float32"
 
 
+def kv_cache_bytes(path: str | Path, settings: VllmConfig, dtype: str, sequences: int) -> int | None:
+    """The KV cache to give vLLM (engine arg kv_cache_memory_bytes), None to leave it vLLM's: `kv_cache_gb`
+    when set; on CPU, unless VLLM_CPU_KVCACHE_SPACE or engine_args say, what `sequences` sequences of the
+    model's full length take (its config.json: layers x KV heads x head size x 2 x the dtype's bytes),
+    for vLLM's CPU default reserves 0.9 of the machine's RAM and refuses to start on a busy one."""
+    import json
+    import os
+
+    import torch
+    if settings.kv_cache_gb is not None:
+        return int(settings.kv_cache_gb * (1 << 30))
+    if torch.cuda.is_available() or os.environ.get("VLLM_CPU_KVCACHE_SPACE") or \
+            "kv_cache_memory_bytes" in (settings.engine_args or {}):
+        return None
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return None
+    c = json.loads(config_file.read_text())
+    heads = c.get("num_attention_heads", 1)
+    head_dim = c.get("head_dim") or c.get("hidden_size", 0) // heads
+    per_token = 2 * c.get("num_hidden_layers", 1) * c.get("num_key_value_heads", heads) * head_dim * \
+        (4 if dtype == "float32" else 2)
+    length = settings.max_model_len or c.get("max_position_embeddings", 4096)
+    return max(per_token * length * max(sequences, 1), 64 << 20)
+
+
 class VLLMEngine:
     batches_itself = True    # every context of a phase in one `generate` call: vLLM schedules them
     hf_model = None          # generation only: log-likelihood tasks need eval.backend=hf
 
-    def __init__(self, path: str | Path, tokenizer, settings: VllmConfig = VllmConfig(), seed: int = 0):
+    def __init__(self, path: str | Path, tokenizer, settings: VllmConfig = VllmConfig(), seed: int = 0,
+                 sequences: int = 8):
         require_vllm()
         from vllm import LLM
         if (Path(path) / "adapter_config.json").exists():
@@ -55,9 +82,11 @@ class VLLMEngine:
         if s.max_model_len is not None:   # a length past the model's config (Long1K: 40960), as its predict.sh allows
             import os
             os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+        cache = kv_cache_bytes(path, s, self.dtype, sequences)
         self.llm = LLM(model=str(path), tensor_parallel_size=s.tensor_parallel_size, seed=seed,
                        gpu_memory_utilization=s.gpu_memory_utilization, max_model_len=s.max_model_len,
-                       dtype=self.dtype, enforce_eager=s.enforce_eager, **dict(s.engine_args or {}))
+                       dtype=self.dtype, enforce_eager=s.enforce_eager,
+                       **({"kv_cache_memory_bytes": cache} if cache else {}), **dict(s.engine_args or {}))
         self.tokenizer = tokenizer
 
     def _stops(self, stop_strings: list[str] | None) -> tuple[list[int], list[str]]:
@@ -74,11 +103,11 @@ class VLLMEngine:
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
                      sampling: dict | None = None) -> list[tuple[list[int], bool]]:
         """Per context: the new token ids (without the end-of-turn token) and whether the turn ended,
-        decoded as `sampling` says (generation.decoding(); None: greedy)."""
+        decoded as `sampling` says (decoding.decoding(); None: greedy)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from reasoning_sft.evaluation.engines import GREEDY
+        from reasoning_sft.evaluation.decoding import GREEDY
         d = {**GREEDY, **(sampling or {})}
         sampled = d["temperature"] > 0
         stop_ids, stop = self._stops(stop_strings)

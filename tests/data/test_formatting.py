@@ -117,7 +117,8 @@ def test_unknown_evaluation_prompt_is_a_config_error(make_cfg):
     from reasoning_sft.config import validate_eval_config
     from reasoning_sft.errors import ConfigError
     from reasoning_sft.evaluation.prompts import eval_prompt
-    line = r"^eval.prompt='mine': not a known evaluation prompt \(known: trained, s1, skyt1, qwen_math, deepseek_qwen\)$"
+    line = (r"^eval.prompt='mine': not a known evaluation prompt \(known: trained, s1, skyt1, qwen_math, deepseek_qwen, "
+            r"skyt1_paper\)$")
     with pytest.raises(ConfigError, match=line):
         validate_eval_config(make_cfg(["eval=synthetic", "eval.prompt=mine"], config_name="evaluate"))
     with pytest.raises(ConfigError, match=line):

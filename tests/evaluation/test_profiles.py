@@ -82,7 +82,7 @@ def test_grade_stage_runs_each_profile_as_written(tmp_path, profile, accuracy, l
     assert proc.stdout.count("no judge endpoint") == (1 if line else 0), proc.stdout
     bad = _grade(f"input={path}", "profile=lenient", f"hydra.run.dir={tmp_path}/bad")
     assert bad.returncode == 2 and "profile='lenient': not a known grading profile (known: strict, skythought, s1, " \
-                                   "long1k)" in bad.stderr
+                                   "long1k, qwen_math)" in bad.stderr
 
 
 def test_s1_judge_is_asked_with_the_released_prompt_and_its_reply_decides(chat_endpoint):
