@@ -4,8 +4,8 @@ runs `math_eval.py --prompt_type Sky-T1 --seed 0 --temperature 0 --n_sampling 1`
 
 A response is read as the harness reads it (`run_execute` for a non-program prompt type): the answer
 `extract_answer` finds (the last `boxed`, "he answer is", "final answer is", else the last number), then
-`strip_string` (parser.py, verbatim). The gold answer is `strip_string` twice, as the harness's
-generation and its `evaluate` each apply it. Equality is the harness's `math_equal` (grader.py,
+`strip_string` (vendor/parser.py, verbatim). The gold answer is `strip_string` twice, as the harness's
+generation and its `evaluate` each apply it. Equality is the harness's `math_equal` (vendor/grader.py,
 verbatim), run as the harness runs it: in a process of its own (worker.py), 3 seconds a comparison
 (a comparison that overruns is not equal and is counted as `timeout`), with sympy's LaTeX parser on
 antlr 4.11, installed by `make install` beside the venv (Hydra's antlr 4.9 cannot parse with it).
@@ -81,7 +81,7 @@ def _equal(pred: str, gt: str) -> bool | None:
 
 def extract(response: str, data_name: str = "math500") -> str | None:
     """The harness's prediction for a response (`run_execute`): None for an empty one."""
-    from reasoning_sft.evaluation.qwen_math.parser import STRIP_EXCEPTIONS, extract_answer, strip_string
+    from reasoning_sft.evaluation.qwen_math.vendor.parser import STRIP_EXCEPTIONS, extract_answer, strip_string
     if not response or response == "error":
         return None
     return strip_string(extract_answer(response, data_name), skip_unit=data_name in STRIP_EXCEPTIONS)
@@ -89,7 +89,7 @@ def extract(response: str, data_name: str = "math500") -> str | None:
 
 def gold(answer: str, data_name: str = "math500") -> str:
     """The gold answer as the harness compares it: `strip_string` at generation and again at evaluation."""
-    from reasoning_sft.evaluation.qwen_math.parser import STRIP_EXCEPTIONS, strip_string
+    from reasoning_sft.evaluation.qwen_math.vendor.parser import STRIP_EXCEPTIONS, strip_string
     if data_name in STRIP_EXCEPTIONS:
         return answer
     return strip_string(strip_string(answer))

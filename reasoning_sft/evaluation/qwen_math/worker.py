@@ -11,7 +11,7 @@ from pathlib import Path
 
 def main() -> None:
     sys.path.insert(0, sys.argv[1])
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parent / "vendor"))
     import antlr4
     assert antlr4.__file__.startswith(sys.argv[1]), antlr4.__file__   # the 4.11 runtime, not the venv's
     from grader import math_equal
