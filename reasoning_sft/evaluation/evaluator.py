@@ -136,11 +136,10 @@ class Evaluator:
         """`eval.samples_per_problem` generations per rendered prompt (problem-major), plain or
         budget-forced (`eval.budget_forcing.enabled`), greedy or sampled (`eval.temperature`, `eval.top_p`),
         with a progress bar on stderr (responses done / total, generated tokens per second)."""
+        import torch
         from tqdm.auto import tqdm
 
         from reasoning_sft.evaluation.budget_forcing import generate_with_budget, thinking_cap
-        import torch
-
         from reasoning_sft.evaluation.generation import generate
         ev, engine = self.config, self.engine
         n = ev.samples_per_problem if repeats is None else repeats
@@ -175,7 +174,7 @@ class Evaluator:
         """What decoded every response: eval's settings (never a checkpoint's), the seed, the budget, the
         backend and the precision its weights were loaded in."""
         return {**self.decoding, "seed": self.sampling_seed, "max_new_tokens": self.config.max_new_tokens,
-                "backend": self.config.backend, "dtype": getattr(self.engine, "dtype", None)}
+                "backend": self.config.backend, "dtype": self.engine.dtype if self.engine is not None else None}
 
     def grade(self, name: str, index: int, generation: str) -> Grade:
         """Problem `index` of task `name` graded once: lm-eval's `process_results` and the rows share it."""
