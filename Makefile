@@ -1,4 +1,4 @@
-# make test   -- build .venv (once), install pinned deps, run the suite (every behaviour; 14 min on a 2-core AMD EPYC)
+# make test   -- build .venv (once), install pinned deps, run the suite (every behaviour; 12-14 min on a 2-core AMD EPYC)
 # make test-slow -- the learning checks (the demo's level, the CPU studies), the heavier benchmark smoke tests,
 #                   the SLURM tests (a one-node cluster they start: root, apt-get), the whole released-output re-grades
 # make demo   -- train + evaluate a tiny model on synthetic long-CoT data (CPU, 15-30 min)

@@ -194,7 +194,9 @@ class Figure:
     line: tuple | None = None
 
 
-for _figure in (
+# Registered by the module under its own name: `python -m reasoning_sft.report` runs this file as __main__
+# too, which must not register a second copy (its entry point below hands over to the module).
+for _figure in () if __name__ == "__main__" else (
     Figure("sample_count", lambda done: _varies(done, "examples") and (_varies(done, "num_samples")
                                                                        or not _varies(done, "trace_tokens_mean")),
            ("examples", "training samples", True, False)),
@@ -395,4 +397,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reasoning_sft import report   # the module the figures registered in (registry.REPORT_FIGURES)
+    sys.exit(report.main())

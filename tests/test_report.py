@@ -61,6 +61,11 @@ def test_tiny_sweep_runs_every_job_records_failures_and_reports(tmp_path):
         run = read_offline_run(find_offline_run_file(job))["run"]
         assert run["group"] == "tiny_study" and "data.num_samples=" in run["name"]
 
+    # as users run it: `python -m reasoning_sft.report <sweep dir>` (the file runs as __main__ and hands
+    # over to the module its figures registered in)
+    cli = subprocess.run([sys.executable, "-m", "reasoning_sft.report", str(sweep)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert cli.returncode == 0 and "report.md" in cli.stdout + cli.stderr, cli.stderr[-2000:]
     assert report_main([str(sweep)]) == 0
     out = sweep / "report"
     rows = list(csv.DictReader(open(out / "report.csv")))
