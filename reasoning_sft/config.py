@@ -1,7 +1,7 @@
 """Config checks run before anything is built (run dirs: rundir.py; the command line: cli.py).
 
-Parse, don't validate: each `validate_*` returns the run's groups typed (`RunGroups`: schema.py's
-dataclasses, read-only), and the stage hands each wing only its own group. Every error names the config
+Parse, don't validate: each `validate_*` returns the run's groups typed (`RunGroups`, frozen, holding
+schema.py's dataclasses), and the stage hands each wing only its own group. Every error names the config
 key and what was expected, and every error of a config is collected and reported in one message
 (torchtune's `config._validate`), before any run dir exists. `_target_` nodes are checked against the
 signature of the function or class they name, and the ablation's transforms are built (each checks its
@@ -21,6 +21,7 @@ from reasoning_sft.errors import ConfigError
 from reasoning_sft.registry import ARCHITECTURES
 from reasoning_sft.schema import (DataConfig, DeepSpeedConfig, Errors, EvalConfig, LoggerConfig, ModelConfig, PeftConfig,
                                   ReportConfig, TrainerConfig, _check, raise_errors, typed)
+
 
 @dataclass(frozen=True)
 class RunGroups:
