@@ -59,12 +59,24 @@ def read_input(g: GradeConfig, task) -> list[tuple[str, dict, str, object]]:
         gold = task.gold(row, where, g.fields.gold, g.code)
         if not task.code and g.fields.verdict and g.fields.verdict not in row:
             raise DataError(f"{where}: no field {g.fields.verdict!r} (fields.verdict); the row has {sorted(row)}")
+        response = one_sample(response, where, "the response field")
         if not isinstance(response, str):
             raise DataError(f"{where}: the response field holds {type(response).__name__}, expected text")
         out.append((where, row, response, gold))
     if not out:
         raise DataError(f"{g.input}: no rows to grade")
     return out
+
+
+def one_sample(value, where: str, what: str):
+    """A harness's one-sample list (the Qwen2.5-Math harness writes `code: [text]`, `score: [bool]`) as
+    its value; a longer list is one row per sample's business, said with the row."""
+    from reasoning_sft.errors import DataError
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise DataError(f"{where}: {what} holds {len(value)} values: grade one response per row")
+        return value[0]
+    return value
 
 
 def problem_key(g: GradeConfig, task, row: dict, index: int):
@@ -102,7 +114,7 @@ def summarize(g: GradeConfig, task, rows: list[dict]) -> dict:
 
 
 def agreement(column: str, rows: list[dict], wheres: list[str]) -> dict:
-    theirs = [bool(r[column]) for r in rows]
+    theirs = [bool(one_sample(r[column], w, f"fields.verdict={column}")) for r, w in zip(rows, wheres)]
     differ = [w for w, r, t in zip(wheres, rows, theirs) if r["correct"] != t]
     return {"column": column, "agree": 1 - len(differ) / len(rows), "differ": len(differ),
             "we_credit_they_do_not": sum(r["correct"] and not t for r, t in zip(rows, theirs)),

@@ -68,12 +68,13 @@ def test_the_harness_quirks_are_kept():
     assert grade_math_profile("", "4", None, "qwen_math").outcome == "no_answer"
 
 
-def test_the_grade_stage_takes_profile_qwen_math(tmp_path):
+def test_the_grade_stage_takes_profile_qwen_math_on_the_released_rows_as_written(tmp_path):
+    """Rows as the harness writes them (`code: [text]`, `score: [bool]`, `gt`), graded by the grade stage."""
     rows = _released(("amc23",))[:40]
     path = tmp_path / "released.jsonl"
-    path.write_text("".join(json.dumps({"response": r["generation"], "gt": r["gt"], "score": r["score"]}) + "\n"
-                            for r in rows))
-    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.grade", f"input={path}", "fields.response=response",
+    path.write_text("".join(json.dumps({"idx": r["idx"], "gt": r["gt"], "code": [r["generation"]], "pred": [r["pred"]],
+                                        "score": [r["score"]]}) + "\n" for r in rows))
+    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.grade", f"input={path}", "fields.response=code",
                            "fields.gold=gt", "fields.verdict=score", "profile=qwen_math",
                            f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
