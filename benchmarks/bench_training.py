@@ -5,7 +5,7 @@
 
 Same tiny Qwen2 (hidden 128, 2 layers, 4 heads / 2 KV heads, fp32), same initial weights, same data:
 the first --samples bundled R1 traces, tokenized once (4k byte-level BPE trained on them, R1 format,
-truncated at 4,096 tokens), one epoch each, AdamW, on every core of this machine. Reported:
+truncated at --max-length tokens, 4,096), one epoch each, AdamW, on every core of this machine. Reported:
 real (non-pad) tokens per second, the fraction of computed tokens that are real, and ours / each peer.
 Ours: transformers.Trainer + reasoning_sft.training.packing (best-fit rows, one flat row per micro batch,
 per-sample causal SDPA). TRL pad-to-longest: batch of --batch samples padded to the longest.
@@ -61,12 +61,12 @@ def run_ours(model, examples, tokenizer, out: Path, pack_length: int):
     return time.perf_counter() - t0, collator, f"{stats['bins']} rows of <= {pack_length} tokens"
 
 
-def run_trl(model, examples, tokenizer, out: Path, batch: int, padding_free: bool):
+def run_trl(model, examples, tokenizer, out: Path, batch: int, padding_free: bool, max_length: int):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
     data = Dataset.from_dict({"input_ids": [e["input_ids"] for e in examples]})
-    # inputs are already truncated at 4,096 (TRL refuses max_length with padding_free and no packing)
-    args = SFTConfig(**common_args(out, batch), max_length=None if padding_free else 4096,
+    # inputs are already truncated at max_length (TRL refuses max_length with padding_free and no packing)
+    args = SFTConfig(**common_args(out, batch), max_length=None if padding_free else max_length,
                      padding_free=padding_free, packing=False,
                      remove_unused_columns=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=48)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--pack-length", type=int, default=16384)
+    ap.add_argument("--max-length", type=int, default=4096, help="traces truncated at this many tokens")
     ap.add_argument("--only", choices=["ours", "pad", "padding_free"], default=None)
     args = ap.parse_args()
 
@@ -91,7 +92,7 @@ def main() -> None:
 
     tokenizer = train_tiny_tokenizer(vocab_size=4096, corpus_files=[str(R1)])
     records = list(load_r1(str(R1)))[: args.samples]
-    examples, _ = tokenize_records(records, tokenizer, THINKING_STYLES["r1"], 4096, "truncate")
+    examples, _ = tokenize_records(records, tokenizer, THINKING_STYLES["r1"], args.max_length, "truncate")
     real_tokens = sum(len(e["input_ids"]) for e in examples)
     print(f"{len(examples)} R1 traces, {real_tokens:,} tokens (mean {real_tokens / len(examples):,.0f}), "
           f"vocab {len(tokenizer)}, torch threads {torch.get_num_threads()}")
@@ -102,8 +103,10 @@ def main() -> None:
 
     runs = {"ours (packed, per-sample attention)": lambda out: run_ours(model(), examples, tokenizer, out,
                                                                          args.pack_length),
-            "TRL SFTTrainer pad-to-longest": lambda out: run_trl(model(), examples, tokenizer, out, args.batch, False),
-            "TRL SFTTrainer padding_free": lambda out: run_trl(model(), examples, tokenizer, out, args.batch, True)}
+            "TRL SFTTrainer pad-to-longest": lambda out: run_trl(model(), examples, tokenizer, out, args.batch, False,
+                                                                        args.max_length),
+            "TRL SFTTrainer padding_free": lambda out: run_trl(model(), examples, tokenizer, out, args.batch, True,
+                                                                      args.max_length)}
     if args.only:
         runs = {k: v for k, v in runs.items() if args.only in k.lower().replace(" ", "_").replace("-", "_")
                 or (args.only == "ours" and k.startswith("ours"))}

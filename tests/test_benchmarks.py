@@ -74,7 +74,8 @@ def test_bench_long_traces_fails_loudly_when_a_run_fails():
 @needs_r1
 @pytest.mark.benchmark
 def test_bench_training_smoke():
-    out = bench("benchmarks/bench_training.py", "--samples", "4", "--batch", "2", "--pack-length", "4096")
+    out = bench("benchmarks/bench_training.py", "--samples", "4", "--batch", "2", "--max-length", "512",
+                "--pack-length", "1024")
     assert re.search(rf"ours / TRL SFTTrainer pad-to-longest: {NUMBER}x", out), out
     assert re.search(rf"ours / TRL SFTTrainer padding_free: {NUMBER}x", out), out
 

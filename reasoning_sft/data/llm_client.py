@@ -6,6 +6,7 @@ endpoint's origin (the key never reaches another host). A reply without text con
 
 from __future__ import annotations
 
+import functools
 import os
 
 
@@ -25,12 +26,20 @@ def http_client(timeout_seconds: float = 120.0, retries: int = 2):
     return httpx.Client(timeout=timeout_seconds, follow_redirects=True, transport=httpx.HTTPTransport(retries=retries))
 
 
+@functools.lru_cache(maxsize=None)
+def shared_client(timeout_seconds: float, retries: int):
+    """One client per setting for the process: a client's TLS context costs about a second to build
+    (measured here: the CA bundle is read each time), so a classifier or ablation that asked 60 questions
+    spent a minute on clients alone; shared, its connections are reused too (httpx's Client is thread-safe)."""
+    return http_client(timeout_seconds, retries)
+
+
 def chat_completion(base_url: str, model: str, prompt: str, api_key_env: str = "OPENAI_API_KEY",
                     timeout_seconds: float = 120.0, retries: int = 2, system: str | None = None,
                     sampling: dict | None = None, client=None) -> str:
     """The reply text of a single-turn chat request to `{base_url}/chat/completions`: temperature 0
     unless `sampling` gives the request's own settings (temperature, top_p, max_tokens, seed). `client`:
-    an `http_client()` the caller keeps (its connections reused); None: one for this call."""
+    an `http_client()` the caller keeps; None: the process's `shared_client` for these settings."""
     import httpx
 
     key = os.environ.get(api_key_env)
@@ -39,13 +48,8 @@ def chat_completion(base_url: str, model: str, prompt: str, api_key_env: str = "
     body = {"model": model, "temperature": 0, **(sampling or {}), "messages": messages}
     url = base_url.rstrip("/") + "/chat/completions"
     try:
-        if client is not None:
-            response = client.post(url, json=body, headers=headers)
-            response.raise_for_status()
-        else:
-            with http_client(timeout_seconds, retries) as own:
-                response = own.post(url, json=body, headers=headers)
-                response.raise_for_status()
+        response = (client or shared_client(timeout_seconds, retries)).post(url, json=body, headers=headers)
+        response.raise_for_status()
     except httpx.HTTPError as e:
         raise EndpointError(f"{url}: {type(e).__name__}: {e}") from e
     try:

@@ -155,20 +155,23 @@ class SFTRecipe:
     def finish_preempted(self) -> dict:
         step = self.checkpointing.preempted_at
         name = self.checkpointing.signal_name or "SIGTERM"
-        requeue = name != "SIGTERM" and os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
-        if requeue:
+        on_slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+        notice = on_slurm and name != "SIGTERM"                  # submitit's notice before the time limit
+        requeued = on_slurm and name == "SIGTERM" and slurm_requeues_this_job()
+        if notice or requeued:
             print(f"{name}: checkpoint saved at step {step}; SLURM job requeued, it continues from there",
                   file=sys.stderr)
         else:
             print(f"{name}: checkpoint saved at step {step}; the same command continues from there "
                   f"(trainer.resume=unfinished, the default), in hydra.run.dir={self.run_dir}", file=sys.stderr)
         summary = self._preempted_summary(step)
-        if requeue:
-            # submitit's notice (not SLURM's own preemption, which requeues by itself): requeue as its
-            # handler would have, and end without a result, as it does, so the submitting command waits
-            # for the restarted job, which continues here (trainer.resume=unfinished)
-            from submitit import JobEnvironment
-            JobEnvironment()._requeue(0)
+        if notice or requeued:
+            # End without a result, as submitit's own handler does, so the submitting command keeps waiting
+            # for the restarted job, which continues here (trainer.resume=unfinished). After a notice we
+            # requeue as that handler would; a preemption SLURM requeues by itself.
+            if notice:
+                from submitit import JobEnvironment
+                JobEnvironment()._requeue(0)
             sys.exit(-1)
         return summary
 
@@ -331,3 +334,23 @@ def eval_model(trainer, g: RunGroups, run_dir: Path):
         raise ConfigError("eval.after_train=true with several processes needs trainer.save_final_model=true "
                           "(rank 0 evaluates the saved model)")
     return load_final_model(g, run_dir / "final_model")
+
+
+def slurm_requeues_this_job() -> bool:
+    """Whether the SIGTERM this SLURM job got is SLURM requeueing it (`scontrol requeue`, a preemption
+    under PreemptMode=REQUEUE) rather than ending it (`scancel`): by the time the signal arrives SLURM
+    has counted the restart, so the job's Restarts is one more than this attempt's SLURM_RESTART_COUNT
+    (measured on slurm 22.05: 1 vs 0 after `scontrol requeue`, 0 vs 0 after `scancel`)."""
+    import re
+    import subprocess
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False      # cannot tell: the job ends with its status, the same command continues it
+    restarts = re.search(r"\bRestarts=(\d+)", out)
+    return restarts is not None and int(restarts.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+

@@ -114,36 +114,56 @@ def test_the_documented_two_job_sweep_of_two_task_zero3_runs_on_slurm_and_report
     assert "2 runs: 2 finished" in text and "trainer.learning_rate=0.003" in text
 
 
-def test_a_signalled_job_checkpoints_is_requeued_and_ends_on_the_uninterrupted_losses(slurm, tmp_path):
-    """submitit's notice before the time limit (SIGUSR2 to every task, as `--signal=USR2@120`): every rank
-    checkpoints at the end of its step, the job is requeued, the restarted job continues from that
-    checkpoint; its per-step losses after it equal an uninterrupted run's."""
-    steps = ["trainer.max_steps=16", "trainer.save_steps=4"]
+def test_a_preempted_then_signalled_job_is_requeued_twice_the_sweep_waits_and_ends_on_the_uninterrupted_losses(
+        slurm, tmp_path):
+    """SLURM's own preemption first (`scontrol requeue`: SIGTERM to every task, then SLURM requeues the
+    job, as PreemptMode=REQUEUE does), then submitit's notice before the time limit to the restarted job
+    (SIGUSR2, as `--signal=USR2@120`). Each time every rank checkpoints at the end of its step and the job
+    ends without a result, so the submitting command keeps waiting; the restarted job continues from the
+    checkpoint; the command exits 0 with the job finished, its losses after each resume an uninterrupted
+    run's."""
+    steps = ["trainer.max_steps=32", "trainer.save_steps=4"]
     reference = subprocess.Popen([sys.executable, "-m", "reasoning_sft.train", *ZERO3, *steps,
                                   f"hydra.run.dir={tmp_path / 'reference'}"], cwd=ROOT, env=env_for(slurm),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sweep = tmp_path / "sweep"
     proc = submit(slurm, sweep, ZERO3 + steps)
     run_dir = sweep / "0"
-    wait_for(lambda: any((p / "complete.json").is_file() for p in (run_dir / "checkpoints").glob("checkpoint-*")),
-             "a complete checkpoint", proc)
+
+    def complete_past(step: int) -> bool:
+        return any(int(p.name.split("-")[1]) > step and (p / "complete.json").is_file()
+                   for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+
+    def preempted_at() -> int | None:
+        summary = run_dir / "summary.json"
+        if not summary.is_file():
+            return None
+        s = json.loads(summary.read_text())
+        return s["train"]["steps"] if s["status"] == "preempted" else None
+
+    wait_for(lambda: complete_past(0), "a complete checkpoint", proc)
     (job,) = job_ids(slurm)
+    subprocess.run(["scontrol", "requeue", job], env=env_for(slurm), check=True)
+    wait_for(lambda: preempted_at() is not None, "the preempted job's summary", proc)
+    first = preempted_at()
+    wait_for(lambda: complete_past(first), "a checkpoint of the restarted job", proc)
+    assert proc.poll() is None, "the sweep returned while SLURM was restarting its job"
     subprocess.run(["scancel", "--signal=USR2", job], env=env_for(slurm), check=True)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
+    assert "sweep: 1 of 1 jobs finished, 0 failed" in out, out[-3000:]
     ref_out, _ = reference.communicate(timeout=900)
     assert reference.returncode == 0, ref_out[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["train"]["steps"] == 16
-    resumed_from = summary["train"]["resumed_from"]
-    assert resumed_from is not None, "the requeued job started over"
-    stopped = int(resumed_from.rsplit("-", 1)[1])
-    assert 0 < stopped < 16
+    assert summary["status"] == "finished" and summary["train"]["steps"] == 32
+    second = int(summary["train"]["resumed_from"].rsplit("-", 1)[1])
+    assert 0 < first < second < 32, (first, second)
     err = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
-    assert "SIGUSR2: checkpoint saved at step" in err and "SLURM restarted job" in err
+    assert "SIGTERM: checkpoint saved at step" in err and "SIGUSR2: checkpoint saved at step" in err
+    assert err.count("SLURM job requeued, it continues from there") >= 2 and "(restart 2)" in err
     ref, got = losses(tmp_path / "reference"), losses(run_dir)
-    assert sorted(got) == list(range(1, 17))
-    for step in range(stopped + 1, 17):
+    assert sorted(got) == list(range(1, 33))       # every step once: the restarts continued, never started over
+    for step in range(first + 1, 33):
         assert got[step] == pytest.approx(ref[step], abs=1e-5), step
 
 
