@@ -2,6 +2,9 @@
 
 Every builder here is a `_target_` of a `conf/model/*.yaml` file. The tiny builders never touch the
 hub: the tokenizer is a byte-level BPE trained on the spot and the model is initialised from a config.
+torch, tokenizers and transformers are imported by the functions that use them: every stage imports this
+module to check its config's `_target_`s before any work, and importing them here cost each stage ~5 s
+(measured: 68% of `python -m reasoning_sft.plan experiment=s1k_qwen32b`).
 """
 
 from __future__ import annotations
@@ -11,21 +14,14 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from typing import TYPE_CHECKING
 
 from reasoning_sft.registry import ARCHITECTURES
 from reasoning_sft.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 # Qwen2-Instruct's chat template (tools left out). Qwen2.5 differs only in its default system text.
 QWEN_CHAT_TEMPLATE = (
@@ -70,6 +66,8 @@ def train_tiny_tokenizer(vocab_size: int = 512, corpus_files: list[str] | None =
     space before a number joins its first digit (" 64" -> " 6", "4"): shorter sequences, and a
     number's start is a distinctive token to copy from.
     """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"),
@@ -97,6 +95,7 @@ def train_tiny_tokenizer(vocab_size: int = 512, corpus_files: list[str] | None =
 
 def load_pretrained_tokenizer(name_or_path: str, trust_remote_code: bool = False,
                               revision: str | None = None) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
     config_file = Path(name_or_path) / "tokenizer_config.json"
     if config_file.is_file() and json.loads(config_file.read_text()).get("tokenizer_class") in (
             "TokenizersBackend", "PreTrainedTokenizerFast"):
@@ -132,8 +131,9 @@ def _hub_errors_named(name_or_path: str, what: str):
                           "HF_HUB_OFFLINE=1 once it is in the hub cache") from None
 
 
-ARCHITECTURES.add("qwen2", (Qwen2Config, Qwen2ForCausalLM))   # model.network.architecture of a tiny model
-ARCHITECTURES.add("llama", (LlamaConfig, LlamaForCausalLM))
+# model.network.architecture of a tiny model: transformers' config and model classes, by name
+ARCHITECTURES.add("qwen2", ("Qwen2Config", "Qwen2ForCausalLM"))
+ARCHITECTURES.add("llama", ("LlamaConfig", "LlamaForCausalLM"))
 
 
 def build_tiny_model(tokenizer: PreTrainedTokenizerBase, architecture: str = "qwen2",
@@ -141,9 +141,13 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerBase, architecture: str = "qw
                      num_attention_heads: int = 4, num_key_value_heads: int = 2,
                      intermediate_size: int = 384, max_position_embeddings: int = 4096,
                      tie_word_embeddings: bool = True, attn_implementation: str = "sdpa",
-                     dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
-    """A randomly initialised Qwen2 or Llama model sized for CPU tests and the demo."""
-    config_cls, model_cls = ARCHITECTURES.get(architecture)   # the config checked the name before any run dir
+                     dtype: torch.dtype | None = None, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised Qwen2 or Llama model sized for CPU tests and the demo (float32 unless
+    `dtype` says otherwise)."""
+    import torch
+    import transformers
+    # the config checked the name before any run dir
+    config_cls, model_cls = (getattr(transformers, name) for name in ARCHITECTURES.get(architecture))
     vocab = len(tokenizer)
     config = config_cls(
         vocab_size=(vocab + 63) // 64 * 64,
@@ -160,18 +164,21 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerBase, architecture: str = "qw
     )
     config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
-    return model_cls(config).to(dtype)
+    return model_cls(config).to(dtype or torch.float32)
 
 
 def load_pretrained_model(tokenizer: PreTrainedTokenizerBase, name_or_path: str,
                           attn_implementation: str = "sdpa", trust_remote_code: bool = False,
-                          revision: str | None = None, dtype: torch.dtype = torch.bfloat16,
+                          revision: str | None = None, dtype: torch.dtype | None = None,
                           seed: int = 0) -> torch.nn.Module:
-    """A hub name or a local directory (e.g. a run dir's `final_model`)."""
+    """A hub name or a local directory (e.g. a run dir's `final_model`), in bfloat16 unless `dtype` says
+    otherwise."""
+    import torch
+    from transformers import AutoModelForCausalLM
     del seed  # weights come from the checkpoint
     with _hub_errors_named(name_or_path, "model"):
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=dtype, attn_implementation=attn_implementation,
+            name_or_path, dtype=dtype or torch.bfloat16, attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code, revision=revision,
         )
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
@@ -190,6 +197,7 @@ def load_saved_model(path: str | Path, key: str, dtype: torch.dtype | None = Non
     train (save-and-verify, evaluation under ZeRO-3), evaluate and curate use. An adapter goes on
     `adapter_base` when given (a tiny base rebuilt from its seed), else on the base its config names;
     it is merged unless `merge_adapter` is False. `key` names the setting the path came from."""
+    import torch
     from transformers.integrations import unset_hf_deepspeed_config
     unset_hf_deepspeed_config()        # else from_pretrained would partition it again under ZeRO-3
     path = Path(path)
