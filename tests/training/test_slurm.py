@@ -185,10 +185,14 @@ def test_a_job_killed_outright_is_continued_by_the_same_command(slurm, tmp_path)
     again = submit(slurm, sweep, ZERO3 + ["trainer.max_steps=400", "trainer.save_steps=2"])
     wait_for(lambda: any(int(p.name.split("-")[1]) > last for p in (run_dir / "checkpoints").glob("checkpoint-*")
                          if (p / "complete.json").is_file()), "a checkpoint past the killed one", again)
-    for j in job_ids(slurm):
-        subprocess.run(["scancel", j], env=env_for(slurm))
-        wait_gone(slurm, j)
-    stop(again)
+    # The user's `scancel` (SIGTERM, no requeue to follow): the job checkpoints and ends `preempted`, and
+    # the sweep command with it, naming the status, rather than waiting for a restart that never comes.
+    (job,) = job_ids(slurm)
+    subprocess.run(["scancel", job], env=env_for(slurm), check=True)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 1 and "sweep: 0 of 1 jobs finished, 1 failed" in out, out[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "preempted"
     err = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
+    assert "SIGTERM: checkpoint saved at step" in err and "the same command continues from there" in err
     assert f"{run_dir} holds an unfinished run (" in err
     assert f"resuming from {run_dir}/checkpoints/checkpoint-{last} " in err
