@@ -137,7 +137,7 @@ def test_evaluate_stage_on_vllm_through_lm_eval_equals_hf_and_regrades(model_dir
     # sizes its cache from the model instead and starts (issue 37: it refused with 20 of 24 GB free)
     import psutil
     memory = psutil.virtual_memory()
-    ballast = bytearray(max(0, int(memory.available - 0.8 * memory.total)))
+    ballast = bytearray(max(0, int(memory.available - 0.7 * memory.total)))   # 30% left: CI runs other work beside
     ballast[::4096] = b"x" * len(ballast[::4096])   # touched: really resident
     env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
     proc = subprocess.run(
