@@ -42,7 +42,7 @@ munged -f --key-file="$dir/munge.key" --socket="$dir/munge.socket.2" --pid-file=
     --log-file="$dir/log/munged.log" --seed-file="$dir/munge.seed" 2>/dev/null || true
 
 host=$(hostname -s)
-cpus=$(nproc)
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)   # nproc alone obeys OMP_NUM_THREADS (the test lanes set 1)
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
 cat > "$dir/slurm.conf" <<EOF
 ClusterName=rsft
