@@ -52,7 +52,7 @@ test: install
 
 # Two lanes at once, each process on one thread: the demo's training (its four epochs, ~55 min on one core
 # of a 2-core EPYC: the longest single run of the suite) with the benchmark smokes and the whole re-grades on
-# one (its lines prefixed "demo|"); the CPU studies and the SLURM tests on the other, at a lower priority
+# one (its lines prefixed "demo|"); the CPU studies and the SLURM tests on the other, at a lower priority (nice 5)
 # so that the demo lane, and whatever runs beside (CI runs `make test` at the same time), go first. Two
 # one-thread trainings share 2 cores 1.2x faster than one on both (200 demo steps: 70 s alone on 2 threads,
 # 114 s each side by side, the same losses to the last digit).
@@ -62,7 +62,7 @@ test-slow: SHELL := /bin/bash
 test-slow: install
 	set -o pipefail; \
 	( OMP_NUM_THREADS=1 $(PY) -m pytest $(SLOW_LANE) -m "$(SLOW)" 2>&1 | sed -u 's/^/demo| /' ) & lane=$$!; \
-	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m pytest tests -m "$(SLOW)" $(SLOW_LANE:%=--ignore=%); rest=$$?; \
+	OMP_NUM_THREADS=1 nice -n 5 $(PY) -m pytest tests -m "$(SLOW)" $(SLOW_LANE:%=--ignore=%); rest=$$?; \
 	wait $$lane; demo=$$?; echo "test-slow: demo lane exit $$demo, other lane exit $$rest"; \
 	test $$rest -eq 0 && test $$demo -eq 0
 
