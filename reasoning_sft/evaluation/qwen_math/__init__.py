@@ -7,7 +7,7 @@ A response is read as the harness reads it (`run_execute` for a non-program prom
 `strip_string` (vendor/parser.py, verbatim). The gold answer is `strip_string` twice, as the harness's
 generation and its `evaluate` each apply it. Equality is the harness's `math_equal` (vendor/grader.py,
 verbatim), run as the harness runs it: in a process of its own (worker.py), 3 seconds a comparison
-(a comparison that overruns is not equal and is counted as `timeout`), with sympy's LaTeX parser on
+(of the worker's CPU time; a comparison that overruns is not equal and is counted as `timeout`), with sympy's LaTeX parser on
 antlr 4.11, installed by `make install` beside the venv (Hydra's antlr 4.9 cannot parse with it).
 Re-grading the harness's own released outputs gives its own verdicts (tests/evaluation/test_qwen_math.py).
 """
@@ -19,6 +19,7 @@ import json
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from reasoning_sft.errors import ConfigError
@@ -37,7 +38,15 @@ def require() -> None:
 
 
 class EqualityWorker:
-    """`math_equal` in worker.py's process, restarted after a comparison that overruns its time."""
+    """`math_equal` in worker.py's process, restarted after a comparison that overruns its time.
+
+    The harness gave a comparison 3 s of wall time on its own machine; here the 3 s are the worker's CPU
+    time, so a verdict does not depend on what else the machine is running (wall time made one of them
+    flip on a loaded CI machine: sympy's comparison of (5)(2) with (a+5)(b+2) took longer than 3 s of
+    wall time while other processes held the cores). A comparison that never returns is still cut, at
+    WALL_LIMIT seconds."""
+
+    WALL_LIMIT = 120.0
 
     def __init__(self, seconds: float = SECONDS_PER_COMPARISON):
         self.seconds, self.proc = seconds, None
@@ -47,15 +56,34 @@ class EqualityWorker:
         self.proc = subprocess.Popen([sys.executable, str(WORKER), str(ANTLR_DIR)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
 
+    def _cpu_seconds(self) -> float:
+        import psutil
+        try:
+            t = psutil.Process(self.proc.pid).cpu_times()
+        except psutil.Error:
+            return float("inf")
+        return t.user + t.system
+
+    def _ask(self, pred: str, gt: str, cpu_budget: float) -> str:
+        self.proc.stdin.write(json.dumps({"pred": pred, "gt": gt}) + "\n")
+        self.proc.stdin.flush()
+        start, deadline = self._cpu_seconds(), time.monotonic() + self.WALL_LIMIT
+        while time.monotonic() < deadline and self._cpu_seconds() - start < cpu_budget:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.05)
+            if ready:
+                return self.proc.stdout.readline()
+        return ""
+
     def equal(self, pred: str, gt: str) -> bool | None:
         """math_equal(pred, gt); None when it overran its time (the harness counts it not equal)."""
         if self.proc is None or self.proc.poll() is not None:
             self._start()
-            self.equal("1", "1")   # imports (sympy, the parsers) before the first timed comparison
-        self.proc.stdin.write(json.dumps({"pred": pred, "gt": gt}) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], self.seconds)
-        line = self.proc.stdout.readline() if ready else ""
+            # imports (sympy, the parsers) before the first timed comparison, on a budget of their own
+            if not self._ask("1", "1", self.WALL_LIMIT):
+                self.close()
+                raise RuntimeError("grading profile qwen_math: the math_equal worker did not start "
+                                   f"(python {WORKER} {ANTLR_DIR})")
+        line = self._ask(pred, gt, self.seconds)
         if not line:
             self.close()
             return None
