@@ -3,8 +3,8 @@
 Every builder here is a `_target_` of a `conf/model/*.yaml` file. The tiny builders never touch the
 hub: the tokenizer is a byte-level BPE trained on the spot and the model is initialised from a config.
 torch, tokenizers and transformers are imported by the functions that use them: every stage imports this
-module to check its config's `_target_`s before any work, and importing them here cost each stage ~5 s
-(measured: 68% of `python -m reasoning_sft.plan experiment=s1k_qwen32b`).
+module to check its config's `_target_`s before any work, and a config error found there took 9.2 s to
+print with them imported here, 1.0 s without (measured: `train model=tiny model.network.architecture=nope`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Iterable
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from reasoning_sft.registry import ARCHITECTURES
 from reasoning_sft.errors import ConfigError

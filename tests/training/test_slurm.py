@@ -162,7 +162,7 @@ def test_a_preempted_then_signalled_job_is_requeued_twice_the_sweep_waits_and_en
     assert "SIGTERM: checkpoint saved at step" in err and "SIGUSR2: checkpoint saved at step" in err
     assert err.count("SLURM job requeued, it continues from there") >= 2 and "(restart 2)" in err
     ref, got = losses(tmp_path / "reference"), losses(run_dir)
-    assert sorted(got) == list(range(1, 33))       # every step once: the restarts continued, never started over
+    assert sorted(got) == list(range(1, 33))       # a loss for every step; resumed_from above: never started over
     for step in range(first + 1, 33):
         assert got[step] == pytest.approx(ref[step], abs=1e-5), step
 
