@@ -118,7 +118,9 @@ class EvalIndex:
             overlap = count / max(1, min(len(g), len(self.grams[j])))
             if count >= min_shared and overlap >= min_overlap:
                 out.append({"eval_item": self.names[j], "shared_ngrams": count, "overlap": round(overlap, 3)})
-        return sorted(out, key=lambda m: -m["overlap"])
+        # best match first; ties by shared n-grams, then the eval item's name: the n-grams are a set, and
+        # their order (string hashing, per process) must not decide which match a card names first
+        return sorted(out, key=lambda m: (-m["overlap"], -m["shared_ngrams"], m["eval_item"]))
 
 
 def load_eval_items(data_dir: str, sets: dict) -> list[tuple[str, str]]:
