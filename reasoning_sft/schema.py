@@ -103,6 +103,10 @@ class TrainerConfig:
     # never | auto (also says a finished run is finished) | <checkpoint dir>
     resume: str = "unfinished"
     verify_save: bool = True             # reload the saved final model and compare its logits with the trained one
+    # true: when a finished run under paths.log_dir trained this model (the same records, settings, code and
+    # kind of processor: reasoning_sft/training/reuse.py), link its final_model/ and evaluate it instead of
+    # training again (summary.json: train.reused_from). Sweeps sharing an arm train it once
+    reuse_trained: bool = False
 
     def check(self, key: str, errs: Errors) -> None:
         _check(errs, self.learning_rate > 0, f"{key}.learning_rate", "a positive number", self.learning_rate)

@@ -60,9 +60,16 @@ def run_training(cfg: DictConfig) -> dict:
             print(f"resuming from {resume_from} (step {resume_from.name.split('-')[-1]}, "
                   f"{seconds_trained(resume_from):.0f}s trained before)", file=sys.stderr)
     context = run_context()
+    reusable = None
+    if cfg.trainer.reuse_trained and resume_from is None:   # each SLURM task decides alike (the same files)
+        from reasoning_sft.training.recipe import find_reusable
+        reusable = find_reusable(cfg)
     if rank() == 0:
         open_run_dir(cfg)
         context.save(run_dir)   # the launched ranks read it (they run outside Hydra)
+    if reusable is not None:
+        from reasoning_sft.training.recipe import run_reused
+        return run_reused(cfg, run_dir, *reusable, context) if rank() == 0 else {}
     if needs_launch(cfg):
         launch_workers(cfg, run_dir)
         return json.loads((run_dir / "summary.json").read_text())
@@ -116,7 +123,7 @@ def print_summary(summary: dict) -> None:
         print(f"preempted:   checkpoint at step {tr['steps']}: {tr['checkpoint']}")
         return
     print(f"train:       {tr['steps']} steps, loss {tr['first_loss']:.3f} -> {tr['final_loss']:.3f} "
-          f"in {tr['train_seconds']}s")
+          f"in {tr['train_seconds']}s" + (f" (reused: trained in {tr['reused_from']})" if tr.get("reused_from") else ""))
     for task, m in summary["eval"].items():
         print(f"{result_line(task, m)}  samples: {run_dir}/eval_samples.jsonl")
     if summary["wandb"]:

@@ -18,15 +18,16 @@ DEMO_RUN = ROOT / "outputs" / "train" / "runs" / "demo" / "make-demo-budget"    
 DEMO_BUDGET = ROOT / "outputs" / "evaluate" / "multiruns" / "demo" / "make-demo-budget"
 
 # The first test also trains the demo (its module fixture): setup.cfg's 900 s per test would cut it short
-# on a slower machine (it did on one CI machine, and every test here then errored).
-pytestmark = [pytest.mark.learning, pytest.mark.timeout(3600)]
+# on a slower machine (it did on one CI machine, and every test here then errored); so did a 3,000 s limit
+# on the training in CI, where it runs on one core beside make test. CI's own limit is the one that counts.
+pytestmark = [pytest.mark.learning, pytest.mark.timeout(7200)]
 
 
 @pytest.fixture(scope="module")
 def demo():
     shutil.rmtree(DEMO_RUN, ignore_errors=True)
     proc = subprocess.run([sys.executable, "-m", "reasoning_sft.train", "experiment=demo", f"hydra.run.dir={DEMO_RUN}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=3000)
+                          cwd=ROOT, capture_output=True, text=True, timeout=6600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((DEMO_RUN / "summary.json").read_text())
 

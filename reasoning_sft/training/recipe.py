@@ -14,6 +14,7 @@ train.py validates, resumes and launches; this class is what each rank runs.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -42,6 +43,7 @@ from reasoning_sft.evaluation.generation import HFEngine
 from reasoning_sft.evaluation.prompts import write_model_format
 from reasoning_sft.data.records import content_hash
 from reasoning_sft.rundir import RunContext, finish_stage, write_json
+from reasoning_sft.training.reuse import find_finished, link_trained, record_finished, tokens_hash, training_key
 from reasoning_sft.training.trainer import SequenceParallelCollator, SFTTrainer, quiet_tied_weights_warning, training_arguments
 from reasoning_sft.training.wandb_logging import init_wandb, log_eval
 
@@ -234,9 +236,55 @@ class SFTRecipe:
         if self.wandb_run:
             self.wandb_run.summary.update({"data_hash": card["training_hash"], "total_seconds": results["total_seconds"]})
         if g.trainer.save_final_model:
+            results["train"]["training_key"] = training_key(g, card["tokens_hash"])
             results["hub"] = write_and_push(self.run_dir / "final_model", g, g.ablation, results,
                                             list(self.context.overrides))
-        return finish_stage(self.run_dir, "train", **results)
+        summary = finish_stage(self.run_dir, "train", **results)
+        if g.trainer.save_final_model:   # a later run of the same training may reuse it (training/reuse.py)
+            record_finished(Path(self.cfg.paths.log_dir), results["train"]["training_key"], self.run_dir)
+        return summary
+
+
+def find_reusable(cfg: DictConfig) -> tuple[Path, dict] | None:
+    """`trainer.reuse_trained`: the finished run that trained what `cfg` would (training/reuse.py), and this
+    run's data card; None when there is none. The records are prepared to name them (seconds)."""
+    g = parse_groups(cfg)
+    _, card = prepare_examples(g, instantiate(g.model.tokenizer))
+    source = find_finished(Path(cfg.paths.log_dir), training_key(g, card["tokens_hash"]))
+    return (source, card) if source is not None else None
+
+
+def run_reused(cfg: DictConfig, run_dir: Path, source: Path, card: dict, context: RunContext) -> dict:
+    """The reused training's final_model/ linked into this run dir, evaluated with this run's `eval`
+    group; summary.json carries the trained run's figures and says where they come from."""
+    t0, g = time.time(), parse_groups(cfg)
+    trained = json.loads((source / "summary.json").read_text())
+    link_trained(source, run_dir)
+    write_json(run_dir / "data_card.json", card)
+    print(f"trainer.reuse_trained: {source} trained this model (the same records, settings and code); "
+          f"evaluating it here instead of training again", file=sys.stderr)
+    config = {**OmegaConf.to_container(cfg, resolve=True), "data_card": card}
+    wandb_run = init_wandb(g.logger, config, run_dir, "train", g.experiment_name, name=context.override_dirname)
+    try:
+        evaluation = {}
+        if g.eval.after_train:
+            model = load_final_model(g, run_dir / "final_model")
+            tokenizer = load_pretrained_tokenizer(str(run_dir / "final_model"))
+            evaluator = Evaluator(g.eval, g.data.format.thinking_style, card["system_prompt"], g.seed,
+                                  trained_shape(g.data.source))
+            evaluation = evaluator.attach(HFEngine(model, tokenizer)).run(run_dir)
+            if wandb_run:
+                log_eval(wandb_run, evaluation, run_dir)
+        results = {k: trained.get(k) for k in ("experiment", "model", "num_parameters", "trainable_parameters",
+                                                 "save_check", "startup_seconds")}
+        return finish_stage(run_dir, "train", **{
+            **results, "experiment": g.experiment_name, "data": card,
+            "train": {**trained["train"], "reused_from": str(source)}, "eval": evaluation,
+            "wandb": {"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None,
+            "total_seconds": round(time.time() - t0, 1)})
+    finally:
+        if wandb_run:
+            wandb_run.finish()
 
 
 def prepare_examples(g: RunGroups, tokenizer) -> tuple[list[dict], dict]:
@@ -259,6 +307,7 @@ def prepare_examples(g: RunGroups, tokenizer) -> tuple[list[dict], dict]:
     kept = {e["id"] for e in examples}   # names the exact training set (tokenization may drop some)
     card["training_hash"] = card["content_hash"] if len(kept) == len(records) else \
         content_hash(r for r in records if r.id in kept)
+    card["tokens_hash"] = tokens_hash(examples)   # what the model sees (trainer.reuse_trained's key)
     return [{"input_ids": e["input_ids"], "labels": e["labels"], "sample_index": i}
             for i, e in enumerate(examples)], card
 
