@@ -5,6 +5,8 @@ rank's report (what it held, its optimizer bytes, which samples it trained on).
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,7 @@ class Diagnostics(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         params = list(model.parameters())
         report = {"rank": args.process_index, "world_size": args.world_size,
+                  "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),   # SLURM's name, or the host's
                   "parameters_full": count_parameters(model),
                   "parameters_local": sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
                                           for p in params),

@@ -52,8 +52,29 @@ def slurm_rank_env(master_port: int | None = None) -> dict[str, str]:
         if given is None:   # a plain srun task stays one: under_slurm_launcher() reads this variable
             del os.environ["SUBMITIT_EXECUTOR"]
     return {"RANK": str(dist.rank), "WORLD_SIZE": str(dist.world_size), "LOCAL_RANK": str(dist.local_rank),
-            "LOCAL_WORLD_SIZE": str(dist.local_world_size), "MASTER_ADDR": dist.master_addr,
+            "LOCAL_WORLD_SIZE": str(dist.local_world_size), "MASTER_ADDR": rendezvous_address(dist.master_addr),
             "MASTER_PORT": str(master_port or dist.master_port)}
+
+
+def rendezvous_address(node: str) -> str:
+    """An address the job's tasks reach the first node at. submitit names the node, and a SLURM node name
+    need not resolve as a host name (several slurmd on one host, many sites' naming): then the node's
+    NodeAddr, as `scontrol show node` gives it. Neither: one line naming the node, before any rank waits."""
+    try:
+        socket.getaddrinfo(node, None)
+        return node
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["scontrol", "show", "node", "-o", node], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ConfigError(f"SLURM node {node!r}: its name does not resolve and scontrol could not say its "
+                          f"address ({e})") from None
+    addr = next((f.split("=", 1)[1] for f in out.stdout.split() if f.startswith("NodeAddr=")), None)
+    if not addr:
+        raise ConfigError(f"SLURM node {node!r}: its name does not resolve and scontrol shows no NodeAddr "
+                          f"for it ({(out.stderr or out.stdout).strip()[:200]})")
+    return addr
 
 
 def free_port() -> int:

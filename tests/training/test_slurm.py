@@ -1,4 +1,4 @@
-"""SLURM for real: a one-node cluster (tests/slurm/cluster.sh, started here as root), jobs submitted by
+"""SLURM for real: a two-node cluster on this host (tests/slurm/cluster.sh, started here as root), jobs submitted by
 hydra-submitit-launcher exactly as a user submits them (`hydra/launcher=slurm`), ranks from SLURM's
 environment through submitit, ZeRO-3 on gloo across two tasks; preemption the way a cluster does it."""
 
@@ -25,7 +25,7 @@ SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=cpu", "hydra.launcher
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    """SLURM_CONF of a running one-node cluster (installed and started by the project's own script)."""
+    """SLURM_CONF of a running two-node cluster (installed and started by the project's own script)."""
     state = tmp_path_factory.mktemp("slurm")
     up = subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "cluster.sh"), "up", str(state)],
                         capture_output=True, text=True, timeout=600)
@@ -114,20 +114,79 @@ def test_the_documented_two_job_sweep_of_two_task_zero3_runs_on_slurm_and_report
     assert "2 runs: 2 finished" in text and "trainer.learning_rate=0.003" in text
 
 
+STEPS = ["trainer.max_steps=32", "trainer.save_steps=4"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Losses of an uninterrupted two-rank run on one machine (no SLURM), started at once and waited for
+    when first read: the requeued jobs below, on one node or two, must reproduce them."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "reasoning_sft.train", *ZERO3, *STEPS, f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def read() -> dict[int, float]:
+        if proc.returncode is None:
+            out, _ = proc.communicate(timeout=900)
+            assert proc.returncode == 0, out[-3000:]
+        return losses(run_dir)
+    yield read
+    stop(proc)
+
+
+def test_the_job_is_told_the_first_nodes_address_when_its_name_does_not_resolve(slurm):
+    """Node names on this cluster (n1, n2) resolve as no host, as on many sites: the rendezvous address
+    is SLURM's NodeAddr; a node SLURM does not know is one line naming it."""
+    from reasoning_sft.errors import ConfigError
+    from reasoning_sft.training.launch import rendezvous_address
+    os.environ["SLURM_CONF"] = slurm
+    try:
+        assert rendezvous_address("localhost") == "localhost"      # a name that resolves is kept
+        assert rendezvous_address("n1") == "127.0.0.1"
+        with pytest.raises(ConfigError, match="SLURM node 'n9': its name does not resolve"):
+            rendezvous_address("n9")
+    finally:
+        del os.environ["SLURM_CONF"]
+
+
+def test_a_two_node_job_trains_as_one_node_does_and_its_requeue_is_waited_for(slurm, reference, tmp_path):
+    """`trainer.nnodes=2` as docs/cluster.md submits it: one SLURM job, a task on each of two nodes whose
+    names do not resolve; SLURM requeues it mid-run (`scontrol requeue`), the sweep waits, the restarted
+    job continues from its checkpoint; every step's loss is the one-node two-rank run's."""
+    two_nodes = [o for o in ZERO3 if not o.startswith("trainer.nproc_per_node")] + \
+        ["trainer.nproc_per_node=1", "trainer.nnodes=2"]
+    sweep = tmp_path / "sweep"
+    proc = submit(slurm, sweep, two_nodes + STEPS)
+    run_dir = sweep / "0"
+    wait_for(lambda: any((p / "complete.json").is_file() for p in (run_dir / "checkpoints").glob("checkpoint-*")),
+             "a complete checkpoint", proc)
+    (job,) = job_ids(slurm)
+    subprocess.run(["scontrol", "requeue", job], env=env_for(slurm), check=True)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0 and "sweep: 1 of 1 jobs finished, 0 failed" in out, out[-4000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["train"]["world_size"] == 2 and summary["train"]["resumed_from"]
+    ranks = [json.loads((run_dir / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["node"] for r in ranks] == ["n1", "n2"]             # each rank's report names its node
+    err = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
+    assert "SIGTERM: checkpoint saved at step" in err and "SLURM job requeued, it continues from there" in err
+    ref, got = reference(), losses(run_dir)
+    assert sorted(got) == list(range(1, 33))
+    for step in range(1, 33):
+        assert got[step] == pytest.approx(ref[step], abs=1e-5), step
+
+
 def test_a_preempted_then_signalled_job_is_requeued_twice_the_sweep_waits_and_ends_on_the_uninterrupted_losses(
-        slurm, tmp_path):
+        slurm, reference, tmp_path):
     """SLURM's own preemption first (`scontrol requeue`: SIGTERM to every task, then SLURM requeues the
     job, as PreemptMode=REQUEUE does), then submitit's notice before the time limit to the restarted job
     (SIGUSR2, as `--signal=USR2@120`). Each time every rank checkpoints at the end of its step and the job
     ends without a result, so the submitting command keeps waiting; the restarted job continues from the
     checkpoint; the command exits 0 with the job finished, its losses after each resume an uninterrupted
     run's."""
-    steps = ["trainer.max_steps=32", "trainer.save_steps=4"]
-    reference = subprocess.Popen([sys.executable, "-m", "reasoning_sft.train", *ZERO3, *steps,
-                                  f"hydra.run.dir={tmp_path / 'reference'}"], cwd=ROOT, env=env_for(slurm),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sweep = tmp_path / "sweep"
-    proc = submit(slurm, sweep, ZERO3 + steps)
+    proc = submit(slurm, sweep, ZERO3 + STEPS)
     run_dir = sweep / "0"
 
     def complete_past(step: int) -> bool:
@@ -152,8 +211,6 @@ def test_a_preempted_then_signalled_job_is_requeued_twice_the_sweep_waits_and_en
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
     assert "sweep: 1 of 1 jobs finished, 0 failed" in out, out[-3000:]
-    ref_out, _ = reference.communicate(timeout=900)
-    assert reference.returncode == 0, ref_out[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["train"]["steps"] == 32
     second = int(summary["train"]["resumed_from"].rsplit("-", 1)[1])
@@ -161,7 +218,7 @@ def test_a_preempted_then_signalled_job_is_requeued_twice_the_sweep_waits_and_en
     err = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
     assert "SIGTERM: checkpoint saved at step" in err and "SIGUSR2: checkpoint saved at step" in err
     assert err.count("SLURM job requeued, it continues from there") >= 2 and "(restart 2)" in err
-    ref, got = losses(tmp_path / "reference"), losses(run_dir)
+    ref, got = reference(), losses(run_dir)
     assert sorted(got) == list(range(1, 33))       # a loss for every step; resumed_from above: never started over
     for step in range(first + 1, 33):
         assert got[step] == pytest.approx(ref[step], abs=1e-5), step
