@@ -38,7 +38,7 @@ RUN_ELSEWHERE = {
     "make demo-sweep": ("tests/test_sweeps.py", '("demo-sweep", "tiny_sample_count")'),
     "make demo-ablation": ("tests/test_sweeps.py", '("demo-ablation", "tiny_digit_corruption")'),
     # needs a SLURM cluster: run as written (plus its sweep dir) on the one the SLURM tests start
-    "python -m reasoning_sft.train -m hydra/launcher=slurm hydra.launcher.partition=cpu trainer.nproc_per_node=2 "
+    "python -m reasoning_sft.train -m hydra/launcher=slurm hydra.launcher.partition=cpu trainer.nnodes=2 "
     "deepspeed=zero3 trainer.max_steps=3 trainer.learning_rate=1e-3,3e-3 logger=none":
         ("tests/training/test_slurm.py", "DOCUMENTED_CPU_COMMAND = "),
 }

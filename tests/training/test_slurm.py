@@ -84,11 +84,11 @@ def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 300)
 
 # docs/cluster.md's command for a CPU partition, run as written (plus where its sweep goes)
 DOCUMENTED_CPU_COMMAND = ("python -m reasoning_sft.train -m hydra/launcher=slurm hydra.launcher.partition=cpu "
-                          "trainer.nproc_per_node=2 deepspeed=zero3 trainer.max_steps=3 "
+                          "trainer.nnodes=2 deepspeed=zero3 trainer.max_steps=3 "
                           "trainer.learning_rate=1e-3,3e-3 logger=none")
 
 
-def test_the_documented_two_job_sweep_of_two_task_zero3_runs_on_slurm_and_reports(slurm, tmp_path):
+def test_the_documented_two_job_sweep_of_two_node_zero3_runs_on_slurm_and_reports(slurm, tmp_path):
     sweep = tmp_path / "sweep"
     env = {"HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin",
            "SLURM_CONF": slurm, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -100,9 +100,9 @@ def test_the_documented_two_job_sweep_of_two_task_zero3_runs_on_slurm_and_report
         summary = json.loads((sweep / job / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 3
         ranks = [json.loads((sweep / job / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
-        assert [r["world_size"] for r in ranks] == [2, 2]
+        assert [r["world_size"] for r in ranks] == [2, 2] and [r["node"] for r in ranks] == ["n1", "n2"]
         assert not set(ranks[0]["samples_seen"]) & set(ranks[1]["samples_seen"])   # disjoint shares
-        # ZeRO-3 partitions across the two SLURM tasks: each holds about half of every parameter
+        # ZeRO-3 partitions across the two SLURM tasks, one per node: each holds about half of every parameter
         assert all(r["parameters_local"] <= r["parameters_full"] / 2 + 64 for r in ranks)
     # each job was a SLURM job with two tasks (submitit's logs, one per task)
     logs = sorted(p.name for p in (sweep / ".submitit").rglob("*_log.out"))
