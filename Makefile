@@ -50,14 +50,14 @@ test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests -m "not learning and not benchmark and not slurm and not fidelity and not ranks and not vllm" -n 2 --dist loadfile
 	$(PY) -m pytest tests -m "(ranks or vllm) and not learning and not benchmark and not slurm and not fidelity"
 
-# Two lanes at once, each process on one thread: the demo's training (its four epochs, ~55 min on one core
-# of the slowest 2-core EPYC CI has used: the longest single run of the suite) and the tests that use its
-# model on one (lines prefixed "demo|"); the CPU studies, the SLURM tests, the benchmark smokes and the whole
-# re-grades on the other, at a lower priority (nice 5) so that the demo lane, and whatever runs beside (CI
-# runs `make test` at the same time), go first. Two one-thread trainings share 2 cores 1.2x faster than one
-# on both (200 demo steps: 70 s alone on 2 threads, 114 s each side by side, the same losses to the last digit).
+# Two lanes at once, each process on one thread, of about the same length: the demo's training (its four
+# epochs, ~40 min on one core of a 2-core EPYC beside make test: the longest single run of the suite), the tests
+# that use its model, then the SLURM tests on one (lines prefixed "demo|"); the CPU studies, the benchmark
+# smokes and the whole re-grades on the other, at a lower priority (nice 5) so that whatever runs beside
+# (CI runs `make test` at the same time) goes first. Two one-thread trainings share 2 cores 1.2x faster than
+# one on both (200 demo steps: 70 s alone on 2 threads, 114 s each side by side, the same losses to the last digit).
 SLOW      := learning or benchmark or slurm or fidelity
-SLOW_LANE := tests/test_demo.py
+SLOW_LANE := tests/test_demo.py tests/training/test_slurm.py
 test-slow: SHELL := /bin/bash
 test-slow: install
 	set -o pipefail; \
