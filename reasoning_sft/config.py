@@ -297,9 +297,9 @@ def _build_transforms(cfg: DictConfig, errs: Errors) -> list:
 # Keys a resumed run may change: where and how it checkpoints, logs and reports, not what it trains.
 RESUME_MAY_CHANGE = {"trainer.resume", "trainer.save_steps", "trainer.save_total_limit", "trainer.progress_bar",
                      "trainer.logging_steps", "trainer.dataloader_num_workers", "trainer.master_port",
-                     "trainer.hostfile", "trainer.launcher", "trainer.verify_save", "trainer.gpu_memory_gb",
-                     "trainer.host_memory_gb", "trainer.push_to_hub", "trainer.hub_model_id", "trainer.hub_private",
-                     "trainer.resume_trust"}
+                     "trainer.hostfile", "trainer.ssh_port", "trainer.host_check_timeout_s", "trainer.launcher",
+                     "trainer.verify_save", "trainer.gpu_memory_gb", "trainer.host_memory_gb", "trainer.push_to_hub",
+                     "trainer.hub_model_id", "trainer.hub_private", "trainer.resume_trust"}
 TRAINING_GROUPS = ("model", "data", "ablation", "trainer", "deepspeed", "peft", "seed")
 
 

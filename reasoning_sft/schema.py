@@ -94,6 +94,8 @@ class TrainerConfig:
     # auto: DeepSpeed's launcher with a DeepSpeed config, else torchrun | slurm (set by hydra/launcher=slurm)
     launcher: str = "auto"
     hostfile: Optional[str] = None       # multi-node with DeepSpeed's launcher: one line per node, `<host> slots=<GPUs>`
+    ssh_port: Optional[int] = None       # with a hostfile: the hosts' sshd port (else ssh's config, PDSH_SSH_ARGS_APPEND)
+    host_check_timeout_s: int = 30       # with a hostfile: each host answers over ssh within this, before any rank starts
     master_port: Optional[int] = None    # null: a free port
     save_steps: int = 0                  # checkpoint every N optimizer steps (0: none); SIGTERM always checkpoints
     save_total_limit: int = 2            # keep the last N checkpoints
@@ -126,6 +128,10 @@ class TrainerConfig:
         _one_of(errs, f"{key}.sampling", self.sampling, ("random", "group_by_length"))
         _one_of(errs, f"{key}.lr_scheduler", self.lr_scheduler, SCHEDULERS)
         LAUNCHERS.check(errs, f"{key}.launcher", self.launcher)
+        _check(errs, self.host_check_timeout_s >= 1, f"{key}.host_check_timeout_s", "an integer >= 1",
+               self.host_check_timeout_s)
+        _check(errs, self.ssh_port is None or 0 < self.ssh_port < 65536, f"{key}.ssh_port", "null or a port number",
+               self.ssh_port)
         _check(errs, self.pack_length is None or self.pack_length >= 16, f"{key}.pack_length", "null or an integer >= 16",
                self.pack_length)
         _check(errs, self.progress_bar in ("auto", True, False), f"{key}.progress_bar", "auto, true or false",

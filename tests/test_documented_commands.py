@@ -41,6 +41,9 @@ RUN_ELSEWHERE = {
     "python -m reasoning_sft.train -m hydra/launcher=slurm hydra.launcher.partition=cpu trainer.nnodes=2 "
     "deepspeed=zero3 trainer.max_steps=3 trainer.learning_rate=1e-3,3e-3 logger=none":
         ("tests/training/test_slurm.py", "DOCUMENTED_CPU_COMMAND = "),
+    # needs ssh hosts: run as written on the two the multi-node tests start
+    "python -m reasoning_sft.train trainer.nnodes=2 trainer.hostfile=hostfile deepspeed=zero3 trainer.max_steps=3 "
+    "logger=none": ("tests/training/test_slurm.py", "DOCUMENTED_HOSTFILE_COMMANDS = "),
 }
 
 

@@ -113,14 +113,89 @@ def check_launch_config(cfg: DictConfig) -> None:
         if launcher_name(cfg) != "deepspeed" or t.hostfile is None:
             raise ConfigError(f"trainer.nnodes={t.nnodes}: a multi-node run needs trainer.hostfile with the "
                               "DeepSpeed launcher, or hydra/launcher=slurm (one task per rank)")
+    if t.hostfile is not None and launcher_name(cfg) == "deepspeed" and not is_worker():
+        check_hosts(t)
+
+
+def hostfile_hosts(path: str) -> list[str]:
+    """The hosts of a DeepSpeed hostfile (`<host> slots=<N>` a line; blank lines and # comments skipped)."""
+    hosts = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        host, *rest = line.split()
+        if not rest or not rest[0].startswith("slots="):
+            raise ConfigError(f"trainer.hostfile={path}, line {number}: {line!r} is not `<host> slots=<N>`")
+        hosts.append(host)
+    if not hosts:
+        raise ConfigError(f"trainer.hostfile={path}: names no host")
+    return hosts
+
+
+def ssh_options(t) -> list[str]:
+    """The options DeepSpeed's pdsh runner gives ssh: the user's PDSH_SSH_ARGS_APPEND (an `-F ssh_config`
+    passes through) and trainer.ssh_port."""
+    import shlex
+    return shlex.split(os.environ.get("PDSH_SSH_ARGS_APPEND", "")) + (["-p", str(t.ssh_port)] if t.ssh_port else [])
+
+
+def check_hosts(t) -> None:
+    """Every host of the hostfile answers over ssh, as pdsh will reach it, within trainer.host_check_timeout_s
+    (all at once), and the first resolves (it is the rendezvous address): else one line naming the host and
+    ssh's own words, before any rank starts anywhere."""
+    hosts = hostfile_hosts(t.hostfile)
+    timeout = t.host_check_timeout_s
+    checks = {h: subprocess.Popen(["ssh", *ssh_options(t), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}",
+                                   h, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for h in hosts}
+    failed = []
+    for host, proc in checks.items():
+        try:
+            _, err = proc.communicate(timeout=timeout + 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            err = f"no answer within {timeout} s"
+        if proc.returncode != 0:
+            failed.append(f"{host} ({(err.strip().splitlines() or ['ssh exited with ' + str(proc.returncode)])[-1]})")
+    if failed:
+        raise ConfigError(f"trainer.hostfile={t.hostfile}: cannot reach over ssh: {'; '.join(failed)}")
+    rendezvous_host(hosts[0], t.hostfile)
+
+
+def rendezvous_host(host: str, hostfile: str) -> str:
+    """The first host's address, where every rank meets (DeepSpeed's runner would ask it over plain ssh,
+    outside the user's ssh options)."""
+    try:
+        return socket.getaddrinfo(host, None)[0][4][0]
+    except OSError as e:
+        raise ConfigError(f"trainer.hostfile={hostfile}: the first host {host!r} (the rendezvous address) does "
+                          f"not resolve ({e})") from None
 
 
 def deepspeed_command(t, port: str) -> list[str]:
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(t.nproc_per_node),
            "--master_port", port, "--no_local_rank"]   # Hydra-style args must not get --local_rank
-    if t.hostfile is not None:
-        cmd += ["--hostfile", str(t.hostfile), "--num_nodes", str(t.nnodes)]
+    if t.hostfile is not None:   # checked by check_hosts, with the same ssh options pdsh gets
+        cmd += ["--hostfile", str(t.hostfile), "--num_nodes", str(t.nnodes), "--no_ssh_check",
+                "--master_addr", rendezvous_host(hostfile_hosts(t.hostfile)[0], t.hostfile)]
+        if t.ssh_port:
+            cmd += ["--ssh_port", str(t.ssh_port)]
     return cmd + ["--module"]
+
+
+# What the ranks on other hosts are given of this process's environment (DeepSpeed's pdsh runner passes
+# only NCCL_*, PYTHON* and the like, plus the DS_ENV_FILE it reads): how to run, never a credential (W&B's
+# and the hub's come from each host's own login: `wandb login`, `huggingface-cli login`).
+REMOTE_ENV = ("OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM", "WANDB_MODE", "WANDB_DIR", "HF_HOME", "HF_HUB_OFFLINE",
+              "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_EXTENSIONS_DIR")
+
+
+def remote_env_file(run_dir: Path, env: dict) -> Path:
+    path = run_dir / "deepspeed_env"
+    keep = {k: env[k] for k in (WORKER_ENV, LAUNCHER_ENV, *REMOTE_ENV) if env.get(k) and " " not in env[k]}
+    path.write_text("".join(f"{k}={v}\n" for k, v in keep.items()))
+    return path
 
 
 def torchrun_command(t, port: str) -> list[str]:
@@ -179,6 +254,8 @@ def launch_workers(cfg: DictConfig, run_dir: Path) -> None:
     env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(cfg.trainer.nproc_per_node)))
     # The launcher dies with this process (even on kill -9), and each worker with the launcher
     # (train_worker sets the same): no worker trains on with nobody waiting for it.
+    if cfg.trainer.hostfile is not None and launcher_name(cfg) == "deepspeed":   # the ranks start over ssh
+        env["DS_ENV_FILE"] = str(remote_env_file(run_dir, env))   # read by DeepSpeed's runner, exported to each
     port = cfg.trainer.master_port or free_port()
     proc = subprocess.Popen(worker_command(cfg, run_dir, port), env=env, start_new_session=True,
                             preexec_fn=die_with_parent)

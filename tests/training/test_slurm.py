@@ -1,6 +1,7 @@
-"""SLURM for real: a two-node cluster on this host (tests/slurm/cluster.sh, started here as root), jobs submitted by
-hydra-submitit-launcher exactly as a user submits them (`hydra/launcher=slurm`), ranks from SLURM's
-environment through submitit, ZeRO-3 on gloo across two tasks; preemption the way a cluster does it."""
+"""Multi-node for real. SLURM: a two-node cluster on this host (tests/slurm/cluster.sh, started here as root),
+jobs submitted by hydra-submitit-launcher exactly as a user submits them (`hydra/launcher=slurm`), ranks from
+SLURM's environment through submitit, ZeRO-3 on gloo across two tasks; preemption the way a cluster does
+it. DeepSpeed's hostfile launcher: pdsh over an sshd of the tests' own (tests/ssh/hosts.sh), two "hosts"."""
 
 from __future__ import annotations
 
@@ -253,3 +254,78 @@ def test_a_job_killed_outright_is_continued_by_the_same_command(slurm, tmp_path)
     assert "SIGTERM: checkpoint saved at step" in err and "the same command continues from there" in err
     assert f"{run_dir} holds an unfinished run (" in err
     assert f"resuming from {run_dir}/checkpoints/checkpoint-{last} " in err
+
+
+@pytest.fixture(scope="module")
+def ssh_hosts(tmp_path_factory):
+    """The ssh_config reaching this machine's sshd of the tests' own as `localhost` and `127.0.0.1`."""
+    state = tmp_path_factory.mktemp("ssh")
+    up = subprocess.run(["bash", str(ROOT / "tests" / "ssh" / "hosts.sh"), "up", str(state)],
+                        capture_output=True, text=True, timeout=600)
+    if up.returncode == 3:
+        pytest.skip(f"no sshd/pdsh here: {up.stderr.strip()}")
+    assert up.returncode == 0, up.stderr[-3000:]
+    yield Path(up.stdout.strip().splitlines()[-1])
+    subprocess.run(["bash", str(ROOT / "tests" / "ssh" / "hosts.sh"), "down", str(state)], timeout=60)
+
+
+def test_the_hostfile_launcher_trains_across_two_ssh_hosts_as_one_node_does(ssh_hosts, reference, tmp_path):
+    """docs/cluster.md's `trainer.hostfile` run: DeepSpeed's runner starts each rank through pdsh and ssh
+    (the user's `-F ssh_config` in PDSH_SSH_ARGS_APPEND passes through), a rank per host; the losses are
+    the one-node two-rank run's at every step, and no credential of this process reaches the hosts."""
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
+    two_hosts = [o for o in ZERO3 if not o.startswith("trainer.nproc_per_node")] + \
+        ["trainer.nproc_per_node=1", "trainer.nnodes=2", f"trainer.hostfile={hostfile}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PDSH_SSH_ARGS_APPEND": f"-F {ssh_hosts}",
+           "WANDB_API_KEY": "secret-not-for-other-hosts"}
+    run = subprocess.run([sys.executable, "-m", "reasoning_sft.train", *two_hosts, *STEPS, f"hydra.run.dir={tmp_path / 'run'}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    out = run.stdout + run.stderr
+    assert "localhost: " in out and "127.0.0.1: " in out            # pdsh prefixes each host's lines
+    sessions = (ssh_hosts.parent / "sshd.log").read_text().count("Accepted publickey")
+    assert sessions >= 4, sessions              # two host checks, then a DeepSpeed launch on each host over ssh
+    assert "secret-not-for-other-hosts" not in (tmp_path / "run" / "deepspeed_env").read_text()
+    ranks = [json.loads((tmp_path / "run" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert not set(ranks[0]["samples_seen"]) & set(ranks[1]["samples_seen"])
+    ref, got = reference(), losses(tmp_path / "run")
+    assert sorted(got) == list(range(1, 33))
+    for step in range(1, 33):
+        assert got[step] == pytest.approx(ref[step], abs=1e-5), step
+
+
+def test_hosts_that_cannot_be_reached_are_named_in_one_line_before_any_rank_or_run_dir(ssh_hosts, tmp_path):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("nosuchhost.invalid slots=1\n127.0.0.2 slots=1\n")   # no such name; no sshd there
+    env = {**os.environ, "PDSH_SSH_ARGS_APPEND": f"-F {ssh_hosts}"}
+    started = time.time()
+    run = subprocess.run([sys.executable, "-m", "reasoning_sft.train", "trainer.nnodes=2", "deepspeed=zero3",
+                          f"trainer.hostfile={hostfile}", "trainer.host_check_timeout_s=10", "logger=none",
+                          f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode != 0 and time.time() - started < 60
+    lines = [line for line in run.stderr.splitlines() if "cannot reach over ssh" in line]
+    assert len(lines) == 1 and "nosuchhost.invalid (" in lines[0] and "127.0.0.2 (" in lines[0], run.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+# docs/cluster.md's hostfile lines on one machine, typed as written (in a directory of their own)
+DOCUMENTED_HOSTFILE_COMMANDS = ("printf 'localhost slots=1\\n127.0.0.1 slots=1\\n' > hostfile",
+                                "python -m reasoning_sft.train trainer.nnodes=2 trainer.hostfile=hostfile deepspeed=zero3 "
+                                "trainer.max_steps=3 logger=none")
+
+
+def test_the_documented_hostfile_commands_run_as_written(ssh_hosts, tmp_path):
+    doc = (ROOT / "docs" / "cluster.md").read_text()
+    assert all(line in doc for line in DOCUMENTED_HOSTFILE_COMMANDS)
+    env = {"HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PDSH_SSH_ARGS_APPEND": f"-F {ssh_hosts}"}
+    typed = subprocess.run(["bash", "--noprofile", "--norc", "-c",
+                            f"source {ROOT}/.venv/bin/activate && cd {tmp_path} && " + " && ".join(DOCUMENTED_HOSTFILE_COMMANDS)],
+                           env=env, capture_output=True, text=True, timeout=900)
+    assert typed.returncode == 0, typed.stdout[-2000:] + typed.stderr[-3000:]
+    (summary,) = (tmp_path / "outputs" / "train" / "runs").rglob("summary.json")
+    summary = json.loads(summary.read_text())
+    assert summary["status"] == "finished" and summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 3
