@@ -20,6 +20,7 @@ if [[ $cmd == down ]]; then
     for pidfile in "$dir"/slurmd.*.pid "$dir"/slurmctld.pid "$dir"/munged.pid; do
         [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
+    sleep 1; pkill -9 -f "slurmd -f $dir/slurm.conf" 2>/dev/null || true   # slurmd outlived SIGTERM here, controller gone
     exit 0
 fi
 
