@@ -261,7 +261,7 @@ def run_reused(cfg: DictConfig, run_dir: Path, source: Path, card: dict, context
     trained = json.loads((source / "summary.json").read_text())
     link_trained(source, run_dir)
     write_json(run_dir / "data_card.json", card)
-    print(f"trainer.reuse_trained: {source} trained this model (the same records, settings and code); "
+    print(f"trainer.reuse_trained: {source} trained this model (the same tokens, settings, code and kind of processor); "
           f"evaluating it here instead of training again", file=sys.stderr)
     config = {**OmegaConf.to_container(cfg, resolve=True), "data_card": card}
     wandb_run = init_wandb(g.logger, config, run_dir, "train", g.experiment_name, name=context.override_dirname)
