@@ -34,7 +34,8 @@ def run_training(cfg: DictConfig) -> dict:
     raise_errors(source_problems(g.data.source))   # a missing local file: before any run dir, not in a worker
     from reasoning_sft.training.checkpoints import seconds_trained
     from reasoning_sft.training.launch import (check_launch_config, launch_workers, launcher_name, needs_launch, rank,
-                                               release_shared_memory, single_process_env, slurm_rank_env)
+                                               release_shared_memory, rendezvous_address, single_process_env,
+                                               slurm_rank_env)
     from reasoning_sft.training.model_card import check_push
     if g.eval.after_train:   # before training: a bad task must not cost a training run its results
         from reasoning_sft.data.synthetic import trained_shape
@@ -45,7 +46,10 @@ def run_training(cfg: DictConfig) -> dict:
     check_hardware(g.trainer)
     check_launch_config(cfg)
     if launcher_name(cfg) == "slurm":
-        os.environ.update(slurm_rank_env(cfg.trainer.master_port))
+        ranks = slurm_rank_env(cfg.trainer.master_port)
+        if "MASTER_ADDR" in ranks:   # the first node's name, or SLURM's NodeAddr for it where it does not resolve
+            ranks["MASTER_ADDR"] = rendezvous_address(ranks["MASTER_ADDR"])
+        os.environ.update(ranks)
     run_dir = Path(cfg.paths.output_dir)
     lock_run_dir(run_dir)   # before anything reads or sets aside its checkpoints
     finished = finished_summary(run_dir) if cfg.trainer.resume == "auto" else None

@@ -52,7 +52,7 @@ def slurm_rank_env(master_port: int | None = None) -> dict[str, str]:
         if given is None:   # a plain srun task stays one: under_slurm_launcher() reads this variable
             del os.environ["SUBMITIT_EXECUTOR"]
     return {"RANK": str(dist.rank), "WORLD_SIZE": str(dist.world_size), "LOCAL_RANK": str(dist.local_rank),
-            "LOCAL_WORLD_SIZE": str(dist.local_world_size), "MASTER_ADDR": rendezvous_address(dist.master_addr),
+            "LOCAL_WORLD_SIZE": str(dist.local_world_size), "MASTER_ADDR": dist.master_addr,
             "MASTER_PORT": str(master_port or dist.master_port)}
 
 
@@ -164,8 +164,8 @@ def check_hosts(t) -> None:
 
 
 def rendezvous_host(host: str, hostfile: str) -> str:
-    """The first host's address, where every rank meets (DeepSpeed's runner would ask it over plain ssh,
-    outside the user's ssh options)."""
+    """The first host's address, where every rank meets: it must resolve (DeepSpeed's runner would ask the
+    host for it over plain ssh, outside the user's ssh options; it is given the name instead)."""
     try:
         return socket.getaddrinfo(host, None)[0][4][0]
     except OSError as e:
@@ -178,7 +178,7 @@ def deepspeed_command(t, port: str) -> list[str]:
            "--master_port", port, "--no_local_rank"]   # Hydra-style args must not get --local_rank
     if t.hostfile is not None:   # checked by check_hosts, with the same ssh options pdsh gets
         cmd += ["--hostfile", str(t.hostfile), "--num_nodes", str(t.nnodes), "--no_ssh_check",
-                "--master_addr", rendezvous_host(hostfile_hosts(t.hostfile)[0], t.hostfile)]
+                "--master_addr", hostfile_hosts(t.hostfile)[0]]
         if t.ssh_port:
             cmd += ["--ssh_port", str(t.ssh_port)]
     return cmd + ["--module"]
