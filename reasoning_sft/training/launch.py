@@ -192,8 +192,10 @@ REMOTE_ENV = ("OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM", "WANDB_MODE", "WANDB_
 
 
 def remote_env_file(run_dir: Path, env: dict) -> Path:
+    """DeepSpeed's env file, one `KEY=VALUE` a line: its pdsh runner exports each in the remote shell and
+    double-quotes a value with a space or other special characters itself (`MultiNodeRunner.add_export`)."""
     path = run_dir / "deepspeed_env"
-    keep = {k: env[k] for k in (WORKER_ENV, LAUNCHER_ENV, *REMOTE_ENV) if env.get(k) and " " not in env[k]}
+    keep = {k: env[k] for k in (WORKER_ENV, LAUNCHER_ENV, *REMOTE_ENV) if env.get(k)}
     path.write_text("".join(f"{k}={v}\n" for k, v in keep.items()))
     return path
 

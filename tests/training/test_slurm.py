@@ -24,18 +24,23 @@ ZERO3 = ["data.source.num_problems=256", "trainer.global_batch_size=4", "trainer
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=cpu", "hydra.launcher.timeout_min=20"]
 
 
+def started(script: str, state: Path, missing: str):
+    """Run the project's own `tests/<script> up <state>` (it installs what it needs from Debian and starts
+    it), yield the path it prints last, and `down` after. Exit 3 (nothing can be installed here: not root,
+    no apt-get) skips, saying what is missing; any other failure fails."""
+    up = subprocess.run(["bash", str(ROOT / "tests" / script), "up", str(state)],
+                        capture_output=True, text=True, timeout=600)
+    if up.returncode == 3:
+        pytest.skip(f"{missing}: {up.stderr.strip()}")
+    assert up.returncode == 0, up.stderr[-3000:]
+    yield up.stdout.strip().splitlines()[-1]
+    subprocess.run(["bash", str(ROOT / "tests" / script), "down", str(state)], timeout=60)
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     """SLURM_CONF of a running two-node cluster (installed and started by the project's own script)."""
-    state = tmp_path_factory.mktemp("slurm")
-    up = subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "cluster.sh"), "up", str(state)],
-                        capture_output=True, text=True, timeout=600)
-    if up.returncode == 3:
-        pytest.skip(f"no SLURM here: {up.stderr.strip()}")
-    assert up.returncode == 0, up.stderr[-3000:]
-    conf = up.stdout.strip().splitlines()[-1]
-    yield conf
-    subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "cluster.sh"), "down", str(state)], timeout=60)
+    yield from started("slurm/cluster.sh", tmp_path_factory.mktemp("slurm"), "no SLURM here")
 
 
 def env_for(conf: str) -> dict:
@@ -259,14 +264,8 @@ def test_a_job_killed_outright_is_continued_by_the_same_command(slurm, tmp_path)
 @pytest.fixture(scope="module")
 def ssh_hosts(tmp_path_factory):
     """The ssh_config reaching this machine's sshd of the tests' own as `localhost` and `127.0.0.1`."""
-    state = tmp_path_factory.mktemp("ssh")
-    up = subprocess.run(["bash", str(ROOT / "tests" / "ssh" / "hosts.sh"), "up", str(state)],
-                        capture_output=True, text=True, timeout=600)
-    if up.returncode == 3:
-        pytest.skip(f"no sshd/pdsh here: {up.stderr.strip()}")
-    assert up.returncode == 0, up.stderr[-3000:]
-    yield Path(up.stdout.strip().splitlines()[-1])
-    subprocess.run(["bash", str(ROOT / "tests" / "ssh" / "hosts.sh"), "down", str(state)], timeout=60)
+    for config in started("ssh/hosts.sh", tmp_path_factory.mktemp("ssh"), "no sshd/pdsh here"):
+        yield Path(config)
 
 
 def test_the_hostfile_launcher_trains_across_two_ssh_hosts_as_one_node_does(ssh_hosts, reference, tmp_path):
