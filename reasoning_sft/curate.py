@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 
 import hydra
 from hydra.errors import InstantiationException
@@ -25,20 +26,45 @@ from reasoning_sft.data.selection import token_counter
 from reasoning_sft.rundir import finish_stage, open_run_dir, write_json
 
 
-def solve_with_model(records: list[Record], model_path: str, max_new_tokens: int, batch_size: int) -> list[Record]:
-    """Greedy answers of a solver model (a saved model dir) to every question, kept in
-    metadata['solver:<path>'] so the difficulty stage grades them like any solver-answer column."""
+def solver_engine(model_path: str):
+    """A solver model (a saved model dir) as an HF engine, on the GPU when there is one."""
     import torch
 
-    from reasoning_sft.data.formatting import render_prompt
-    from reasoning_sft.evaluation.generation import HFEngine, generate
-    from reasoning_sft.evaluation.prompts import PROMPTS
+    from reasoning_sft.evaluation.generation import HFEngine
     from reasoning_sft.training.models import load_saved_model
-
     model, tokenizer = load_saved_model(model_path, "curation.difficulty.solver_models")
-    model = model.cuda() if torch.cuda.is_available() else model
-    prompts = [render_prompt(PROMPTS["qwen_math"].user.format(question=r.question), tokenizer) for r in records]
-    outs = generate(HFEngine(model, tokenizer), prompts, max_new_tokens, batch_size)
+    return HFEngine(model.cuda() if torch.cuda.is_available() else model, tokenizer)
+
+
+def _solve_batch(engine, prompts: list[str], max_new_tokens: int) -> list[tuple[str, int]]:
+    from reasoning_sft.evaluation.generation import generate
+    return generate(engine, prompts, max_new_tokens, len(prompts))
+
+
+def solve_with_model(records: list[Record], model_path: str, max_new_tokens: int, batch_size: int,
+                     data_parallel_size: int = 1) -> list[Record]:
+    """Greedy answers of a solver model (a saved model dir) to every question, kept in
+    metadata['solver:<path>'] so the difficulty stage grades them like any solver-answer column; the
+    pool's batches spread over `data_parallel_size` replicas (the same batches, so the same answers)."""
+    from reasoning_sft.data.formatting import render_prompt
+    from reasoning_sft.evaluation.prompts import PROMPTS
+    from reasoning_sft.evaluation.replicas import ReplicaPool, run_items
+    from reasoning_sft.training.models import load_pretrained_tokenizer
+
+    if data_parallel_size > 1:
+        engine = ReplicaPool(partial(solver_engine, model_path), data_parallel_size,
+                             load_pretrained_tokenizer(model_path), False,
+                             key="curation.difficulty.solver_data_parallel_size")
+    else:
+        engine = solver_engine(model_path)
+    try:
+        prompts = [render_prompt(PROMPTS["qwen_math"].user.format(question=r.question), engine.tokenizer)
+                   for r in records]
+        items = [(prompts[i:i + batch_size], max_new_tokens) for i in range(0, len(prompts), batch_size)]
+        outs = [out for part in run_items(engine, _solve_batch, items) for out in part]
+    finally:
+        if isinstance(engine, ReplicaPool):
+            engine.close()
     return [replace(r, metadata={**r.metadata, f"solver:{model_path}": text}) for r, (text, _) in zip(records, outs)]
 
 

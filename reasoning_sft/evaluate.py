@@ -7,6 +7,7 @@ The run dir holds config.yaml, eval_samples.jsonl and summary.json.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -25,12 +26,28 @@ from reasoning_sft.schema import EvalConfig
 
 def load_engine(cfg: DictConfig, ev: EvalConfig):
     """The generation engine of `eval.backend` (registry.BACKENDS) over `model_path` (a saved model or
-    adapter dir) or the `model` config's checkpoint."""
+    adapter dir) or the `model` config's checkpoint; with `eval.data_parallel_size` > 1 a pool of that
+    many, each in its own process (evaluation/replicas.py), this process holding the tokenizer only."""
+    if ev.data_parallel_size == 1:
+        return build_engine(OmegaConf.to_container(cfg, resolve=True), ev)
+    from reasoning_sft.evaluation.replicas import ReplicaPool
+    from reasoning_sft.registry import BACKENDS
+    from reasoning_sft.training.models import load_pretrained_tokenizer
+    path = cfg.model_path or cfg.model.name_or_path
+    tokenizer = load_pretrained_tokenizer(str(path)) if path else instantiate(cfg.model.tokenizer)
+    per_replica = ev.vllm.tensor_parallel_size if ev.backend == "vllm" else 1
+    return ReplicaPool(partial(build_engine, OmegaConf.to_container(cfg, resolve=True), ev), ev.data_parallel_size,
+                       tokenizer, BACKENDS.get(ev.backend).batches_itself, per_replica)
+
+
+def build_engine(config: dict, ev: EvalConfig):
+    """One engine in this process, from the run's resolved config (picklable: a replica builds its own)."""
     import torch
 
     from reasoning_sft.registry import BACKENDS
     from reasoning_sft.training.models import load_pretrained_tokenizer, load_saved_model
     backend = BACKENDS.get(ev.backend)
+    cfg = OmegaConf.create(config)
     if not backend.loads_model:   # the engine loads the weights itself, from a path
         path = cfg.model_path or cfg.model.name_or_path
         if not path:
@@ -114,6 +131,9 @@ def run_evaluation(cfg: DictConfig) -> dict:
     check_budget_fits(cfg, g.eval)
     from reasoning_sft.registry import BACKENDS
     BACKENDS.get(g.eval.backend).require()     # installed (vLLM), or one line saying how
+    if g.eval.data_parallel_size > 1:          # the GPUs the replicas need are there
+        from reasoning_sft.evaluation.replicas import placements
+        placements(g.eval.data_parallel_size, g.eval.vllm.tensor_parallel_size if g.eval.backend == "vllm" else 1)
     run_dir = open_run_dir(cfg)                # the config is settled (read-only) from here
     from reasoning_sft.training.wandb_logging import init_wandb, log_eval
     evaluator.attach(load_engine(cfg, g.eval))
@@ -130,6 +150,8 @@ def run_evaluation(cfg: DictConfig) -> dict:
                             total_seconds=round(time.time() - t0, 1),
                             wandb={"run_id": wandb_run.id, "dir": wandb_run.dir} if wandb_run else None)
     finally:
+        if close := getattr(evaluator.engine, "close", None):   # the replicas, vLLM's engine processes
+            close()
         if wandb_run:
             wandb_run.finish()
 

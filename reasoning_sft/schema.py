@@ -283,6 +283,10 @@ class EvalConfig:
     budget_forcing: BudgetForcingConfig = field(default_factory=BudgetForcingConfig)
     # hf: transformers generate | vllm: vLLM's engine, from a saved model (eval.vllm)
     backend: str = "hf"
+    # replicas of the engine, each its own process (GPU(s), or share of the CPU cores), the problems x samples
+    # spread over them and merged in order: the same rows and summary as 1 (docs/evaluation.md). The
+    # evaluate stage's; the evaluation after training runs in the training process, one replica.
+    data_parallel_size: int = 1
     vllm: VllmConfig = field(default_factory=VllmConfig)
     code: CodeEvalConfig = field(default_factory=CodeEvalConfig)
 
@@ -293,7 +297,7 @@ class EvalConfig:
         GRADING_PROFILES.check(errs, f"{key}.grading.profile", self.grading.profile)
         _check(errs, not self.grading.judge.base_url or bool(self.grading.judge.model), f"{key}.grading.judge.model",
                "a model name when judge.base_url is set", self.grading.judge.model)
-        for k in ("batch_size", "samples_per_problem", "bootstrap_samples", "num_problems"):
+        for k in ("batch_size", "samples_per_problem", "bootstrap_samples", "num_problems", "data_parallel_size"):
             _check(errs, getattr(self, k) >= 1, f"{key}.{k}", "an integer >= 1", getattr(self, k))
         for k in ("limit", "max_new_tokens"):
             v = getattr(self, k)

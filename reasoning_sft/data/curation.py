@@ -224,8 +224,8 @@ def diversity_sample(records: list[Record], num_samples: int, rng: random.Random
 class CurationContext:
     seed: int
     count_tokens: Callable[[str], int]
-    # solve(records, model_dir, max_new_tokens, batch_size): each record with metadata['solver:<dir>'],
-    # the solver model's answer (the curate stage passes its generation engine)
+    # solve(records, model_dir, max_new_tokens, batch_size, data_parallel_size): each record with
+    # metadata['solver:<dir>'], the solver model's answer (the curate stage passes its generation engine)
     solve: Callable | None = None
 
 
@@ -350,9 +350,13 @@ class DifficultyFilter:
     solver_max_new_tokens: int
     solver_batch_size: int
     min_trace_tokens: Optional[int] = None
+    solver_data_parallel_size: int = 1   # solver model replicas, each its own process (evaluation/replicas.py)
 
     def __post_init__(self):
         """Without a solver signal the stage would drop nothing and the pool would pass as 'hard'."""
+        if not (isinstance(self.solver_data_parallel_size, int) and self.solver_data_parallel_size >= 1):
+            raise ConfigError(f"curation.difficulty.solver_data_parallel_size: expected an integer >= 1, got "
+                              f"{self.solver_data_parallel_size!r}")
         if self.enabled and not (list(self.solved_by_fields) + list(self.solver_answer_fields)
                                  + list(self.solver_models)):
             raise ConfigError("curation.difficulty: enabled, but nothing measures difficulty: set "
@@ -372,7 +376,8 @@ class DifficultyFilter:
         fields, reasons = list(self.solved_by_fields), {}
         answer_fields = list(self.solver_answer_fields)
         for path in self.solver_models:   # run the evaluation engine on the pool
-            records = ctx.solve(records, path, self.solver_max_new_tokens, self.solver_batch_size)
+            records = ctx.solve(records, path, self.solver_max_new_tokens, self.solver_batch_size,
+                                self.solver_data_parallel_size)
             answer_fields.append(f"solver:{path}")
         for rec in records:
             solved = [f for f in fields if rec.metadata.get(f) is True]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reasoning_sft.data.styles import ThinkingStyle
+from reasoning_sft.evaluation.decoding import sample_seed
 from reasoning_sft.schema import BudgetForcingConfig
 
 
@@ -74,10 +75,13 @@ def thinking_cap(tokenizer, prompts: list[str], style: ThinkingStyle, bf: Budget
 
 def generate_with_budget(engine, prompts: list[str], style: ThinkingStyle, bf: BudgetForcingConfig,
                          default_max_thinking: int, batch_size: int,
-                         sampling: dict | None = None, cap: int | None = None) -> list[ForcedGeneration]:
+                         sampling: dict | None = None, cap: int | None = None,
+                         seeds: list[int] | None = None) -> list[ForcedGeneration]:
     """Budget-forced generation for chat-rendered `prompts` (ending with the assistant header) on an
     engine (engines.Engine). `cap`: the thinking budget (thinking_cap(); None: resolved here over these
-    prompts); `bf.max_answer_tokens` null: the answer gets the generation budget, as s1's fork gives it."""
+    prompts); `bf.max_answer_tokens` null: the answer gets the generation budget, as s1's fork gives it.
+    `seeds` (one per prompt): a sampled row's phases each draw from (its seed, the phase), the k-th
+    thinking phase after k Waits or the answer, whatever else shares its batch."""
     tokenizer = engine.tokenizer
     thinking_sampling = dict(sampling or {})
     if bf.num_wait:   # s1: thinking_n_ignore sets min_tokens=1 for every thinking phase
@@ -94,13 +98,18 @@ def generate_with_budget(engine, prompts: list[str], style: ThinkingStyle, bf: B
     results = []
     for start in range(0, len(prompts), batch_size):
         prefix = [ids(p + style.think_start) for p in prompts[start:start + batch_size]]
+        row_seeds = None if seeds is None else seeds[start:start + batch_size]
+
+        def phase_seeds(rows: list[int], phase) -> list[int] | None:
+            return None if row_seeds is None else [sample_seed(row_seeds[i], phase(i)) for i in rows]
         thinking = [[] for _ in prefix]
         waits, capped = [0] * len(prefix), [False] * len(prefix)
         active = list(range(len(prefix)))
         while active:
             budget = max(cap - len(thinking[i]) for i in active)
             outs = engine.generate_ids([prefix[i] + thinking[i] for i in active], budget,
-                                       [style.think_stop], thinking_sampling)
+                                       [style.think_stop], thinking_sampling,
+                                       seeds=phase_seeds(active, lambda i: f"thinking{waits[i]}"))
             still = []
             for i, (new, ended_turn) in zip(active, outs):
                 new = new[: cap - len(thinking[i])]            # each row's own budget
@@ -117,7 +126,8 @@ def generate_with_budget(engine, prompts: list[str], style: ThinkingStyle, bf: B
             active = still
         forced = [ids(forced_text(style, decode(thinking[i]), capped[i])) for i in range(len(prefix))]
         answers = engine.generate_ids([prefix[i] + thinking[i] + forced[i] for i in range(len(prefix))],
-                                      bf.max_answer_tokens or default_max_thinking, sampling=sampling)
+                                      bf.max_answer_tokens or default_max_thinking, sampling=sampling,
+                                      seeds=phase_seeds(range(len(prefix)), lambda i: "answer"))
         for i, (answer, _) in enumerate(answers):
             text = style.think_start + decode(thinking[i]) + decode(forced[i]) + decode(answer)
             results.append(ForcedGeneration(text, len(thinking[i]), len(answer), waits[i], capped[i], forced[i]))

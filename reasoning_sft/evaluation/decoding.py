@@ -12,3 +12,12 @@ def decoding(temperature: float = 0.0, top_p: float = 1.0, top_k: int | None = N
     min_tokens): the papers' vLLM `SamplingParams`, whose defaults these are (top_k null: off)."""
     return {"temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
             "min_tokens": min_tokens}
+
+
+def sample_seed(seed: int, *key) -> int:
+    """The seed of one sample's draws: (the run's generation seed, the sample's identity: task, problem,
+    sample index, and the phase of budget forcing), so a sample's text depends on none of the batch it
+    was drawn in, the replica that drew it (eval.data_parallel_size) or the other samples."""
+    import hashlib
+    text = "\0".join(str(k) for k in (seed, *key))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1   # an int64 both engines take

@@ -31,6 +31,7 @@ class Backend:
     loads_model: bool        # True: the stage loads the model in this process and hands it to `build`
     build: Callable          # (model or path, tokenizer, eval config, seed) -> Engine
     require: Callable[[], None] = lambda: None   # a ConfigError saying how to install it, before any run dir
+    batches_itself: bool = False   # its engines take every context of a phase at once (Engine.batches_itself)
 
 
 def _hf(model, tokenizer, ev, seed) -> Engine:
@@ -49,4 +50,4 @@ def _require_vllm() -> None:
 
 
 BACKENDS.add("hf", Backend("hf", True, _hf))
-BACKENDS.add("vllm", Backend("vllm", False, _vllm, _require_vllm))
+BACKENDS.add("vllm", Backend("vllm", False, _vllm, _require_vllm, batches_itself=True))

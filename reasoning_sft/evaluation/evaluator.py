@@ -132,43 +132,41 @@ class Evaluator:
         from reasoning_sft.data.formatting import render_prompt
         return render_prompt(user_turn, self.engine.tokenizer, self.system)
 
-    def generate(self, prompts: list[str], repeats: int | None = None) -> list[dict]:
+    def generate(self, prompts: list[str], repeats: int | None = None, keys: list | None = None) -> list[dict]:
         """`eval.samples_per_problem` generations per rendered prompt (problem-major), plain or
         budget-forced (`eval.budget_forcing.enabled`), greedy or sampled (`eval.temperature`, `eval.top_p`),
-        with a progress bar on stderr (responses done / total, generated tokens per second)."""
-        import torch
+        each sample seeded by (eval's seed, its prompt's key in `keys` (default: its position), its
+        sample index), over `eval.data_parallel_size` replicas when the engine is a pool, with a progress
+        bar on stderr (responses done / total, generated tokens per second)."""
         from tqdm.auto import tqdm
 
-        from reasoning_sft.evaluation.budget_forcing import generate_with_budget, thinking_cap
-        from reasoning_sft.evaluation.generation import generate
+        from reasoning_sft.evaluation.budget_forcing import thinking_cap
+        from reasoning_sft.evaluation.decoding import sample_seed
+        from reasoning_sft.evaluation.replicas import run_items
         ev, engine = self.config, self.engine
         n = ev.samples_per_problem if repeats is None else repeats
+        keys = list(range(len(prompts))) if keys is None else keys
+        seeds = [sample_seed(self.sampling_seed, key, j) for key in keys for j in range(n)]
         prompts = [p for p in prompts for _ in range(n)]
-        sampling = self.decoding
-        torch.manual_seed(self.sampling_seed)
         bf = ev.budget_forcing
         # the thinking budget over every prompt asked together (s1's `auto` reads the longest of them)
         cap = thinking_cap(engine.tokenizer, prompts, self.style, bf, ev.max_new_tokens) if bf.enabled and prompts else None
-        chunk = len(prompts) if engine.batches_itself else ev.batch_size   # vLLM schedules its own batches
-        results, tokens, t0 = [], 0, time.time()
+        # the one-replica batches (HF: eval.batch_size rows, so a replica's batch is the same batch);
+        # an engine that schedules its own (vLLM) gets every prompt, or an equal share per replica
+        replicas = getattr(engine, "size", 1)
+        chunk = -(-len(prompts) // replicas) if engine.batches_itself else ev.batch_size
+        items = [(ev, self.style, self.decoding, prompts[i:i + chunk], seeds[i:i + chunk], cap)
+                 for i in range(0, len(prompts), max(chunk, 1))]
+        tokens, t0 = 0, time.time()
         with tqdm(total=len(prompts), desc="generating", unit="response", file=sys.stderr,
                   mininterval=0.5 if sys.stderr.isatty() else 30, disable=not prompts) as bar:
-            for i in range(0, len(prompts), max(chunk, 1)):
-                part = prompts[i:i + chunk]
-                if bf.enabled:
-                    outs = generate_with_budget(engine, part, self.style, bf, ev.max_new_tokens, min(chunk, len(part)),
-                                                sampling, cap)
-                    new = [{"generation": o.text, "generated_tokens": o.thinking_tokens + o.answer_tokens,
-                            "thinking_tokens": o.thinking_tokens, "waits": o.waits, "capped": o.capped,
-                            "forced_ids": o.forced_ids, "max_thinking_tokens": cap} for o in outs]
-                else:
-                    new = [{"generation": text, "generated_tokens": k} for text, k in
-                           generate(engine, part, ev.max_new_tokens, ev.batch_size, sampling)]
-                results += new
+            def done(new: list[dict]) -> None:
+                nonlocal tokens
                 tokens += sum(r["generated_tokens"] for r in new)
-                bar.update(len(part))
+                bar.update(len(new))
                 bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):.0f} tok/s")
-        return results
+            parts = run_items(engine, generate_part, items, done)
+        return [r for part in parts for r in part]
 
     def effective_decoding(self) -> dict:
         """What decoded every response: eval's settings (never a checkpoint's), the seed, the budget, the
@@ -225,8 +223,9 @@ class Evaluator:
         harness start-up, the same batches as the model's own order)."""
         task, docs, n = self.tasks[name], self.problems(name), self.config.samples_per_problem
         prompts = [self.render(task.prompt(doc, self)) for doc in docs]
+        outs = self.generate(prompts, keys=[f"{name}/{i}" for i in range(len(docs))])
         rows = [self.row(name, i // n, i % n, out.pop("generation"), {"prompt": prompts[i // n], **out})
-                for i, out in enumerate(self.generate(prompts))]
+                for i, out in enumerate(outs)]
         return self.summarize(rows), rows
 
     def summarize(self, samples: list[dict]) -> dict:
@@ -258,6 +257,21 @@ class Evaluator:
                            capped_share=sum(s["capped"] for s in samples) / len(samples),
                            max_thinking_tokens=max(s.get("max_thinking_tokens") or 0 for s in samples) or None)
         return summary
+
+
+def generate_part(engine, ev: EvalConfig, style, sampling: dict, prompts: list[str], seeds: list[int],
+                  cap: int | None) -> list[dict]:
+    """One batch of Evaluator.generate on an engine (here or on a replica): plain or budget-forced."""
+    from reasoning_sft.evaluation.budget_forcing import generate_with_budget
+    from reasoning_sft.evaluation.generation import generate
+    if ev.budget_forcing.enabled:
+        outs = generate_with_budget(engine, prompts, style, ev.budget_forcing, ev.max_new_tokens, len(prompts),
+                                    sampling, cap, seeds)
+        return [{"generation": o.text, "generated_tokens": o.thinking_tokens + o.answer_tokens,
+                 "thinking_tokens": o.thinking_tokens, "waits": o.waits, "capped": o.capped,
+                 "forced_ids": o.forced_ids, "max_thinking_tokens": cap} for o in outs]
+    return [{"generation": text, "generated_tokens": k} for text, k in
+            generate(engine, prompts, ev.max_new_tokens, ev.batch_size, sampling, seeds)]
 
 
 def result_line(task: str, metrics: dict) -> str:

@@ -10,7 +10,7 @@ own Hugging Face model serves log-likelihood tasks (any built-in task such as `m
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from reasoning_sft.errors import ConfigError
 from reasoning_sft.evaluation.tasks import source_of
@@ -63,8 +63,9 @@ def make_lm(ev):
     class ReasoningLM(HFLM if hf else LM):
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             if not hf:
-                raise ConfigError(f"eval.backend={ev.config.backend!r} runs generation tasks only; log-likelihood "
-                                  "tasks (e.g. mmlu) need eval.backend=hf")
+                raise ConfigError(f"eval.backend={ev.config.backend!r} with eval.data_parallel_size="
+                                  f"{ev.config.data_parallel_size} runs generation tasks only; log-likelihood tasks "
+                                  "(e.g. mmlu) need eval.backend=hf and eval.data_parallel_size=1")
             return super().loglikelihood(requests, disable_tqdm)
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
@@ -74,17 +75,23 @@ def make_lm(ev):
 
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
             # lm-eval already repeats each request `repeats` times: one generation per request here, kept
-            # under the request's identity (its task and our problem index), never matched back by text
+            # under the request's identity (its task and our problem index), never matched back by text;
+            # the k-th request of a problem is its sample k (its seed: decoding.sample_seed)
             prompts = [ev.render(r.args[0]) for r in requests]
-            outs = ev.generate(prompts, repeats=1)
-            for r, prompt, out in zip(requests, prompts, outs):
-                self.details[(r.task_name, r.doc["index"] if isinstance(r.doc, dict) and "index" in r.doc
-                              else r.doc_id)].append({"prompt": prompt, **out})
+            ids = [(r.task_name, r.doc["index"] if isinstance(r.doc, dict) and "index" in r.doc else r.doc_id)
+                   for r in requests]
+            keys = []
+            for task_doc in ids:
+                keys.append(f"{task_doc[0]}/{task_doc[1]}/{self.drawn[task_doc]}")
+                self.drawn[task_doc] += 1
+            outs = ev.generate(prompts, repeats=1, keys=keys)
+            for task_doc, prompt, out in zip(ids, prompts, outs):
+                self.details[task_doc].append({"prompt": prompt, **out})
             return [o["generation"] for o in outs]
 
     lm = ReasoningLM(pretrained=engine.hf_model, tokenizer=engine.tokenizer, batch_size=ev.config.batch_size,
                      device=str(engine.hf_model.device)) if hf else ReasoningLM()
-    lm.details = defaultdict(list)
+    lm.details, lm.drawn = defaultdict(list), Counter()
     return lm
 
 

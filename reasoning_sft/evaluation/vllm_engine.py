@@ -101,9 +101,10 @@ class VLLMEngine:
         return ids, strings
 
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
-                     sampling: dict | None = None) -> list[tuple[list[int], bool]]:
+                     sampling: dict | None = None, seeds: list[int] | None = None) -> list[tuple[list[int], bool]]:
         """Per context: the new token ids (without the end-of-turn token) and whether the turn ended,
-        decoded as `sampling` says (decoding.decoding(); None: greedy)."""
+        decoded as `sampling` says (decoding.decoding(); None: greedy); sampled with `seeds`, each request
+        with its own (decoding.sample_seed: the sample's identity, so every repeat of a prompt differs)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -111,13 +112,14 @@ class VLLMEngine:
         d = {**GREEDY, **(sampling or {})}
         sampled = d["temperature"] > 0
         stop_ids, stop = self._stops(stop_strings)
-        params = SamplingParams(max_tokens=max_new_tokens, stop=stop or None, stop_token_ids=stop_ids,
-                                include_stop_str_in_output=True, skip_special_tokens=False,
-                                temperature=d["temperature"] if sampled else 0.0, top_p=d["top_p"] if sampled else 1.0,
-                                top_k=(d["top_k"] or 0) if sampled else 0, repetition_penalty=d["repetition_penalty"],
-                                min_tokens=d["min_tokens"])
-        # no per-request seed: the engine's (LLM(seed=...)) makes a run reproducible, while a seed per
-        # request would give every repeat of a prompt (samples_per_problem) the same sample
+        kwargs = dict(max_tokens=max_new_tokens, stop=stop or None, stop_token_ids=stop_ids,
+                      include_stop_str_in_output=True, skip_special_tokens=False,
+                      temperature=d["temperature"] if sampled else 0.0, top_p=d["top_p"] if sampled else 1.0,
+                      top_k=(d["top_k"] or 0) if sampled else 0, repetition_penalty=d["repetition_penalty"],
+                      min_tokens=d["min_tokens"])
+        # without seeds the engine's own (LLM(seed=...)) draws in scheduling order
+        params = [SamplingParams(**kwargs, seed=int(s)) for s in seeds] if sampled and seeds is not None \
+            else SamplingParams(**kwargs)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=c) for c in contexts], params, use_tqdm=False)
         eos = self.tokenizer.eos_token_id
         rows = []
