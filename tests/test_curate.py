@@ -213,7 +213,10 @@ def test_difficulty_drops_what_a_solver_answered_correctly(tmp_path):
 
 
 @pytest.mark.slow
-def test_difficulty_runs_a_solver_model_on_the_pool(tmp_path, tiny_tokenizer):
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_difficulty_runs_a_solver_model_on_the_pool(tmp_path, tiny_tokenizer, replicas):
+    """The solver's answers are one process's generations, whether one engine or two replicas
+    (curation.difficulty.solver_data_parallel_size) answered them."""
     from conftest import compose_config
     from reasoning_sft.evaluation.generation import HFEngine, generate
     from reasoning_sft.data.formatting import render_prompt
@@ -239,7 +242,8 @@ def test_difficulty_runs_a_solver_model_on_the_pool(tmp_path, tiny_tokenizer):
                           "data.source.fields.gold_answer=gold", "curation.quality.enabled=false",
                           "curation.decontamination.enabled=false", "curation.diversity.enabled=false",
                           f"curation.difficulty.solver_models=[{tmp_path / 'solver'}]",
-                          "curation.difficulty.solver_max_new_tokens=12", "curation.difficulty.solver_batch_size=4"],
+                          "curation.difficulty.solver_max_new_tokens=12", "curation.difficulty.solver_batch_size=4",
+                          f"curation.difficulty.solver_data_parallel_size={replicas}"],
                          "curate", tmp_path / "run")
     card = run_curate(cfg)["data_card"]
     kept = [json.loads(line) for line in open(tmp_path / "run" / "curated.jsonl")]

@@ -21,8 +21,9 @@ class Engine(Protocol):
     dtype: str               # the precision its weights are loaded in (float32, bfloat16): the summaries say it
 
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
-                     sampling: dict | None = None) -> list[tuple[list[int], bool]]:
-        """Per context: the new token ids (without the end-of-turn token) and whether the turn ended."""
+                     sampling: dict | None = None, seeds: list[int] | None = None) -> list[tuple[list[int], bool]]:
+        """Per context: the new token ids (without the end-of-turn token) and whether the turn ended;
+        sampled rows drawn from their own `seeds` (decoding.sample_seed), whatever shares the batch."""
 
 
 @dataclass(frozen=True)

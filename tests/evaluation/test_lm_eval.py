@@ -236,16 +236,18 @@ def test_generation_goes_through_an_engines_own_primitive(make_cfg, tiny_tokeniz
         tokenizer, batches_itself, hf_model = tiny_tokenizer, True, None
 
         def __init__(self):
-            self.calls = []
+            self.calls, self.seeds = [], []
 
-        def generate_ids(self, contexts, max_new_tokens, stop_strings=None, sampling=None):
+        def generate_ids(self, contexts, max_new_tokens, stop_strings=None, sampling=None, seeds=None):
             self.calls.append((len(contexts), max_new_tokens, stop_strings))
+            self.seeds.append(seeds)
             reply = tiny_tokenizer("so 42", add_special_tokens=False)["input_ids"]
             return [(reply, True) for _ in contexts]
 
     engine = RecordingEngine()
     plain = evaluator_for(make_cfg(["eval=synthetic", "eval.max_new_tokens=9"])).attach(engine).generate(["a", "b"])
     assert [o["generation"] for o in plain] == ["so 42", "so 42"] and engine.calls == [(2, 9, None)]
+    assert len(set(engine.seeds[0])) == 2   # each prompt's sample its own seed (decoding.sample_seed)
     engine.calls.clear()
     forced = evaluator_for(make_cfg(
         ["eval=synthetic", "eval.budget_forcing.enabled=true", "eval.budget_forcing.num_wait=1",
