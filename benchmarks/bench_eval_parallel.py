@@ -3,8 +3,8 @@
 
     .venv/bin/python benchmarks/bench_eval_parallel.py [--replicas 2] [--model-path RUN_DIR/final_model]
 
-The one-process run uses every core as torch threads (what `eval.data_parallel_size=1` does); the
-replicas split the cores (here: one thread each). The model never stops early (its end-of-turn row is
+The one-process run uses every core as torch threads (what `eval.data_parallel_size=1` does), then,
+for reference, one thread; the replicas split the cores (here: one thread each). The model never stops early (its end-of-turn row is
 zeroed), so both runs generate the same number of tokens. Prints the wall time of each (the replicas'
 start-up, spawning and loading the model, apart), generated tok/s, the speed-up, and whether the
 generations are the same (they must be: a replica runs the one-process run's own batches).
@@ -61,6 +61,10 @@ def main() -> None:
     t = time.perf_counter()
     single = one.generate(prompts)
     single_s = time.perf_counter() - t
+    torch.set_num_threads(1)                   # the same process on one core: what a replica has
+    t = time.perf_counter()
+    one_thread = one.generate(prompts)
+    one_thread_s = time.perf_counter() - t
 
     t = time.perf_counter()
     pool = ReplicaPool(partial(solver_engine, path), args.replicas, one.engine.tokenizer, batches_itself=False)
@@ -79,11 +83,12 @@ def main() -> None:
     print(f"{args.problems} prompts x {args.max_new_tokens} new tokens, batch {args.batch_size}, "
           f"{'sampled' if args.temperature > 0 else 'greedy'}, {cores} cores")
     print(f"one process ({cores} threads): {single_s:.2f} s, {tokens / single_s:,.0f} generated tok/s")
+    print(f"one process (1 thread, for reference): {one_thread_s:.2f} s, {tokens / one_thread_s:,.0f} generated tok/s")
     print(f"{args.replicas} replicas ({per} thread(s) each): {spread_s:.2f} s, "
           f"{sum(r['generated_tokens'] for r in spread) / spread_s:,.0f} generated tok/s "
           f"(start-up {start_s:.2f} s, not counted)")
     print(f"speed-up: {single_s / spread_s:.2f}x ({single_s / (spread_s + start_s):.2f}x with start-up)")
-    same = single == spread
+    same = single == spread == one_thread
     print(f"same generations: {'yes' if same else 'NO'}")
     if not same:
         raise SystemExit("the replicas' generations differ from one process's")

@@ -34,6 +34,16 @@ def test_bench_budget_forcing_smoke():
     assert re.search(rf"plain generate:\s+{NUMBER} generated tok/s", out), out
     assert re.search(rf"budget forcing:\s+{NUMBER} generated tok/s", out), out
     assert re.search(r"forcing overhead: -?[\d.]+%", out), out
+    assert re.search(r"forcing overhead re-reading: -?[\d.]+%", out), out
+    assert "same generations with and without the kept KV cache: yes" in out, out
+
+
+def test_bench_eval_parallel_smoke():
+    out = bench("benchmarks/bench_eval_parallel.py", "--problems", "8", "--max-new-tokens", "8", "--batch-size", "2")
+    assert re.search(rf"one process \(\d+ threads\): {NUMBER} s, {NUMBER} generated tok/s", out), out
+    assert re.search(rf"2 replicas \(\d+ thread\(s\) each\): {NUMBER} s, {NUMBER} generated tok/s", out), out
+    assert re.search(rf"speed-up: {NUMBER}x", out), out
+    assert "same generations: yes" in out, out
 
 
 @pytest.mark.benchmark

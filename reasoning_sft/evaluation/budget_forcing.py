@@ -109,7 +109,7 @@ def generate_with_budget(engine, prompts: list[str], style: ThinkingStyle, bf: B
             budget = max(cap - len(thinking[i]) for i in active)
             outs = engine.generate_ids([prefix[i] + thinking[i] for i in active], budget,
                                        [style.think_stop], thinking_sampling,
-                                       seeds=phase_seeds(active, lambda i: f"thinking{waits[i]}"))
+                                       seeds=phase_seeds(active, lambda i: f"thinking{waits[i]}"), keep_cache=True)
             still = []
             for i, (new, ended_turn) in zip(active, outs):
                 new = new[: cap - len(thinking[i])]            # each row's own budget

@@ -21,9 +21,11 @@ class Engine(Protocol):
     dtype: str               # the precision its weights are loaded in (float32, bfloat16): the summaries say it
 
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
-                     sampling: dict | None = None, seeds: list[int] | None = None) -> list[tuple[list[int], bool]]:
+                     sampling: dict | None = None, seeds: list[int] | None = None,
+                     keep_cache: bool = False) -> list[tuple[list[int], bool]]:
         """Per context: the new token ids (without the end-of-turn token) and whether the turn ended;
-        sampled rows drawn from their own `seeds` (decoding.sample_seed), whatever shares the batch."""
+        sampled rows drawn from their own `seeds` (decoding.sample_seed), whatever shares the batch;
+        `keep_cache`: the next call continues these contexts (the engine may keep their KV cache)."""
 
 
 @dataclass(frozen=True)

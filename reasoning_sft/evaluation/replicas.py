@@ -107,7 +107,7 @@ class ReplicaPool:
         try:
             for p in self.placements:
                 ours, theirs = context.Pipe()
-                proc = context.Process(target=_replica_main, args=(theirs, build, p, os.getpid()), daemon=True,
+                proc = context.Process(target=_replica_main, args=(theirs, build, p, os.getpid()),
                                        name=f"replica-{len(self.procs)}")
                 proc.start()
                 theirs.close()

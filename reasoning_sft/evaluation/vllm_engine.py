@@ -101,10 +101,12 @@ class VLLMEngine:
         return ids, strings
 
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
-                     sampling: dict | None = None, seeds: list[int] | None = None) -> list[tuple[list[int], bool]]:
+                     sampling: dict | None = None, seeds: list[int] | None = None,
+                     keep_cache: bool = False) -> list[tuple[list[int], bool]]:
         """Per context: the new token ids (without the end-of-turn token) and whether the turn ended,
         decoded as `sampling` says (decoding.decoding(); None: greedy); sampled with `seeds`, each request
-        with its own (decoding.sample_seed: the sample's identity, so every repeat of a prompt differs)."""
+        with its own (decoding.sample_seed: the sample's identity, so every repeat of a prompt differs).
+        `keep_cache` needs nothing here: vLLM's prefix cache keeps what a next phase repeats."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

@@ -174,3 +174,56 @@ def test_the_answer_phase_gets_the_generation_budget_by_default_as_s1s_fork(mode
     finally:
         handle.remove()
     assert [o.answer_tokens for o in full] == [20, 20] and [o.answer_tokens for o in capped] == [3, 3]
+
+
+@pytest.mark.parametrize("style", ["s1", "r1", "skyt1"])
+def test_later_phases_continue_the_kept_kv_cache_with_the_same_tokens(model, tiny_tokenizer, prompts, style):
+    """HF keeps the thinking phase's KV cache for the next phase (Waits, the answer): the answer phase's
+    first forward reads only what is new (the forced end of thinking), not prompt + thinking again, and
+    every generation is the one re-reading gives, capped, extended and ending on its own, greedy and
+    sampled (seeds per row)."""
+    st = THINKING_STYLES[style]
+    stop = tiny_tokenizer.convert_tokens_to_ids(st.think_stop)
+    calls = []
+    # the model ends its thinking at random-looking steps: a bias on the stop marker for some contexts
+    bias = model.lm_head.register_forward_hook(
+        lambda m, i, out: out.index_add(-1, torch.tensor([stop]), (i[0].sum(-1, keepdim=True) % 7 < 1) * 30.0))
+    record = model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(kwargs["input_ids"].shape[1]),
+                                             with_kwargs=True)
+    seen = []
+    try:
+        for bf, sampling in [(BudgetForcingConfig(max_thinking_tokens=30, max_answer_tokens=6), None),
+                             (BudgetForcingConfig(max_thinking_tokens=40, num_wait=2, max_answer_tokens=6), None),
+                             (BudgetForcingConfig(max_thinking_tokens=30, num_wait=1, max_answer_tokens=6),
+                              {"temperature": 1.0, "top_p": 0.9, "top_k": None, "repetition_penalty": 1.0,
+                               "min_tokens": 0})]:
+            seeds = list(range(100, 100 + len(prompts))) if sampling else None
+            calls.clear()
+            kept = generate_with_budget(HFEngine(model, tiny_tokenizer), prompts, st, bf, 512, 3, sampling, seeds=seeds)
+            reuse_reads = sum(calls)
+            calls.clear()
+            fresh = generate_with_budget(HFEngine(model, tiny_tokenizer, reuse_cache=False), prompts, st, bf, 512, 3,
+                                         sampling, seeds=seeds)
+            assert [o.text for o in kept] == [o.text for o in fresh]
+            assert [(o.thinking_tokens, o.waits, o.capped) for o in kept] == \
+                   [(o.thinking_tokens, o.waits, o.capped) for o in fresh]
+            assert reuse_reads < sum(calls)   # fewer positions read: prompt and thinking not again
+            seen += kept
+        assert any(o.capped for o in seen) and any(o.waits for o in seen) and any(not o.capped for o in seen)
+    finally:
+        bias.remove()
+        record.remove()
+
+
+def test_a_context_that_extends_no_kept_row_is_read_whole(model, tiny_tokenizer, prompts):
+    """The kept cache is used only when every context of the next call extends one of its rows; other
+    contexts are generated from scratch, as a fresh engine generates them."""
+    contexts = [tiny_tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[:3]]
+    engine = HFEngine(model, tiny_tokenizer)
+    first = engine.generate_ids(contexts, 5, keep_cache=True)
+    unrelated = [c[:-2] + [7, 8] for c in contexts]
+    assert engine.generate_ids(unrelated, 5) == HFEngine(model, tiny_tokenizer).generate_ids(unrelated, 5)
+    again = engine.generate_ids(contexts, 5, keep_cache=True)   # the same contexts: the last token fed again
+    assert again == first
+    assert engine.generate_ids([c + ids for c, (ids, _) in zip(contexts, first)], 4) == \
+        HFEngine(model, tiny_tokenizer).generate_ids([c + ids for c, (ids, _) in zip(contexts, first)], 4)

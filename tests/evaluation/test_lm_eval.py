@@ -238,7 +238,8 @@ def test_generation_goes_through_an_engines_own_primitive(make_cfg, tiny_tokeniz
         def __init__(self):
             self.calls, self.seeds = [], []
 
-        def generate_ids(self, contexts, max_new_tokens, stop_strings=None, sampling=None, seeds=None):
+        def generate_ids(self, contexts, max_new_tokens, stop_strings=None, sampling=None, seeds=None,
+                         keep_cache=False):
             self.calls.append((len(contexts), max_new_tokens, stop_strings))
             self.seeds.append(seeds)
             reply = tiny_tokenizer("so 42", add_special_tokens=False)["input_ids"]

@@ -167,3 +167,23 @@ def test_evaluate_stage_on_vllm_through_lm_eval_equals_hf_and_regrades(model_dir
     assert proc.returncode == 0, proc.stderr[-3000:]
     graded = [json.loads(line) for line in open(tmp_path / "graded" / "graded.jsonl")]
     assert [(g["correct"], g["extracted"]) for g in graded] == [(r["correct"], r["extracted"]) for r in rows]
+
+
+def test_two_vllm_replicas_sample_what_one_engine_samples(model_dir, engine, tiny_tokenizer, make_cfg, tmp_path):
+    """`eval.data_parallel_size=2` on vLLM: two engines in two processes, each drawing its share of the
+    samples; every sample is the one this process's engine draws for it (a seed per request: the
+    sample's identity), in the one-engine order."""
+    from conftest import evaluator_for
+    overrides = ["eval=synthetic", "eval.num_problems=8", "eval.max_new_tokens=16", "eval.samples_per_problem=3",
+                 "eval.ks=[1,3]", "eval.temperature=1.0", "eval.top_p=0.9", "eval.backend=vllm",
+                 "eval.vllm.enforce_eager=true"]
+    proc = subprocess.run([sys.executable, "-m", "reasoning_sft.evaluate", f"model_path={model_dir}", *overrides,
+                           "eval.data_parallel_size=2", "logger=none", f"hydra.run.dir={tmp_path}/run"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "eval_samples.jsonl")]
+    evaluator = evaluator_for(make_cfg(overrides, "evaluate")).attach(engine)
+    prompts = [r["prompt"] for r in rows[::3]]
+    one = evaluator.generate(prompts, keys=[f"synthetic/{i}" for i in range(len(prompts))])
+    assert [r["generation"] for r in rows] == [o["generation"] for o in one]
+    assert len({r["generation"] for r in rows}) > len(rows) // 2    # samples differ: a seed per sample
