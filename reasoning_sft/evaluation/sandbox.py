@@ -184,7 +184,7 @@ class _Channel:
 def _job(code: str | None, tests: dict, limits: CodeEvalConfig) -> dict:
     n = max(1, len(tests.get("inputs", [])))
     return {"code": code, "inputs": tests.get("inputs", []), "fn_name": tests.get("fn_name"),
-            "timeout": limits.timeout_seconds, "policy": limits.sandbox,
+            "timeout": limits.timeout_seconds, "policy": limits.sandbox, "parent": os.getpid(),
             "limits": {"cpu_seconds": (limits.timeout_seconds + 1) * n + 5, "memory_bytes": limits.memory_mb << 20,
                        "file_bytes": limits.file_mb << 20, "processes": limits.processes,
                        "disk_mb": limits.disk_mb}}

@@ -173,15 +173,26 @@ def contain(job: dict) -> dict:
         missing.append(f"namespaces ({e.strerror}: user namespaces are not available to this user)")
         if root:
             _become(uid, gid)
+        # this process runs the program: it dies with the evaluator (a uid change disarmed the signal)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != job.get("parent", os.getppid()):
+            os._exit(4)
         _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         limit(job["limits"])
         return {**held, "uid": os.geteuid(), "missing": missing}
+    launcher_alive, launcher_holds = os.pipe()   # pid 1 reads EOF here once the launcher is gone
     pid = os.fork()
     if pid:   # the launcher: waits for pid 1 of the new namespace and exits with it; asked to stop
-        # (SIGTERM from the evaluator), it kills pid 1 (so every process of the namespace) and reaps it
+        # (SIGTERM from the evaluator, or the evaluator's death: its parent-death signal, armed again
+        # after unshare changed its credentials), it kills pid 1 (so every process of the namespace)
         signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
+        os.close(launcher_alive)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != job.get("parent", os.getppid()):   # the evaluator went before it was armed
+            os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os._exit(0)
+    os.close(launcher_holds)
     os.setsid()
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     try:
@@ -211,6 +222,14 @@ def contain(job: dict) -> dict:
         drop_capabilities()
     except OSError as e:
         missing.append(str(e))
+    # pid 1 dies with its launcher: the uid changes above disarmed the parent-death signal, so it is armed
+    # again here, then the launcher is checked for (the pipe reads EOF once it is gone): a launcher killed
+    # outright (SIGKILL to its group) takes the namespace with it too
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    import select
+    if select.select([launcher_alive], [], [], 0)[0]:
+        os._exit(4)
+    os.close(launcher_alive)
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     limit(job["limits"])
     os.chdir(WORKDIR if held.get("root") else "/")
@@ -330,6 +349,11 @@ def run_tests(job: dict, report) -> None:
 def main() -> None:
     fd = int(sys.argv[1])
     job = json.loads(sys.stdin.read())
+    # the evaluator's death (SIGKILL included) reaches this process: SIGTERM, which the launcher answers
+    # by killing the program's namespace (contain() arms it again where credentials change)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != job.get("parent", os.getppid()):
+        os._exit(4)
     sys.stdin = open(os.devnull)
     dumps, write = json.dumps, os.write
 

@@ -327,3 +327,86 @@ def test_the_documented_code_evaluation_command(tmp_path, tiny_tokenizer):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["eval"]["livecodebench"]
     assert summary["num_problems"] == 2 and summary["accuracy"] == 0.0   # an untrained model writes no program
+
+
+ESCAPER = """import os, posix, time
+for _ in range(3):                 # grandchildren in sessions of their own, then a spinner
+    if posix.fork() == 0:
+        os.setsid()
+        if posix.fork() == 0:
+            while True:
+                time.sleep(0.5)
+        os._exit(0)
+while True:
+    pass
+"""
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process whose parent chain leads to `pid` (read from /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("evaluator", EVALUATORS)
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_nothing_outlives_a_killed_grade_stage(evaluator, sig, open_tmp):
+    """The grade stage killed while a program runs (a scheduler's time limit: SIGTERM; the OOM killer:
+    SIGKILL): the program, its children in sessions of their own and the launcher all go within seconds
+    (parent-death signals armed again after every credential change, pid 1 watching its launcher)."""
+    import signal
+    import time
+    path = open_tmp / "lcb.jsonl"
+    path.write_text(json.dumps({**problems()[0], "response": response(ESCAPER)}) + "\n")
+    path.chmod(0o644)
+    argv = [sys.executable, "-m", "reasoning_sft.grade", f"input={path}", "task=livecodebench",
+            "fields.response=response", "code.timeout_seconds=300", f"hydra.run.dir={open_tmp / 'run'}"]
+    stage = subprocess.Popen(as_user(argv) if evaluator == "user" else argv, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, seen = time.time() + 120, set()
+        while time.time() < deadline and len(seen) < 5:   # the launcher, pid 1 (the spinner), 3 sleepers
+            time.sleep(0.5)
+            seen = {p for p in _descendants(stage.pid) if "sandbox_child" in _cmdline(p)}
+        assert len(seen) >= 5, f"the program did not start its processes: {seen}"
+        stage.send_signal(getattr(signal, sig))
+        stage.wait(30)
+        deadline = time.time() + 10
+        while any(_running(p) for p in seen) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in seen if _running(p)], f"left running after {sig} to the grade stage"
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+        for p in _descendants(stage.pid):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
