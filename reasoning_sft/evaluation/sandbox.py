@@ -92,6 +92,14 @@ def decode(value):
         return float(inner)
     if tag == "$o" and isinstance(inner, str):
         return Opaque(inner)
+    if tag == "$dec" and isinstance(inner, str):
+        import decimal
+        try:
+            return decimal.Decimal(inner)
+        except decimal.InvalidOperation as e:
+            raise ChannelError(f"not a Decimal: {inner[:80]!r}") from e
+    if tag in ("$nd", "$ns"):
+        return _numpy(tag, inner)
     if not isinstance(inner, list):
         raise ChannelError(f"tag {tag!r} without a list")
     items = [decode(v) for v in inner]
@@ -100,11 +108,55 @@ def decode(value):
             return tuple(items)
         if tag in ("$s", "$fs"):
             return set(items) if tag == "$s" else frozenset(items)
-        if tag == "$d" and all(isinstance(kv, list) and len(kv) == 2 for kv in items):
-            return {k: v for k, v in items}
+        if tag in MAPPINGS and all(isinstance(kv, list) and len(kv) == 2 for kv in items):
+            return MAPPINGS[tag]((k, v) for k, v in items)
     except TypeError as e:   # an unhashable key: not what the harness writes
         raise ChannelError(str(e)) from e
     raise ChannelError(f"unknown tag {tag!r}")
+
+
+def _defaultdict(pairs):
+    import collections
+    return collections.defaultdict(None, pairs)   # a factory never crosses: equality ignores it
+
+
+def _counter(pairs):
+    import collections
+    counter = collections.Counter()
+    counter.update(dict(pairs))   # as the program's: its counts as they were, zeros and negatives included
+    return counter
+
+
+def _ordered(pairs):
+    import collections
+    return collections.OrderedDict(pairs)
+
+
+MAPPINGS = {"$d": dict, "$counter": _counter, "$od": _ordered, "$dd": _defaultdict}
+
+
+def _numpy(tag: str, inner):
+    """A numpy array or scalar of a plain dtype (bool, integers, floats, strings), rebuilt as itself."""
+    import numpy as np
+    if not (isinstance(inner, list) and len(inner) == (3 if tag == "$nd" else 2) and isinstance(inner[0], str)):
+        raise ChannelError(f"a malformed {tag} value")
+    try:
+        dtype = np.dtype(inner[0])
+    except TypeError as e:
+        raise ChannelError(f"not a dtype: {inner[0][:40]!r}") from e
+    if dtype.kind not in "biufU" or dtype.itemsize > 1024:
+        raise ChannelError(f"a numpy dtype plain data cannot hold: {inner[0][:40]!r}")
+    if tag == "$ns":
+        return dtype.type(decode(inner[1]))
+    shape, data = inner[1], decode(inner[2])
+    if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape) and isinstance(data, list)):
+        raise ChannelError("a malformed numpy array")
+    size = 1
+    for n in shape:
+        size *= n
+    if size != len(data):
+        raise ChannelError("a numpy array whose shape does not hold its data")
+    return np.array(data, dtype=dtype).reshape(shape)
 
 
 class Opaque:
@@ -121,18 +173,29 @@ class Opaque:
         return f"<{self.type_name} object>"
 
 
-def compare(line: dict, expected: str, test_input, call_based: bool) -> tuple[bool, dict]:
+def compare(line: dict, expected: str, test_input, call_based: bool) -> tuple[list, dict]:
     """One test's reported result against its expected output, as LiveCodeBench's grade_call_based /
-    grade_stdio compare them. -> (passed, metadata of the failure)"""
+    grade_stdio compare them. -> (what LiveCodeBench records for it: [True] when it passed; the
+    metadata of the failure, {} when it passed)"""
     from livecodebench.evaluation.testing_util import convert_line_to_decimals, get_stripped_lines, truncatefn
     if call_based:
         if "value" not in line:
             raise ChannelError("a call-based result without a value")
         prediction, gold = decode(line["value"]), json.loads(expected)
-        if prediction == gold:
-            return True, {}
-        return False, {"output": truncatefn(prediction), "inputs": truncatefn(test_input),
-                       "expected": truncatefn(gold), "error_code": -2, "error_message": "Wrong Answer"}
+        runtime = {"error_code": -4, "error_message": "Runtime Error", "inputs": truncatefn(test_input),
+                   "expected": truncatefn(gold)}
+        try:   # grade_call_based: `tmp_result = prediction == gt_out`, then `if not tmp_result`, in its try
+            result = prediction == gold
+        except Exception as e:  # noqa: BLE001 - e.g. arrays that do not broadcast: its runtime error
+            return [-4], {**runtime, "error": repr(e)}
+        try:
+            wrong = not result
+        except Exception as e:  # noqa: BLE001 - the truth value of an array of several: its runtime error
+            return [_as_recorded(result), -4], {**runtime, "error": repr(e)}
+        if not wrong:
+            return [_as_recorded(result)], {}
+        return [_as_recorded(result)], {"output": truncatefn(prediction), "inputs": truncatefn(test_input),
+                                        "expected": truncatefn(gold), "error_code": -2, "error_message": "Wrong Answer"}
     prediction = line.get("stdout")
     if not isinstance(prediction, str):
         raise ChannelError("a stdin program's result without its stdout")
@@ -140,16 +203,27 @@ def compare(line: dict, expected: str, test_input, call_based: bool) -> tuple[bo
              "error_code": -2}
     got, want = get_stripped_lines(prediction), get_stripped_lines(expected)
     if len(got) != len(want):
-        return False, {**wrong, "error_message": "Wrong answer: mismatched output length"}
+        return [-2], {**wrong, "error_message": "Wrong answer: mismatched output length"}
     for i, (a, b) in enumerate(zip(got, want)):
         if a == b:
             continue
         ok_a, dec_a = convert_line_to_decimals(a)
         ok_b, dec_b = convert_line_to_decimals(b)
         if not (ok_a and ok_b and dec_a == dec_b):
-            return False, {**wrong, "error_message": f"Wrong answer at output_line_idx={i}: "
-                                                      f"{truncatefn(a)} != {truncatefn(b)}"}
-    return True, {}
+            return [-2], {**wrong, "error_message": f"Wrong answer at output_line_idx={i}: "
+                                                   f"{truncatefn(a)} != {truncatefn(b)}"}
+    return [True], {}
+
+
+def _as_recorded(result):
+    """A comparison's result as LiveCodeBench's scorer keeps it (evaluate_generations_by_problem: an
+    array's first element, a numpy bool as a bool), JSON-serialisable."""
+    import numpy as np
+    if isinstance(result, np.ndarray):
+        return bool(result.item(0)) if result.size else False
+    if isinstance(result, np.bool_):
+        return bool(result)
+    return result if isinstance(result, bool) else bool(result)
 
 
 class _Channel:
@@ -271,9 +345,9 @@ def run_program(code: str | None, input_output: str, limits: CodeEvalConfig = Co
                 if code_ == -4:
                     meta["error"] = meta["error_message"]
                 break
-            passed, failure = compare(line, expected, test_input, call_based)
-            results.append(True if passed else False if call_based else -2)   # as LiveCodeBench records them
-            if not passed:
+            recorded, failure = compare(line, expected, test_input, call_based)
+            results += recorded          # as LiveCodeBench records them
+            if failure:
                 meta = failure
                 break
     except SandboxRefused:

@@ -291,6 +291,20 @@ def encode(value, depth: int = 0):
         return {"$s" if t is set else "$fs": [encode(v, depth + 1) for v in value]}
     if t is dict:
         return {"$d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
+    # the standard library's and numpy's value types LiveCodeBench's `==` meets: each rebuilt as itself by
+    # the evaluator, so `prediction == expected` (and its truth value) is the one LiveCodeBench computes
+    import collections
+    import decimal
+    mapping = {collections.Counter: "$counter", collections.OrderedDict: "$od", collections.defaultdict: "$dd"}
+    if t in mapping:
+        return {mapping[t]: [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
+    if t is decimal.Decimal:
+        return {"$dec": str(value)}
+    np = sys.modules.get("numpy")   # only if the program imported it
+    if np is not None and isinstance(value, (np.generic, np.ndarray)) and value.dtype.kind in "biufU":
+        if isinstance(value, np.ndarray):
+            return {"$nd": [value.dtype.str, list(value.shape), encode(value.ravel().tolist(), depth + 1)]}
+        return {"$ns": [value.dtype.str, encode(value.item(), depth + 1)]}
     import numbers
     if isinstance(value, bool):
         return bool(value)

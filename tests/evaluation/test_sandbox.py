@@ -410,3 +410,51 @@ def _cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+TYPED_RETURNS = [   # (what the function returns, the expected output as LiveCodeBench stores it)
+    ("collections.Counter('a')", '{"a": 1}'),
+    ("collections.Counter('ab') - collections.Counter('b')", '{"a": 1}'),
+    ("collections.Counter('a')", '["a"]'),
+    ("collections.OrderedDict([('a', 1), ('b', 2)])", '{"b": 2, "a": 1}'),
+    ("collections.defaultdict(int, {'a': 1})", '{"a": 1}'),
+    ("decimal.Decimal('0.5')", "0.5"),
+    ("decimal.Decimal('0.1')", "0.1"),
+    ("numpy.bool_(True)", "true"),
+    ("numpy.bool_(True)", "[true]"),
+    ("numpy.int64(3)", "[3]"),
+    ("numpy.float64(0.5)", "0.5"),
+    ("numpy.float32(0.1)", "0.1"),
+    ("numpy.array([3])", "3"),
+    ("numpy.array([[1, 2], [3, 4]])", "[[1, 2], [3, 4]]"),
+    ("numpy.array([1, 2])", "[1, 2, 3]"),
+    ("numpy.array([], dtype=int)", "[]"),
+    ("numpy.array(['a', 'b'])", '["a", "b"]'),
+    ("[numpy.int64(1), collections.Counter('a')]", '[1, {"a": 1}]'),
+]
+
+
+def test_returned_types_compare_as_livecodebench_compares_them():
+    """Counter, OrderedDict, defaultdict, Decimal, numpy scalars and arrays: each rebuilt as itself by the
+    evaluator (never the program's object), so `prediction == expected` and its truth value are those
+    of LiveCodeBench's own grade_call_based, run unsandboxed on the same program: the same tests recorded,
+    the same pass or fail (a numpy array of several elements: its runtime error)."""
+    import numpy as np
+    from livecodebench.evaluation.compute_code_generation_metrics import check_correctness
+    verdicts = []
+    for value, gold in TYPED_RETURNS:
+        code = f"import collections, decimal, numpy\nclass Solution:\n    def f(self, x):\n        return {value}\n"
+        io = json.dumps({"inputs": ["1"], "outputs": [gold], "fn_name": "f"})
+        theirs, _ = check_correctness({"input_output": io}, code, timeout=2, debug=False)
+        # as their scorer fixes them (evaluate_generations_by_problem: an array's first element; an empty
+        # array has none: its item(0) raises there and the generation fails)
+        theirs = [(bool(r.item(0)) if r.size else False) if isinstance(r, np.ndarray)
+                  else bool(r) if isinstance(r, np.bool_) else r for r in theirs]
+        ours = run_program(code, io, FAST)
+        assert ours["results"] == theirs, (value, gold, ours, theirs)
+        assert (ours["verdict"] == "passed") == all(r is True or (r > 0) for r in theirs), (value, gold)
+        verdicts.append(ours["verdict"])
+    # numpy 2 compares float32(0.1) with 0.1 as float32 (NEP 50): equal, there as here
+    assert verdicts == ["passed", "passed", "wrong answer", "passed", "passed", "passed", "wrong answer", "passed",
+                        "passed", "passed", "passed", "passed", "passed", "runtime error", "runtime error",
+                        "runtime error", "runtime error", "passed"]
