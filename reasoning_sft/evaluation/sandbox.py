@@ -41,6 +41,7 @@ HOW_TO_CONTAIN = ("run the evaluation as root in a container, or enable unprivil
 
 
 OUTPUT_MB = 16    # what a program may report over its channel, all tests together (docs/safety.md)
+LINE_CONTAINERS = 1_000_000   # JSON lists and objects in one line: ~60 MB of the evaluator's memory at most
 
 
 class SandboxRefused(ConfigError):
@@ -78,7 +79,10 @@ class ChannelError(ValueError):
 
 
 def decode(value):
-    """The child's tagged plain data back to Python values (sandbox_child.encode); nothing is executed."""
+    """The child's tagged plain data back to Python values (sandbox_child.encode); nothing is executed,
+    and nothing is hashed that the program chose: a set, or a mapping with a key that is not a string,
+    can equal nothing JSON holds (the expected outputs are JSON), so it is kept as an Unequal in linear
+    time, never built (a set of ints that all hash alike held the GIL for minutes: issue 38)."""
     if value is None or type(value) in (bool, int, float, str):
         return value
     if type(value) is list:
@@ -103,15 +107,14 @@ def decode(value):
     if not isinstance(inner, list):
         raise ChannelError(f"tag {tag!r} without a list")
     items = [decode(v) for v in inner]
-    try:
-        if tag == "$t":
-            return tuple(items)
-        if tag in ("$s", "$fs"):
-            return set(items) if tag == "$s" else frozenset(items)
-        if tag in MAPPINGS and all(isinstance(kv, list) and len(kv) == 2 for kv in items):
-            return MAPPINGS[tag]((k, v) for k, v in items)
-    except TypeError as e:   # an unhashable key: not what the harness writes
-        raise ChannelError(str(e)) from e
+    if tag == "$t":
+        return tuple(items)
+    if tag in ("$s", "$fs"):
+        return Unequal("set" if tag == "$s" else "frozenset", items)
+    if tag in MAPPINGS and all(isinstance(kv, list) and len(kv) == 2 for kv in items):
+        if not all(isinstance(k, str) for k, _ in items):   # str keys hash with this process's own seed
+            return Unequal(MAPPING_NAMES[tag], items)
+        return MAPPINGS[tag]((k, v) for k, v in items)
     raise ChannelError(f"unknown tag {tag!r}")
 
 
@@ -133,6 +136,7 @@ def _ordered(pairs):
 
 
 MAPPINGS = {"$d": dict, "$counter": _counter, "$od": _ordered, "$dd": _defaultdict}
+MAPPING_NAMES = {"$d": "dict", "$counter": "Counter", "$od": "OrderedDict", "$dd": "defaultdict"}
 
 
 def _numpy(tag: str, inner):
@@ -157,6 +161,25 @@ def _numpy(tag: str, inner):
     if size != len(data):
         raise ChannelError("a numpy array whose shape does not hold its data")
     return np.array(data, dtype=dtype).reshape(shape)
+
+
+class Unequal:
+    """A returned set, or a mapping keyed by more than strings: no value JSON holds equals it (JSON has
+    no sets, and its objects are keyed by strings), so it equals nothing; its items kept for display."""
+    __hash__ = object.__hash__
+
+    def __init__(self, type_name: str, items: list):
+        self.type_name, self.items = type_name, items
+
+    def __eq__(self, other):
+        return False
+
+    def __repr__(self):
+        if self.type_name in ("set", "frozenset"):
+            inner = ", ".join(repr(i) for i in self.items[:50])
+            return f"{{{inner}}}" if self.type_name == "set" else f"frozenset({{{inner}}})"
+        inner = ", ".join(f"{k!r}: {v!r}" for k, v in self.items[:50])
+        return f"{{{inner}}}" if self.type_name == "dict" else f"{self.type_name}({{{inner}}})"
 
 
 class Opaque:
@@ -230,11 +253,15 @@ class _Channel:
     """Lines from the child's pipe, each read before a deadline, all of them within a size cap."""
 
     def __init__(self, fd: int, deadline: float, cap: int):
-        self.fd, self.deadline, self.left, self.buffer = fd, deadline, cap, b""
+        self.fd, self.deadline, self.left, self.buffer = fd, deadline, cap, bytearray()
 
     def line(self) -> dict | None:
-        """The next JSON object; None at end of file or past the deadline."""
-        while b"\n" not in self.buffer:
+        """The next JSON object; None at end of file or past the deadline. Linear in what was read (each
+        byte searched for the newline once), and a line of more than LINE_CONTAINERS lists and objects
+        is refused before it is parsed (a 16 MB line of `[]` would have cost 865 MB to build)."""
+        searched = 0
+        while (end := self.buffer.find(b"\n", searched)) < 0:
+            searched = len(self.buffer)
             wait = self.deadline - time.monotonic()
             if wait <= 0 or not select.select([self.fd], [], [], wait)[0]:
                 return None
@@ -245,7 +272,10 @@ class _Channel:
             if self.left < 0:
                 raise ChannelError("the program reported more than its output cap (OUTPUT_MB)")
             self.buffer += chunk
-        raw, self.buffer = self.buffer.split(b"\n", 1)
+        raw = bytes(self.buffer[:end])
+        del self.buffer[:end + 1]
+        if raw.count(b"[") + raw.count(b"{") > LINE_CONTAINERS:
+            raise ChannelError(f"a line of more than {LINE_CONTAINERS:,} lists and objects")
         try:
             line = json.loads(raw)
         except ValueError as e:

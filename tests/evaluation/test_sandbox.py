@@ -458,3 +458,50 @@ def test_returned_types_compare_as_livecodebench_compares_them():
     assert verdicts == ["passed", "passed", "wrong answer", "passed", "passed", "passed", "wrong answer", "passed",
                         "passed", "passed", "passed", "passed", "passed", "runtime error", "runtime error",
                         "runtime error", "runtime error", "passed"]
+
+
+CHANNEL_ATTACKS = {   # a line the program writes on every descriptor (the channel among them), as test 0's result
+    "colliding_set": "'{\"test\": 0, \"value\": {\"$s\": [' + ','.join(str(k * (2 ** 61 - 1)) for k in range(60000))"
+                     " + ']}}\\n'",
+    "colliding_keys": "'{\"test\": 0, \"value\": {\"$d\": [' + ','.join(f'[{k * (2 ** 61 - 1)}, 0]' for k in "
+                      "range(60000)) + ']}}\\n'",
+    "empty_lists": "'{\"test\": 0, \"value\": [' + '[],' * 5000000 + '0]}\\n'",
+}
+# 15 MB without a newline, 4 KB at a time: the evaluator reads it in small chunks, as a slow writer sends it
+NO_NEWLINE = ("import os\nfor fd in range(0, 64):\n    try:\n        for _ in range(3840):\n"
+              "            os.write(fd, b'x' * 4096)\n    except OSError:\n        pass\n")
+
+
+@pytest.mark.parametrize("attack", sorted(CHANNEL_ATTACKS) + ["no_newline"])
+def test_what_a_program_writes_costs_the_evaluator_little(attack, tmp_path):
+    """Issue 38: 60,000 ints that all hash alike as a set or as dict keys (rebuilt in the evaluator they
+    held the GIL for tens of seconds), a line of 5 million empty lists (865 MB to build), 15 MB without a
+    newline (seconds of searching): each is a runtime error within seconds, the evaluator's memory
+    bounded; measured in an evaluator process of its own."""
+    from hostile_programs import to_every_fd
+    code = (NO_NEWLINE if attack == "no_newline" else to_every_fd(CHANNEL_ATTACKS[attack])) + \
+        "import time\ntime.sleep(3)\n"
+    io = json.dumps({"inputs": ["1"], "outputs": ["[1]"], "fn_name": "f"}) if attack != "no_newline" else ONE
+    if attack != "no_newline":
+        code = "class Solution:\n    def f(self, x):\n" + "".join(f"        {line}\n" for line in code.splitlines()) + \
+               "        return [1]\n"
+    script = ("import json, resource, sys, time\nfrom reasoning_sft.schema import CodeEvalConfig\n"
+              "from reasoning_sft.evaluation.sandbox import run_program\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "t = time.process_time()\n"
+              f"v = run_program(sys.stdin.read(), {io!r}, CodeEvalConfig(timeout_seconds=20, memory_mb=2048))\n"
+              "print(json.dumps({'verdict': v['verdict'], 'cpu': time.process_time() - t, "
+              "'grew_mb': (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, "
+              "'message': v['metadata'].get('error_message', '')}))\n")
+    proc = subprocess.run([sys.executable, "-c", script], input=code, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if attack.startswith("colliding"):   # decoded in linear time: a set or int-keyed dict equals no JSON value
+        assert out["verdict"] == "wrong answer", out
+    else:
+        assert out["verdict"] == "runtime error" and "corrupted its result channel" in out["message"], out
+    # the evaluator's own CPU time, whatever the line held (before: 20-21 s for the colliding values; 0.84 s
+    # for 15 MB searched for a newline from the start at every read, 0.06 s now)
+    assert out["cpu"] < (0.4 if attack == "no_newline" else 5), out
+    assert out["grew_mb"] < 300, out
