@@ -114,6 +114,17 @@ def programs(host: dict) -> dict[str, tuple[str, str]]:
                  "                f.write(b'x' * (1 << 20))\n                total += 1\n"
                  "    except OSError as e:\n        err = e.errno\n        break\nprint(total, err)", ONE)
     p["memory"] = ("x = bytearray(8 * 1024 ** 3)\nprint(3)", ONE)
+    # 4. reaching other programs past the namespaces (issue 38): the vsock port space, locks and inotify
+    # on the system files every sandbox shares, the keyring and inotify quotas of the evaluator's uid
+    p["vsock"] = ("import socket\ntry:\n    socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)\n    print('opened')\n"
+                  "except OSError as e:\n    print(e.errno)", ONE)
+    p["file_locks"] = ("import fcntl, struct\nout = []\nf = open('/etc/passwd')\n"
+                       "for call in (lambda: fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB), "
+                       "lambda: fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB), "
+                       "lambda: fcntl.fcntl(f, 36, struct.pack('hhqqi', 0, 0, 0, 0, 0))):\n"
+                       "    try:\n        call()\n        out.append('locked')\n    except OSError as e:\n"
+                       "        out.append(e.errno)\nprint(out)", ONE)
+    p["inotify"] = (LIBC + "fd = libc.inotify_init1(0)\nprint(fd if fd < 0 else 'watching', err())", ONE)
     return p
 
 

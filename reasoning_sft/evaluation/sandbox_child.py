@@ -31,6 +31,7 @@ MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 SYS_MOUNT_SETATTR, SYS_PIVOT_ROOT = 442, {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, -1)
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 4, 24, 38, 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 KEYCTL_JOIN_SESSION_KEYRING = 1
 PROGRAM_UID_BASE = 1_000_000      # as root: uid PROGRAM_UID_BASE + pid, one per program, never a real user
 SYSTEM_TREES = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc")
@@ -143,6 +144,75 @@ def drop_capabilities() -> None:
     _ok(_libc.capset(ctypes.byref(header), data), "capset")
 
 
+# --- seccomp: what the namespaces do not cover ---------------------------------------------------------
+# Socket families a network namespace does not separate (AF_VSOCK reaches the host's and every other
+# program's vsock ports), file locks and inotify on the read-only system files every sandbox shares (a
+# channel between two programs running at once, and inotify instances count against the evaluator's
+# uid), the kernel keyring calls (per-uid quotas), and setsid (every process of a program stays in its
+# session, so the scheduler's autogroup gives the program one share of the CPU however many processes
+# it starts). Each is refused with an errno, everything else allowed; another architecture's syscalls
+# (i386 through int 0x80, x32) kill the process.
+SECCOMP_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+SECCOMP_SYSCALLS = {   # name: (x86_64, aarch64); -1: none there
+    "socket": (41, 198), "socketpair": (53, 199), "fcntl": (72, 25), "flock": (73, 32),
+    "inotify_init": (253, -1), "inotify_init1": (294, 26), "fanotify_init": (300, 262),
+    "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219), "setsid": (112, 157)}
+SOCKET_FAMILIES = (1, 2, 10)                    # AF_UNIX, AF_INET, AF_INET6: inside the namespaces
+LOCK_COMMANDS = (5, 6, 7, 36, 37, 38, 1024, 1025, 1026)   # F_GETLK..F_SETLKW, F_OFD_*, leases, F_NOTIFY
+EAFNOSUPPORT, EPERM = 97, 1
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
+    """The filter as (code, jt, jf, k) instructions of classic BPF over struct seccomp_data."""
+    LD, JEQ, JGE, RET = 0x20, 0x15, 0x35, 0x06
+    ALLOW, KILL = 0x7FFF0000, 0x80000000
+    errno = lambda e: 0x00050000 | e   # noqa: E731
+    column = 0 if machine == "x86_64" else 1
+    nr = {name: numbers[column] for name, numbers in SECCOMP_SYSCALLS.items() if numbers[column] >= 0}
+    prog = [(LD, 0, 0, 4), (JEQ, 1, 0, SECCOMP_ARCH[machine]), (RET, 0, 0, KILL), (LD, 0, 0, 0)]
+    if machine == "x86_64":   # the x32 ABI's numbers
+        prog += [(JGE, 0, 1, 0x40000000), (RET, 0, 0, KILL)]
+    denied = [nr[n] for n in ("flock", "inotify_init", "inotify_init1", "fanotify_init", "add_key", "request_key",
+                              "keyctl", "setsid") if n in nr]
+    for number in denied:
+        prog += [(JEQ, 0, 1, number), (RET, 0, 0, errno(EPERM))]
+    # sockets: the family (args[0], low word at offset 16) must be one the namespaces hold
+    socket_check = [(LD, 0, 0, 16)]
+    for k, f in enumerate(SOCKET_FAMILIES):   # jump to the ALLOW after the errno when it matches
+        socket_check.append((JEQ, len(SOCKET_FAMILIES) - k, 0, f))
+    socket_check += [(RET, 0, 0, errno(EAFNOSUPPORT)), (RET, 0, 0, ALLOW)]
+    for name in ("socket", "socketpair"):
+        prog += [(JEQ, 0, len(socket_check), nr[name])] + socket_check
+        prog += [(LD, 0, 0, 0)]   # the accumulator holds the family now: the number again
+    # fcntl: lock, lease and notify commands (args[1], offset 24) refused, the rest allowed
+    lock_check = [(LD, 0, 0, 24)]
+    for k, c in enumerate(LOCK_COMMANDS):
+        lock_check.append((JEQ, len(LOCK_COMMANDS) - k, 0, c))
+    lock_check += [(RET, 0, 0, ALLOW), (RET, 0, 0, errno(EPERM))]
+    prog += [(JEQ, 0, len(lock_check), nr["fcntl"])] + lock_check
+    prog += [(RET, 0, 0, ALLOW)]
+    return prog
+
+
+def install_seccomp() -> None:
+    """Load the filter on this process (inherited by every child; needs no_new_privs first)."""
+    machine = os.uname().machine
+    if machine not in SECCOMP_ARCH:
+        raise OSError(0, f"seccomp: no filter for {machine}")
+    prog = seccomp_program(machine)
+    filters = (_SockFilter * len(prog))(*[_SockFilter(*i) for i in prog])
+    fprog = _SockFprog(len(prog), filters)
+    _ok(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
+
+
 def status() -> dict:
     fields = {}
     for line in open("/proc/self/status"):
@@ -178,6 +248,7 @@ def contain(job: dict) -> dict:
         if os.getppid() != job.get("parent", os.getppid()):
             os._exit(4)
         _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        _seccomp(held, missing)
         limit(job["limits"])
         return {**held, "uid": os.geteuid(), "missing": missing}
     launcher_alive, launcher_holds = os.pipe()   # pid 1 reads EOF here once the launcher is gone
@@ -231,6 +302,7 @@ def contain(job: dict) -> dict:
         os._exit(4)
     os.close(launcher_alive)
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _seccomp(held, missing)
     limit(job["limits"])
     os.chdir(WORKDIR if held.get("root") else "/")
     s = status()
@@ -244,6 +316,19 @@ def contain(job: dict) -> dict:
     if not held["no_new_privs"]:
         missing.append("no_new_privs")
     return {**held, "missing": missing}
+
+
+def _seccomp(held: dict, missing: list) -> None:
+    try:
+        install_seccomp()
+        held["seccomp"] = "vsock and other families, locks, inotify, keyrings, setsid refused"
+        try:   # one session per program: one share of the CPU where the scheduler groups by session
+            grouped = open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() == "1"
+        except OSError:
+            grouped = False
+        held["cpu_share"] = "one per program (autogroup)" if grouped else "none (sched_autogroup_enabled is not 1)"
+    except OSError as e:
+        missing.append(f"a seccomp filter ({e.strerror})")
 
 
 def _become(uid: int, gid: int) -> None:

@@ -168,7 +168,11 @@ def test_nothing_is_shared_with_the_host_or_other_programs(hostile):
     assert _out(v["ipc"]).startswith("-1 No such file") and made == "20"   # the host's queue is not there
     assert hostile["shm_left"] == 0 and hostile["queue_intact"]            # its 20 x 16 MB died with it
     assert hostile["key_intact"] and _out(v["keyring_read"]).strip() == str([""] * 6)
-    assert _out(v["keyring_plant"]).startswith("planted")                  # planted, never seen by the next
+    assert _out(v["keyring_plant"]).strip() == "planted -1"                # the keyring calls refused (seccomp)
+    # past the namespaces: no vsock socket, no lock or inotify watch on the files every sandbox shares
+    assert _out(v["vsock"]).strip() == "97"                                 # EAFNOSUPPORT
+    assert _out(v["file_locks"]).strip() == "[1, 1, 1]"                     # EPERM: flock, POSIX and OFD locks
+    assert _out(v["inotify"]).strip() == "-1 Operation not permitted"
     # its own process count: a fork bomb (posix.fork: LiveCodeBench's guard only removes os.fork)
     # in one worker while a 16-thread solution passes in another
     assert v["fork_bomb"]["verdict"] == "timeout" and v["threads_ok"]["verdict"] == "passed"
@@ -330,9 +334,12 @@ def test_the_documented_code_evaluation_command(tmp_path, tiny_tokenizer):
 
 
 ESCAPER = """import os, posix, time
-for _ in range(3):                 # grandchildren in sessions of their own, then a spinner
+for _ in range(3):                 # grandchildren, each trying for a session of its own, then a spinner
     if posix.fork() == 0:
-        os.setsid()
+        try:
+            os.setsid()            # refused by the seccomp filter; before it, it worked
+        except OSError:
+            pass
         if posix.fork() == 0:
             while True:
                 time.sleep(0.5)
@@ -505,3 +512,30 @@ def test_what_a_program_writes_costs_the_evaluator_little(attack, tmp_path):
     # for 15 MB searched for a newline from the start at every read, 0.06 s now)
     assert out["cpu"] < (0.4 if attack == "no_newline" else 5), out
     assert out["grew_mb"] < 300, out
+
+
+SPINNERS = """import os, posix
+for _ in range(31):                # 31 spinners, each asking for a session (an autogroup) of its own
+    if posix.fork() == 0:
+        try:
+            os.setsid()
+        except OSError:
+            pass
+        while True:
+            pass
+while True:
+    pass
+"""
+HONEST = "total = 0\nfor i in range(12_000_000):\n    total += i & 7\na, b = map(int, input().split())\nprint(a + b)\n"
+
+
+def test_one_programs_processes_cannot_time_out_another():
+    """A program's processes share one session, so the scheduler gives the program one share of the CPU
+    (autogroup) however many it starts: an honest program beside 32 spinners takes about the time it
+    takes alone (measured here: 0.37 s against 0.40 s alone). Before, each spinner took a session and a
+    share of its own: the honest one took 7x as long (2.97 s), and with a tighter limit timed out."""
+    limits = Limits(timeout_seconds=6, memory_mb=1024, processes=64)
+    alone = run_programs([(HONEST, ONE)], limits)[0]
+    spin, honest = run_programs([(SPINNERS, ONE), (HONEST, ONE)], limits, workers=2)
+    assert alone["verdict"] == honest["verdict"] == "passed" and spin["verdict"] == "timeout"
+    assert honest["seconds"] < 2.5 * alone["seconds"] + 0.5, (honest["seconds"], alone["seconds"])
