@@ -106,7 +106,9 @@ def programs(host: dict) -> dict[str, tuple[str, str]]:
         "nnp = [l for l in open('/proc/self/status') if l.startswith('NoNewPrivs')][0].split()[1]\n"
         "rc = libc.system(b'/usr/bin/mount -t tmpfs none /sandbox > /sandbox/out 2>&1')\n"
         "print(nosuid, nnp, rc != 0, len(mounts))", ONE)
-    p["daemon"] = ("import posix, time, os\nif posix.fork() == 0:\n    os.setsid()\n    time.sleep(30)\n"
+    # (setsid is refused by the seccomp filter: the child stays in the program's session, asleep)
+    p["daemon"] = ("import posix, time, os\nif posix.fork() == 0:\n    try:\n        os.setsid()\n    except OSError:\n"
+                   "        pass\n    time.sleep(30)\n"
                    f"    open({host['dir'] + '/daemon-was-here'!r}, 'w').write('x')\n"
                    "else:\n    print(4)", ONE)
     p["disk"] = ("import os\ntotal = 0\nerr = None\nfor i in range(40):\n    try:\n"
@@ -125,6 +127,17 @@ def programs(host: dict) -> dict[str, tuple[str, str]]:
                        "    try:\n        call()\n        out.append('locked')\n    except OSError as e:\n"
                        "        out.append(e.errno)\nprint(out)", ONE)
     p["inotify"] = (LIBC + "fd = libc.inotify_init1(0)\nprint(fd if fd < 0 else 'watching', err())", ONE)
+    # 5. memory past code.memory_mb (1024 here): memfd pages count against no address space, and each
+    # forked child had the whole limit again (issue 38: 1.1 GB under 256, 2.75 GB under 512). Each prints
+    # the expected output only if it got all of it
+    p["memfd_hog"] = ("import os\nfds = []\nfor i in range(80):\n    fd = os.memfd_create(f'm{i}')\n"
+                      "    os.write(fd, b'x' * (16 << 20))\n    fds.append(fd)\nprint(16 * len(fds))",
+                      json.dumps({"inputs": ["1\n"], "outputs": ["1280\n"], "fn_name": None}))
+    p["fork_hog"] = ("import posix, time\nkids = []\nfor i in range(12):\n    pid = posix.fork()\n    if pid == 0:\n"
+                     "        x = bytearray(200 << 20)\n        x[::4096] = b'x' * len(x[::4096])\n        time.sleep(2)\n"
+                     "        posix._exit(0)\n    kids.append(pid)\n"
+                     "print(sum(posix.waitpid(k, 0)[1] == 0 for k in kids))",
+                     json.dumps({"inputs": ["1\n"], "outputs": ["12\n"], "fn_name": None}))
     return p
 
 
@@ -216,19 +229,40 @@ if __name__ == "__main__":
 USER = 1000
 
 
-def as_user(argv: list[str], uid: int = USER) -> list[str]:
+def delegated_cgroup(uid: int) -> list[str]:
+    """A memory and a pids cgroup handed to `uid` (its directory and files chowned to it, as a cgroup v1
+    delegation is done), under this process's own: the `cgroup.procs` files to put a process in. Its
+    sandboxes can then make their groups under it as that user (reasoning_sft/evaluation/cgroups.py)."""
+    from reasoning_sft.evaluation.cgroups import _mounts, _own_groups
+    own, _ = _own_groups()
+    mounts, _ = _mounts()
+    paths = []
+    for controller in ("memory", "pids"):
+        if controller in mounts and controller in own:
+            d = mounts[controller] / own[controller].lstrip("/") / f"rsft-user-{uid}"
+            d.mkdir(exist_ok=True)
+            for entry in [d, *d.iterdir()]:
+                if entry.is_file() or entry == d:
+                    os.chown(entry, uid, uid)
+            paths.append(str(d / "cgroup.procs"))
+    return paths
+
+
+def as_user(argv: list[str], uid: int = USER, cgroup: bool = True) -> list[str]:
     """`argv` run as an unprivileged uid that reaches this venv's interpreter as a real user reaches
     their own: when the interpreter lives under a home that uid cannot enter (root's, mode 0700, here),
     a private mount namespace puts a 0755 tmpfs over that home and binds the interpreter's tree back.
-    Nothing else changes for it."""
+    `cgroup`: in a memory and pids cgroup delegated to that user (delegated_cgroup), as a user with a
+    delegated cgroup runs; False: in root's, where the user can make none. Nothing else changes for it."""
     if os.geteuid() != 0:   # already an unprivileged user: run as is
         return argv
     prefix = os.path.realpath(sys.base_prefix)
     home = next((str(p) for p in reversed(Path(prefix).parents) if str(p) != "/" and not os.stat(p).st_mode & 0o001),
                 None)
     run = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--reset-env", "--", *argv]
+    join = "".join(f'echo $$ > "{p}" && ' for p in (delegated_cgroup(uid) if cgroup else []))
     if home is None:
-        return run
-    script = (f'keep=$(mktemp -d) && mount --bind "{prefix}" "$keep" && mount -t tmpfs -o mode=0755 tmpfs "{home}" && '
+        return ["sh", "-c", join + 'exec "$@"', "sh", *run] if join else run
+    script = (f'{join}keep=$(mktemp -d) && mount --bind "{prefix}" "$keep" && mount -t tmpfs -o mode=0755 tmpfs "{home}" && '
               f'mkdir -p "{prefix}" && mount --move "$keep" "{prefix}" && exec "$@"')
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *run]

@@ -34,10 +34,11 @@ from reasoning_sft.schema import CodeEvalConfig
 CHILD = Path(__file__).with_name("sandbox_child.py")
 VERDICTS = ("passed", "wrong answer", "timeout", "runtime error", "no code")
 POLICIES = ("strict", "weak")
-HOW_TO_CONTAIN = ("run the evaluation as root in a container, or enable unprivileged user namespaces "
+HOW_TO_CONTAIN = ("run the evaluation as root in a container, or as a user: enable unprivileged user namespaces "
                   "(sysctl user.max_user_namespaces=15000; Debian: kernel.unprivileged_userns_clone=1; "
-                  "Ubuntu 24.04: kernel.apparmor_restrict_unprivileged_userns=0); or accept weaker "
-                  "isolation explicitly with code.sandbox=weak")
+                  "Ubuntu 24.04: kernel.apparmor_restrict_unprivileged_userns=0) and run inside a cgroup v2 that "
+                  "delegates memory and pids (systemd-run --user --scope -p Delegate=yes <command>); or accept "
+                  "weaker isolation explicitly with code.sandbox=weak")
 
 
 OUTPUT_MB = 16    # what a program may report over its channel, all tests together (docs/safety.md)
@@ -294,7 +295,31 @@ def _job(code: str | None, tests: dict, limits: CodeEvalConfig) -> dict:
                        "disk_mb": limits.disk_mb}}
 
 
-def _start(job: dict) -> tuple[subprocess.Popen, int]:
+def _start(job: dict):
+    """The child for `job`, in a cgroup of its own where one can be made: (process, channel fd, group)."""
+    from reasoning_sft.evaluation.cgroups import make
+    group, why = make(job["limits"]["memory_bytes"], job["limits"]["processes"] + 2)   # + launcher and pid 1
+    if group is not None:
+        job = {**job, "cgroup_procs": group.procs, "cgroup_kind": group.kind}
+    else:
+        job = {**job, "cgroup_missing": [f"memory cgroup of its own ({why})"]}
+    try:
+        proc, fd = _spawn(job)
+    except BaseException:
+        if group is not None:
+            group.remove()
+        raise
+    return proc, fd, group
+
+
+def _stop(proc: subprocess.Popen, group) -> None:
+    """The child stopped (its namespace killed and reaped), then its cgroup emptied and removed."""
+    _kill_group(proc)
+    if group is not None:
+        group.remove()
+
+
+def _spawn(job: dict) -> tuple[subprocess.Popen, int]:
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/sandbox", "TMPDIR": "/sandbox",
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     read_fd, write_fd = os.pipe()
@@ -320,14 +345,14 @@ def _missing_line(isolation: dict) -> str:
 def check_sandbox(limits: CodeEvalConfig = CodeEvalConfig()) -> dict:
     """Establish the sandbox once without a program: what holds (for summaries), or SandboxRefused
     (strict) naming what is missing and how to get it. Called before the first program runs."""
-    proc, fd = _start(_job(None, {}, limits))
+    proc, fd, group = _start(_job(None, {}, limits))
     try:
         first = _Channel(fd, time.monotonic() + 60, 1 << 20).line()
     except ChannelError:
         first = None
     finally:
         os.close(fd)
-        _kill_group(proc)
+        _stop(proc, group)
     isolation = (first or {}).get("isolation")
     if not isinstance(isolation, dict):
         raise SandboxRefused(f"the code sandbox did not start (exit status {proc.returncode}); "
@@ -346,7 +371,7 @@ def run_program(code: str | None, input_output: str, limits: CodeEvalConfig = Co
     inputs, outputs, call_based = tests["inputs"], tests["outputs"], tests.get("fn_name") is not None
     wall = (limits.timeout_seconds + 1) * len(inputs) + 5 + 10       # LiveCodeBench's global timeout + start-up
     start = time.monotonic()
-    proc, fd = _start(_job(code, {"inputs": inputs, "fn_name": tests.get("fn_name")}, limits))
+    proc, fd, group = _start(_job(code, {"inputs": inputs, "fn_name": tests.get("fn_name")}, limits))
     results: list = []
     meta: dict = {}
     isolation: dict = {}
@@ -388,7 +413,7 @@ def run_program(code: str | None, input_output: str, limits: CodeEvalConfig = Co
                                                    f"({type(e).__name__}: {str(e)[:200]})"}
     finally:
         os.close(fd)
-        _kill_group(proc)
+        _stop(proc, group)
     return {"verdict": _verdict(results, meta), "results": results, "metadata": meta, "isolation": isolation,
             "seconds": round(time.monotonic() - start, 3)}
 

@@ -250,7 +250,8 @@ def contain(job: dict) -> dict:
         _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         _seccomp(held, missing)
         limit(job["limits"])
-        return {**held, "uid": os.geteuid(), "missing": missing}
+        return {**held, "uid": os.geteuid(), "missing": missing + job.get("cgroup_missing", []),
+                "cgroup": job.get("cgroup_kind")}
     launcher_alive, launcher_holds = os.pipe()   # pid 1 reads EOF here once the launcher is gone
     pid = os.fork()
     if pid:   # the launcher: waits for pid 1 of the new namespace and exits with it; asked to stop
@@ -315,7 +316,7 @@ def contain(job: dict) -> dict:
             missing.append(f"dropping every capability ({key} {s.get(key)})")
     if not held["no_new_privs"]:
         missing.append("no_new_privs")
-    return {**held, "missing": missing}
+    return {**held, "missing": missing + job.get("cgroup_missing", []), "cgroup": job.get("cgroup_kind")}
 
 
 def _seccomp(held: dict, missing: list) -> None:
@@ -453,6 +454,13 @@ def main() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != job.get("parent", os.getppid()):
         os._exit(4)
+    # into the program's own cgroup (cgroups.py, made by the evaluator) before anything else starts
+    for procs in job.get("cgroup_procs") or ():
+        try:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+        except OSError as e:
+            job["cgroup_missing"] = [f"memory cgroup of its own (joining {procs}: {e.strerror})"]
     sys.stdin = open(os.devnull)
     dumps, write = json.dumps, os.write
 

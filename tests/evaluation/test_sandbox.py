@@ -182,6 +182,34 @@ def test_nothing_is_shared_with_the_host_or_other_programs(hostile):
     # disk: the 64 MB tmpfs is full (ENOSPC), however many files; memory: the address-space limit
     assert _out(v["disk"]).split() == ["64", "28"]
     assert v["memory"]["verdict"] == "runtime error" and "MemoryError" in v["memory"]["metadata"]["error"]
+    # memory per program (a cgroup of its own): 1.25 GB of memfds, 12 children x 200 MB, under 1024 MB:
+    # neither gets it all (the kernel kills inside the program's group), and the evaluator went on
+    assert v["memfd_hog"]["verdict"] in ("runtime error", "wrong answer"), v["memfd_hog"]
+    assert v["fork_hog"]["verdict"] in ("runtime error", "wrong answer"), v["fork_hog"]
+    assert v["memfd_hog"]["isolation"]["cgroup"] in ("v1", "v2")
+
+
+def test_a_user_without_a_cgroup_to_give_is_refused_under_strict(open_tmp):
+    """As a user whose cgroup delegates nothing (no memory cgroup per program can be made): strict refuses
+    in one line naming it, before a run dir; weak runs and records it."""
+    path = open_tmp / "lcb.jsonl"
+    path.write_text(json.dumps({**problems()[0], "response": response("print(3)")}) + "\n")
+    path.chmod(0o644)
+    grade = [sys.executable, "-m", "reasoning_sft.grade", f"input={path}", "task=livecodebench",
+             "fields.response=response", "code.timeout_seconds=2"]
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the grade stage as a user outside a delegated cgroup")
+    refused = subprocess.run(as_user(grade + [f"hydra.run.dir={open_tmp}/strict"], cgroup=False), cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    said = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(said) == 1, refused.stderr[-2000:]
+    assert "cannot contain programs here: no memory cgroup of its own" in said[0] and "Delegate=yes" in said[0]
+    assert not (open_tmp / "strict").exists()
+    weak = subprocess.run(as_user(grade + ["code.sandbox=weak", f"hydra.run.dir={open_tmp}/weak"], cgroup=False),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert weak.returncode == 0, weak.stderr[-2000:]
+    isolation = json.loads((open_tmp / "weak" / "summary.json").read_text())["grade"]["sandbox_isolation"][0]["isolation"]
+    assert [m.split(" (")[0] for m in isolation["missing"]] == ["memory cgroup of its own"]
 
 
 def test_where_containment_cannot_be_established_strict_refuses_before_any_program(open_tmp):
