@@ -14,6 +14,20 @@ def decoding(temperature: float = 0.0, top_p: float = 1.0, top_k: int | None = N
             "min_tokens": min_tokens}
 
 
+def one_token_stops(tokenizer, stop_strings: list[str] | None) -> tuple[list[int], list[str]]:
+    """(the stop markers that are one token, as ids; the others, as strings), as both engines and s1's
+    `stop_token_ids` take them: a one-token marker ends a row like the end of turn, with no matching of
+    the row's text at every step."""
+    ids, strings = [], []
+    for s in stop_strings or ():
+        one = tokenizer(s, add_special_tokens=False)["input_ids"]
+        if len(one) == 1:
+            ids.append(one[0])
+        else:
+            strings.append(s)
+    return ids, strings
+
+
 def sample_seed(seed: int, *key) -> int:
     """The seed of one sample's draws: (the run's generation seed, the sample's identity: task, problem,
     sample index, and the phase of budget forcing), so a sample's text depends on none of the batch it

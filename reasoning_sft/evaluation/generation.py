@@ -17,7 +17,7 @@ import torch
 from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, MinNewTokensLengthLogitsProcessor,
                           TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
-from reasoning_sft.evaluation.decoding import GREEDY
+from reasoning_sft.evaluation.decoding import GREEDY, one_token_stops
 
 
 class SeededSampler(LogitsProcessor):
@@ -47,19 +47,6 @@ class HFEngine:
         self.dtype = str(model.dtype).removeprefix("torch.")   # what its weights were loaded in
         self.reuse_cache = reuse_cache
         self._kept: _KeptBatch | None = None   # the last call's batch and KV cache, when it was asked to keep them
-
-    def _stops(self, stop_strings: list[str] | None) -> tuple[list[int], list[str]]:
-        """(one-token markers as ids, the other stop strings), as vLLM's engine and s1's `stop_token_ids`
-        take them: a marker that is one token ends the row like the end of turn, with no string matching
-        of the row's tail at every step."""
-        ids, strings = [], []
-        for s in stop_strings or ():
-            one = self.tokenizer(s, add_special_tokens=False)["input_ids"]
-            if len(one) == 1:
-                ids.append(one[0])
-            else:
-                strings.append(s)
-        return ids, strings
 
     def _config(self, max_new_tokens: int, d: dict, sampled: bool, stop_ids: list[int],
                 stop_strings: list[str]) -> GenerationConfig:
@@ -98,7 +85,7 @@ class HFEngine:
             width = input_ids.shape[1]
         del kept
         processors = LogitsProcessorList()
-        stop_ids, longer_stops = self._stops(stop_strings)
+        stop_ids, longer_stops = one_token_stops(tokenizer, stop_strings)
         if d["min_tokens"]:   # as vLLM's min_tokens: neither the end of turn nor a one-token stop marker before it
             processors.append(MinNewTokensLengthLogitsProcessor(width, d["min_tokens"], [tokenizer.eos_token_id, *stop_ids],
                                                                 device=model.device))

@@ -91,14 +91,9 @@ class VLLMEngine:
 
     def _stops(self, stop_strings: list[str] | None) -> tuple[list[int], list[str]]:
         """(stop token ids, stop strings): the end of turn and every one-token marker as ids."""
-        ids, strings = [self.tokenizer.eos_token_id], []
-        for s in stop_strings or ():
-            one = self.tokenizer(s, add_special_tokens=False)["input_ids"]
-            if len(one) == 1:
-                ids.append(one[0])
-            else:
-                strings.append(s)
-        return ids, strings
+        from reasoning_sft.evaluation.decoding import one_token_stops
+        ids, strings = one_token_stops(self.tokenizer, stop_strings)
+        return [self.tokenizer.eos_token_id, *ids], strings
 
     def generate_ids(self, contexts: list[list[int]], max_new_tokens: int, stop_strings: list[str] | None = None,
                      sampling: dict | None = None, seeds: list[int] | None = None,
