@@ -32,6 +32,17 @@ class ProgramCgroup:
     def procs(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
 
+    def peak_mb(self) -> float | None:
+        """The most memory the program's processes held together (the kernel's count), MB."""
+        for name in ("memory.peak", "memory.max_usage_in_bytes"):   # v2 (5.19+), v1
+            path = self.dirs[0] / name
+            if path.exists():
+                try:
+                    return round(int(path.read_text().split()[0]) / (1 << 20), 1)
+                except (OSError, ValueError):
+                    return None
+        return None
+
     def remove(self) -> None:
         """SIGKILL whatever is still inside, then remove the groups (a few tries while the dead exit)."""
         for d in self.dirs:

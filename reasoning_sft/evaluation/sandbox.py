@@ -312,11 +312,15 @@ def _start(job: dict):
     return proc, fd, group
 
 
-def _stop(proc: subprocess.Popen, group) -> None:
-    """The child stopped (its namespace killed and reaped), then its cgroup emptied and removed."""
+def _stop(proc: subprocess.Popen, group) -> float | None:
+    """The child stopped (its namespace killed and reaped), then its cgroup emptied and removed; the
+    most memory the program held, MB (None without a cgroup)."""
     _kill_group(proc)
-    if group is not None:
-        group.remove()
+    if group is None:
+        return None
+    peak = group.peak_mb()
+    group.remove()
+    return peak
 
 
 def _spawn(job: dict) -> tuple[subprocess.Popen, int]:
@@ -366,7 +370,7 @@ def run_program(code: str | None, input_output: str, limits: CodeEvalConfig = Co
     """Grade one program on one problem (`input_output`: LiveCodeBench's JSON of inputs, outputs and
     fn_name). Returns {verdict, results, metadata, isolation, seconds}."""
     if not code or not code.strip():
-        return {"verdict": "no code", "results": [], "metadata": {}, "isolation": {}, "seconds": 0.0}
+        return {"verdict": "no code", "results": [], "metadata": {}, "isolation": {}, "seconds": 0.0, "memory_peak_mb": None}
     tests = json.loads(input_output)
     inputs, outputs, call_based = tests["inputs"], tests["outputs"], tests.get("fn_name") is not None
     wall = (limits.timeout_seconds + 1) * len(inputs) + 5 + 10       # LiveCodeBench's global timeout + start-up
@@ -413,9 +417,9 @@ def run_program(code: str | None, input_output: str, limits: CodeEvalConfig = Co
                                                    f"({type(e).__name__}: {str(e)[:200]})"}
     finally:
         os.close(fd)
-        _stop(proc, group)
+        peak = _stop(proc, group)
     return {"verdict": _verdict(results, meta), "results": results, "metadata": meta, "isolation": isolation,
-            "seconds": round(time.monotonic() - start, 3)}
+            "seconds": round(time.monotonic() - start, 3), "memory_peak_mb": peak}
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -183,10 +183,11 @@ def test_nothing_is_shared_with_the_host_or_other_programs(hostile):
     assert _out(v["disk"]).split() == ["64", "28"]
     assert v["memory"]["verdict"] == "runtime error" and "MemoryError" in v["memory"]["metadata"]["error"]
     # memory per program (a cgroup of its own): 1.25 GB of memfds, 12 children x 200 MB, under 1024 MB:
-    # neither gets it all (the kernel kills inside the program's group), and the evaluator went on
-    assert v["memfd_hog"]["verdict"] in ("runtime error", "wrong answer"), v["memfd_hog"]
-    assert v["fork_hog"]["verdict"] in ("runtime error", "wrong answer"), v["fork_hog"]
-    assert v["memfd_hog"]["isolation"]["cgroup"] in ("v1", "v2")
+    # neither gets it all (the kernel kills inside the program's group, or, on a busy machine, the clock
+    # stops it first), the group never held more than the limit, and the evaluator went on
+    for hog in ("memfd_hog", "fork_hog"):
+        assert v[hog]["verdict"] != "passed" and v[hog]["isolation"]["cgroup"] in ("v1", "v2"), v[hog]
+        assert 0 < v[hog]["memory_peak_mb"] <= 1024, v[hog]
 
 
 def test_a_user_without_a_cgroup_to_give_is_refused_under_strict(open_tmp):
