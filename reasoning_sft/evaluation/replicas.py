@@ -17,6 +17,7 @@ code; the replicas die with this process (a parent-death signal), and are stoppe
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import traceback
@@ -104,6 +105,9 @@ class ReplicaPool:
         self.placements = placements(n, devices_per_replica, key)
         context = mp.get_context("spawn")   # a fresh interpreter: no forked CUDA or OpenMP state
         self.conns, self.procs = [], []
+        # a pool nobody closed (an exception on the way) is closed at exit, before multiprocessing's own
+        # exit handler would wait for its replicas (they are not daemons: vLLM's engine starts processes)
+        atexit.register(self.close)
         try:
             for p in self.placements:
                 ours, theirs = context.Pipe()
