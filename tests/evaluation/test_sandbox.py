@@ -198,8 +198,18 @@ def test_a_user_without_a_cgroup_to_give_is_refused_under_strict(open_tmp):
     path.chmod(0o644)
     grade = [sys.executable, "-m", "reasoning_sft.grade", f"input={path}", "task=livecodebench",
              "fields.response=response", "code.timeout_seconds=2"]
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run the grade stage as a user outside a delegated cgroup")
+    if os.geteuid() != 0:   # started as a user: this user's own cgroup decides which promise is tested
+        from reasoning_sft.evaluation.cgroups import make
+        group, _ = make(64 << 20, 8)
+        if group is not None:   # it delegates: strict runs every program in a group of its own
+            group.remove()
+            ran = subprocess.run(grade + [f"hydra.run.dir={open_tmp}/strict"], cwd=ROOT, capture_output=True,
+                                 text=True, timeout=300)
+            assert ran.returncode == 0, ran.stderr[-2000:]
+            isolation = json.loads((open_tmp / "strict" / "summary.json").read_text())["grade"][
+                "sandbox_isolation"][0]["isolation"]
+            assert isolation["missing"] == [] and isolation["cgroup"] in ("v1", "v2")
+            return
     refused = subprocess.run(as_user(grade + [f"hydra.run.dir={open_tmp}/strict"], cgroup=False), cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
     said = refused.stderr.strip().splitlines()
