@@ -30,14 +30,13 @@ def load_engine(cfg: DictConfig, ev: EvalConfig):
     many, each in its own process (evaluation/replicas.py), this process holding the tokenizer only."""
     if ev.data_parallel_size == 1:
         return build_engine(OmegaConf.to_container(cfg, resolve=True), ev)
-    from reasoning_sft.evaluation.replicas import ReplicaPool
+    from reasoning_sft.evaluation.replicas import ReplicaPool, devices_per_replica
     from reasoning_sft.registry import BACKENDS
     from reasoning_sft.training.models import load_pretrained_tokenizer
     path = cfg.model_path or cfg.model.name_or_path
     tokenizer = load_pretrained_tokenizer(str(path)) if path else instantiate(cfg.model.tokenizer)
-    per_replica = ev.vllm.tensor_parallel_size if ev.backend == "vllm" else 1
     return ReplicaPool(partial(build_engine, OmegaConf.to_container(cfg, resolve=True), ev), ev.data_parallel_size,
-                       tokenizer, BACKENDS.get(ev.backend).batches_itself, per_replica)
+                       tokenizer, BACKENDS.get(ev.backend).batches_itself, devices_per_replica(ev))
 
 
 def build_engine(config: dict, ev: EvalConfig):
@@ -132,8 +131,8 @@ def run_evaluation(cfg: DictConfig) -> dict:
     from reasoning_sft.registry import BACKENDS
     BACKENDS.get(g.eval.backend).require()     # installed (vLLM), or one line saying how
     if g.eval.data_parallel_size > 1:          # the GPUs the replicas need are there
-        from reasoning_sft.evaluation.replicas import placements
-        placements(g.eval.data_parallel_size, g.eval.vllm.tensor_parallel_size if g.eval.backend == "vllm" else 1)
+        from reasoning_sft.evaluation.replicas import devices_per_replica, placements
+        placements(g.eval.data_parallel_size, devices_per_replica(g.eval))
     run_dir = open_run_dir(cfg)                # the config is settled (read-only) from here
     from reasoning_sft.training.wandb_logging import init_wandb, log_eval
     evaluator.attach(load_engine(cfg, g.eval))

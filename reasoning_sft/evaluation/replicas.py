@@ -38,6 +38,11 @@ class Placement:
     threads: int
 
 
+def devices_per_replica(ev) -> int:
+    """The GPUs one replica of the eval group's engine takes: vLLM's tensor-parallel group, else one."""
+    return ev.vllm.tensor_parallel_size if ev.backend == "vllm" else 1
+
+
 def placements(n: int, devices_per_replica: int = 1, key: str = "eval.data_parallel_size") -> list[Placement]:
     """One placement per replica; more GPUs asked for than this machine has is a ConfigError naming `key`."""
     import torch
