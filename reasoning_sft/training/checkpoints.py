@@ -154,10 +154,13 @@ class CheckpointCallback(TrainerCallback):
         self.save_total_limit = save_total_limit   # rotation happens here, after the new one is complete
         self.seconds_before = seconds_before       # training time of the runs this one resumes
         self.started = None
-        self.sigterm = False
+        self.sigterm = self.sigint = False
         self.preempted_at: int | None = None
         self.signal_name: str | None = None
         self._previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_sigterm)}
+        from reasoning_sft.training.launch import is_worker
+        if not is_worker():   # one process: a ranks' launcher stops its workers itself (launch_workers)
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
             # submitit's notice before the time limit (or a preemption), SIGUSR2 by default: its own
             # handler would requeue and exit at once, mid-step; ours checkpoints first, then requeues
@@ -181,11 +184,19 @@ class CheckpointCallback(TrainerCallback):
         import time
         return self.seconds_before + (time.time() - self.started if self.started else 0.0)
 
+    def _on_sigint(self, signum, frame):
+        # Ctrl-C: KeyboardInterrupt as always, and remembered: one raised while Python runs a finaliser or
+        # a GC callback is printed and dropped, which let a whole run go on (test_ctrl_c, under load)
+        self.sigint = True
+        raise KeyboardInterrupt
+
     def _on_sigterm(self, signum, frame):
         self.sigterm = True
         self.signal_name = signal.Signals(signum).name
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.sigint:   # a Ctrl-C that was dropped: raised again here
+            raise KeyboardInterrupt
         if _all_ranks_any(self.sigterm):
             control.should_save = True
             control.should_training_stop = True
